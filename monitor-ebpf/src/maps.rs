@@ -1,0 +1,93 @@
+//! Every map and load-time global of the kernel side, in one place.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use monitor_common::{ConnInfo, ConnKey, STAT_COUNT, SockAddr, Stat};
+
+/// Set by the loader: the agent's own tgid, whose sockets are never traced.
+#[unsafe(no_mangle)]
+pub static AGENT_TGID: u32 = 0;
+/// Set by the loader: how many bytes of each buffer to copy (at most CAPTURE_MAX).
+#[unsafe(no_mangle)]
+pub static CAPTURE_BYTES: u32 = monitor_common::CAPTURE_DEFAULT;
+/// Set by the loader: once this many bytes wait in the ring, wake the reader; below it, records are
+/// submitted without a wakeup and the reader drains on its own timer.
+#[unsafe(no_mangle)]
+pub static WAKEUP_BYTES: u64 = 1 << 20;
+
+#[inline(always)]
+pub fn global_u32(v: &'static u32) -> u32 {
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+#[inline(always)]
+pub fn global_u64(v: &'static u64) -> u64 {
+    unsafe { core::ptr::read_volatile(v) }
+}
+
+/// The size is set by the loader (`capture.ring_bytes`).
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
+
+/// Sockets we track, keyed by (tgid, fd); LRU so a host with many idle sockets cannot exhaust it.
+#[map]
+pub static CONNS: LruHashMap<ConnKey, ConnInfo> = LruHashMap::with_max_entries(65536, 0);
+
+/// Arguments of a data syscall in flight, saved on enter, used on exit; keyed by pid_tgid.
+#[map]
+pub static DATA_ARGS: HashMap<u64, DataArgs> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static ACCEPT_ARGS: HashMap<u64, AcceptArgs> = HashMap::with_max_entries(4096, 0);
+
+#[map]
+pub static CONNECT_ARGS: HashMap<u64, ConnectArgs> = HashMap::with_max_entries(4096, 0);
+
+/// Server side: the local address of a freshly created child socket, keyed by its peer address;
+/// filled from `sock:inet_sock_set_state` (softirq) and taken by accept's exit.
+#[map]
+pub static PEER_LOCAL: LruHashMap<SockAddr, SockAddr> = LruHashMap::with_max_entries(16384, 0);
+
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+#[inline(always)]
+pub fn count(stat: Stat, n: u64) {
+    if let Some(p) = STATS.get_ptr_mut(stat as u32) {
+        unsafe { *p += n };
+    }
+}
+
+pub const ARGS_PLAIN: u32 = 0;
+pub const ARGS_IOVEC: u32 = 1;
+pub const ARGS_MSGHDR: u32 = 2;
+pub const ARGS_SENDFILE: u32 = 3;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct DataArgs {
+    pub fd: u32,
+    pub direction: u32,
+    pub kind: u32,
+    pub _pad: u32,
+    /// Buffer, iovec array or msghdr, depending on `kind`.
+    pub ptr: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct AcceptArgs {
+    pub listen_fd: u32,
+    pub _pad: u32,
+    pub addr: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectArgs {
+    pub fd: u32,
+    pub _pad: u32,
+    pub peer: SockAddr,
+    pub local: SockAddr,
+}

@@ -1,0 +1,232 @@
+//! Socket lifecycle: accept (server role), connect (client role), close, and the TCP state
+//! tracepoint that tells us each socket's local address.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use monitor_common::{
+    AF_INET, AF_INET6, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo, ConnKey, ConnOpenEvent,
+    EVENT_CONN_CLOSE, EVENT_CONN_OPEN, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
+};
+
+use super::traced_pid_tgid;
+use crate::maps::{
+    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count,
+};
+
+const EINPROGRESS: i64 = -115;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
+const IPPROTO_TCP: u16 = 6;
+
+// sys_enter_accept/accept4 args: fd @16, upeer_sockaddr @24, upeer_addrlen @32 (from .../format)
+#[tracepoint]
+pub fn enter_accept(ctx: TracePointContext) -> u32 {
+    let Some(id) = traced_pid_tgid() else { return 0 };
+    let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe { ctx.read_at::<u64>(24) })
+    else {
+        return 0;
+    };
+    let args = AcceptArgs { listen_fd: fd as u32, _pad: 0, addr };
+    if ACCEPT_ARGS.insert(id, args, 0).is_err() {
+        count(Stat::ArgsMapFull, 1);
+    }
+    0
+}
+
+// sys_exit_*: ret @16
+#[tracepoint]
+pub fn exit_accept(ctx: TracePointContext) -> u32 {
+    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { ACCEPT_ARGS.get(id) }).copied() else { return 0 };
+    let _ = ACCEPT_ARGS.remove(id);
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
+    if ret < 0 {
+        return 0;
+    }
+    let peer = read_user_sockaddr(args.addr);
+    if peer.family != AF_INET && peer.family != AF_INET6 && peer.family != 0 {
+        return 0; // unix and other families: not tracked
+    }
+    let mut local = SockAddr::EMPTY;
+    if peer.family != 0 {
+        if let Some(l) = unsafe { PEER_LOCAL.get(peer) } {
+            local = *l;
+            let _ = PEER_LOCAL.remove(peer);
+        }
+    }
+    open_conn(id, ret as u32, ROLE_SERVER, local, peer, args.listen_fd);
+    0
+}
+
+// sys_enter_connect args: fd @16, uservaddr @24, addrlen @32
+#[tracepoint]
+pub fn enter_connect(ctx: TracePointContext) -> u32 {
+    let Some(id) = traced_pid_tgid() else { return 0 };
+    let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe { ctx.read_at::<u64>(24) })
+    else {
+        return 0;
+    };
+    let peer = read_user_sockaddr(addr);
+    if peer.family != AF_INET && peer.family != AF_INET6 {
+        return 0;
+    }
+    let args = ConnectArgs { fd: fd as u32, _pad: 0, peer, local: SockAddr::EMPTY };
+    if CONNECT_ARGS.insert(id, args, 0).is_err() {
+        count(Stat::ArgsMapFull, 1);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn exit_connect(ctx: TracePointContext) -> u32 {
+    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { CONNECT_ARGS.get(id) }).copied() else { return 0 };
+    let _ = CONNECT_ARGS.remove(id);
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
+    // A non-blocking connect returns EINPROGRESS; the socket is still ours from here on.
+    if ret != 0 && ret != EINPROGRESS {
+        return 0;
+    }
+    // UDP sockets connect too (DNS resolvers); they never got a TCP SYN_SENT, so no local address.
+    if args.local.family == 0 {
+        return 0;
+    }
+    open_conn(id, args.fd, ROLE_CLIENT, args.local, args.peer, u32::MAX);
+    0
+}
+
+// sock:inet_sock_set_state: oldstate @16, newstate @20, sport @24, dport @26, family @28,
+// protocol @30, saddr @32, daddr @36, saddr_v6 @40, daddr_v6 @56; ports in host order.
+#[tracepoint]
+pub fn sock_state(ctx: TracePointContext) -> u32 {
+    let _ = try_sock_state(&ctx);
+    0
+}
+
+fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
+    let newstate: i32 = unsafe { ctx.read_at(20)? };
+    if newstate != TCP_SYN_SENT && newstate != TCP_SYN_RECV {
+        return Ok(());
+    }
+    let protocol: u16 = unsafe { ctx.read_at(30)? };
+    if protocol != IPPROTO_TCP {
+        return Ok(());
+    }
+    let family: u16 = unsafe { ctx.read_at(28)? };
+    let mut local = SockAddr { family, port: unsafe { ctx.read_at(24)? }, _pad: 0, addr: [0; 16] };
+    let mut remote = SockAddr { family, port: unsafe { ctx.read_at(26)? }, _pad: 0, addr: [0; 16] };
+    if family == AF_INET {
+        let s: [u8; 4] = unsafe { ctx.read_at(32)? };
+        let d: [u8; 4] = unsafe { ctx.read_at(36)? };
+        local.addr[..4].copy_from_slice(&s);
+        remote.addr[..4].copy_from_slice(&d);
+    } else if family == AF_INET6 {
+        local.addr = unsafe { ctx.read_at(40)? };
+        remote.addr = unsafe { ctx.read_at(56)? };
+    } else {
+        return Ok(());
+    }
+    if newstate == TCP_SYN_SENT {
+        // connect() runs this transition in the caller's context: the thread in CONNECT_ARGS.
+        let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+        if let Some(args) = CONNECT_ARGS.get_ptr_mut(id) {
+            unsafe { (*args).local = local };
+        }
+    } else if PEER_LOCAL.insert(remote, local, 0).is_err() {
+        count(Stat::ConnMapInsertFailed, 1);
+    }
+    Ok(())
+}
+
+// sys_enter_close args: fd @16
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    let Some(id) = traced_pid_tgid() else { return 0 };
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else { return 0 };
+    let key = ConnKey { tgid: (id >> 32) as u32, fd: fd as u32 };
+    if unsafe { CONNS.get(key) }.is_none() {
+        return 0;
+    }
+    let _ = CONNS.remove(key);
+    let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
+        count(Stat::RingFull, 1);
+        return 0;
+    };
+    entry.write(ConnCloseEvent {
+        kind: EVENT_CONN_CLOSE,
+        _pad: 0,
+        tgid: key.tgid,
+        fd: key.fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    entry.submit(crate::probes::data::wakeup_flags());
+    count(Stat::EventsSubmitted, 1);
+    0
+}
+
+#[inline(always)]
+fn open_conn(
+    id: u64,
+    fd: u32,
+    role: u32,
+    local: SockAddr,
+    peer: SockAddr,
+    listen_fd: u32,
+) {
+    let key = ConnKey { tgid: (id >> 32) as u32, fd };
+    let info = ConnInfo { role, class: CLASS_UNKNOWN, tries_left: 1, _pad: [0; 2] };
+    if CONNS.insert(key, info, 0).is_err() {
+        count(Stat::ConnMapInsertFailed, 1);
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ConnOpenEvent>(0) else {
+        count(Stat::RingFull, 1);
+        return;
+    };
+    entry.write(ConnOpenEvent {
+        kind: EVENT_CONN_OPEN,
+        role,
+        tgid: key.tgid,
+        fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        local,
+        peer,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        listen_fd,
+        _pad: 0,
+    });
+    entry.submit(crate::probes::data::wakeup_flags());
+    count(Stat::EventsSubmitted, 1);
+}
+
+/// Reads a user `struct sockaddr` (in or in6); family 0 if absent or unreadable.
+#[inline(always)]
+fn read_user_sockaddr(ptr: u64) -> SockAddr {
+    let mut out = SockAddr::EMPTY;
+    if ptr == 0 {
+        return out;
+    }
+    let base = ptr as *const u8;
+    let Ok(family) = (unsafe { bpf_probe_read_user(base as *const u16) }) else { return out };
+    // sockaddr_in: family @0, port @2 (network order), addr @4; sockaddr_in6: addr @8.
+    let Ok(port) = (unsafe { bpf_probe_read_user(base.add(2) as *const u16) }) else { return out };
+    if family == AF_INET {
+        let Ok(a) = (unsafe { bpf_probe_read_user(base.add(4) as *const [u8; 4]) }) else {
+            return out;
+        };
+        out.addr[..4].copy_from_slice(&a);
+    } else if family == AF_INET6 {
+        let Ok(a) = (unsafe { bpf_probe_read_user(base.add(8) as *const [u8; 16]) }) else {
+            return out;
+        };
+        out.addr = a;
+    } else {
+        out.family = family; // reported so the caller can skip it
+        return out;
+    }
+    out.family = family;
+    out.port = u16::from_be(port);
+    out
+}

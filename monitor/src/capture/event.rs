@@ -1,0 +1,269 @@
+//! The capture-event contract as userspace sees it, and the decoder from ring-buffer records.
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use monitor_common as common;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Server,
+    Client,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Server => "server",
+            Role::Client => "client",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Bytes the process received.
+    Ingress,
+    /// Bytes the process sent.
+    Egress,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnOpen {
+    /// Unix time in nanoseconds.
+    pub ts_ns: u64,
+    pub id: ConnId,
+    pub role: Role,
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    pub comm: String,
+    /// The connection existed before the agent started (seeded from /proc).
+    pub seeded: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DataChunk {
+    pub ts_ns: u64,
+    pub id: ConnId,
+    pub direction: Direction,
+    /// Bytes the syscall moved; `bytes` holds the first of them.
+    pub total_len: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl DataChunk {
+    /// Bytes moved but not copied.
+    pub fn gap(&self) -> u64 {
+        self.total_len.saturating_sub(self.bytes.len() as u64)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaptureEvent {
+    Open(ConnOpen),
+    Data(DataChunk),
+    Close { ts_ns: u64, id: ConnId },
+}
+
+impl CaptureEvent {
+    pub fn ts_ns(&self) -> u64 {
+        match self {
+            CaptureEvent::Open(o) => o.ts_ns,
+            CaptureEvent::Data(d) => d.ts_ns,
+            CaptureEvent::Close { ts_ns, .. } => *ts_ns,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is too short")]
+    TooShort(usize),
+    #[error("unknown record kind {0}")]
+    UnknownKind(u32),
+    #[error("data record claims {claimed} captured bytes but holds {room}")]
+    BadLength { claimed: u32, room: usize },
+}
+
+/// Turns ring-buffer records into events; kernel monotonic timestamps become Unix time.
+pub struct Decoder {
+    /// Unix time minus CLOCK_MONOTONIC, in nanoseconds, measured at start.
+    pub mono_to_unix_ns: i128,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self { mono_to_unix_ns: mono_to_unix_offset() }
+    }
+
+    fn unix(&self, mono: u64) -> u64 {
+        (mono as i128 + self.mono_to_unix_ns).max(0) as u64
+    }
+
+    pub fn decode(&self, rec: &[u8]) -> Result<CaptureEvent, DecodeError> {
+        if rec.len() < 4 {
+            return Err(DecodeError::TooShort(rec.len()));
+        }
+        let kind = u32::from_ne_bytes([rec[0], rec[1], rec[2], rec[3]]);
+        match kind {
+            common::EVENT_CONN_OPEN => {
+                let ev: common::ConnOpenEvent = read_struct(rec)?;
+                Ok(CaptureEvent::Open(ConnOpen {
+                    ts_ns: self.unix(ev.ts_ns),
+                    id: ConnId { tgid: ev.tgid, fd: ev.fd },
+                    role: if ev.role == common::ROLE_SERVER { Role::Server } else { Role::Client },
+                    local: sockaddr(&ev.local),
+                    peer: sockaddr(&ev.peer),
+                    comm: comm_string(&ev.comm),
+                    seeded: false,
+                }))
+            }
+            common::EVENT_CONN_CLOSE => {
+                let ev: common::ConnCloseEvent = read_struct(rec)?;
+                Ok(CaptureEvent::Close {
+                    ts_ns: self.unix(ev.ts_ns),
+                    id: ConnId { tgid: ev.tgid, fd: ev.fd },
+                })
+            }
+            common::EVENT_DATA => {
+                let h: common::DataHeader = read_struct(rec)?;
+                let hdr = size_of::<common::DataHeader>();
+                let room = rec.len() - hdr;
+                if h.captured as usize > room {
+                    return Err(DecodeError::BadLength { claimed: h.captured, room });
+                }
+                Ok(CaptureEvent::Data(DataChunk {
+                    ts_ns: self.unix(h.ts_ns),
+                    id: ConnId { tgid: h.tgid, fd: h.fd },
+                    direction: if h.direction == common::DIR_INGRESS {
+                        Direction::Ingress
+                    } else {
+                        Direction::Egress
+                    },
+                    total_len: h.total_len,
+                    bytes: rec[hdr..hdr + h.captured as usize].to_vec(),
+                }))
+            }
+            k => Err(DecodeError::UnknownKind(k)),
+        }
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn read_struct<T: Copy>(rec: &[u8]) -> Result<T, DecodeError> {
+    if rec.len() < size_of::<T>() {
+        return Err(DecodeError::TooShort(rec.len()));
+    }
+    // SAFETY: length checked; T is a #[repr(C)] plain-old-data type from monitor-common.
+    Ok(unsafe { std::ptr::read_unaligned(rec.as_ptr().cast::<T>()) })
+}
+
+pub fn sockaddr(a: &common::SockAddr) -> Option<SocketAddr> {
+    let ip = match a.family {
+        common::AF_INET => IpAddr::V4(Ipv4Addr::new(a.addr[0], a.addr[1], a.addr[2], a.addr[3])),
+        common::AF_INET6 => {
+            let v6 = Ipv6Addr::from(a.addr);
+            // An IPv6 socket talking IPv4 reports mapped addresses; show them as IPv4.
+            match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            }
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, a.port))
+}
+
+fn comm_string(c: &[u8; 16]) -> String {
+    let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
+    String::from_utf8_lossy(&c[..end]).into_owned()
+}
+
+pub fn mono_to_unix_offset() -> i128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0);
+    unix - mono
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bytes_of<T>(v: &T) -> Vec<u8> {
+        // SAFETY: test-only view of a repr(C) value as bytes.
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    #[test]
+    fn decodes_every_kind() {
+        let d = Decoder { mono_to_unix_ns: 1000 };
+        let mut local = common::SockAddr::EMPTY;
+        local.family = common::AF_INET;
+        local.port = 8080;
+        local.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let open = common::ConnOpenEvent {
+            kind: common::EVENT_CONN_OPEN,
+            role: common::ROLE_SERVER,
+            tgid: 7,
+            fd: 3,
+            ts_ns: 5,
+            local,
+            peer: common::SockAddr::EMPTY,
+            comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
+            listen_fd: 4,
+            _pad: 0,
+        };
+        match d.decode(&bytes_of(&open)).unwrap() {
+            CaptureEvent::Open(o) => {
+                assert_eq!(o.ts_ns, 1005);
+                assert_eq!(o.local, Some("127.0.0.1:8080".parse().unwrap()));
+                assert_eq!(o.peer, None);
+                assert_eq!(o.comm, "nginx");
+                assert_eq!(o.role, Role::Server);
+            }
+            e => panic!("{e:?}"),
+        }
+        let mut data = common::DataEventSmall {
+            header: common::DataHeader {
+                kind: common::EVENT_DATA,
+                direction: common::DIR_EGRESS,
+                tgid: 7,
+                fd: 3,
+                ts_ns: 9,
+                total_len: 100,
+                captured: 3,
+                flags: 0,
+            },
+            data: [0; common::CAPTURE_SMALL],
+        };
+        data.data[..3].copy_from_slice(b"GET");
+        match d.decode(&bytes_of(&data)).unwrap() {
+            CaptureEvent::Data(c) => {
+                assert_eq!(c.bytes, b"GET");
+                assert_eq!(c.gap(), 97);
+                assert_eq!(c.direction, Direction::Egress);
+            }
+            e => panic!("{e:?}"),
+        }
+        data.header.captured = 9999;
+        assert!(matches!(d.decode(&bytes_of(&data)), Err(DecodeError::BadLength { .. })));
+        assert_eq!(d.decode(&[1, 0]), Err(DecodeError::TooShort(2)));
+        assert_eq!(d.decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
+    }
+}

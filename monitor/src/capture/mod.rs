@@ -1,0 +1,6 @@
+//! Capture: the kernel programs, their ring buffer and the events they produce.
+pub mod event;
+pub mod kernel;
+pub mod procfs;
+
+pub use event::{CaptureEvent, ConnId, ConnOpen, DataChunk, Decoder, Direction, Role};

@@ -1,0 +1,180 @@
+//! Command line: `apiwatch run | record | replay | check`.
+use std::fs::File;
+use std::io::{BufReader, BufWriter};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::agent::{self, AgentOptions, Consumer, LiveAgent, Summary};
+use crate::config::Config;
+use crate::output::{ExchangeSink, JsonLines};
+use crate::record::RecordWriter;
+
+#[derive(Parser, Debug)]
+#[command(name = "apiwatch", version, about = "Watch the HTTP APIs on this host with eBPF")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Capture live traffic and print one JSON line per HTTP exchange.
+    Run(RunArgs),
+    /// Capture live traffic into a recording file (secrets redacted before they are written).
+    Record(RecordArgs),
+    /// Run the pipeline over a recording, without root, printing the same exchange lines.
+    Replay(ReplayArgs),
+    /// Validate a configuration file; print every error with its location.
+    Check(CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CommonArgs {
+    /// Configuration file (YAML); without it the embedded defaults apply.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Only watch these processes (repeatable).
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Where exchange lines go: a file path, or - for standard output.
+    #[arg(long, default_value = "-")]
+    pub exchanges: String,
+    /// Stop after this many seconds (default: until SIGINT/SIGTERM).
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub struct RecordArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    pub file: PathBuf,
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value = "-")]
+    pub exchanges: String,
+}
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+pub fn main() -> Result<()> {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .target(env_logger::Target::Stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(a) => run(a),
+        Command::Record(a) => record(a),
+        Command::Replay(a) => replay(a),
+        Command::Check(a) => check(a),
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config> {
+    match path {
+        Some(p) => Config::load(p).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}")),
+        None => Ok(Config::default()),
+    }
+}
+
+fn options(common: &CommonArgs) -> Result<AgentOptions> {
+    let cfg = load_config(common.config.as_ref())?;
+    Ok(AgentOptions { kernel: cfg.kernel(), stream: cfg.stream(), pids: common.pids.clone() })
+}
+
+fn exchange_sink(target: &str) -> Result<Box<dyn ExchangeSink>> {
+    Ok(if target == "-" {
+        Box::new(JsonLines::new(std::io::stdout()))
+    } else {
+        let f = File::create(target).with_context(|| format!("cannot create {target}"))?;
+        Box::new(JsonLines::new(BufWriter::new(f)))
+    })
+}
+
+fn run(a: RunArgs) -> Result<()> {
+    let opts = options(&a.common)?;
+    let agent = LiveAgent::start(opts, Consumer::Exchanges(exchange_sink(&a.exchanges)?))?;
+    log::info!("apiwatch is watching HTTP traffic on this host");
+    wait(a.duration)?;
+    finish(agent.stop()?)
+}
+
+fn record(a: RecordArgs) -> Result<()> {
+    let opts = options(&a.common)?;
+    let file = File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let out: Box<dyn std::io::Write + Send> = Box::new(BufWriter::new(file));
+    let agent = LiveAgent::start(opts, Consumer::Record(RecordWriter::new(out)?))?;
+    log::info!("recording to {}", a.out.display());
+    wait(a.duration)?;
+    finish(agent.stop()?)
+}
+
+fn replay(a: ReplayArgs) -> Result<()> {
+    let cfg = load_config(a.config.as_ref())?;
+    let opts = AgentOptions { stream: cfg.stream(), ..AgentOptions::default() };
+    let file = File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?;
+    let summary = agent::replay(BufReader::new(file), &opts, exchange_sink(&a.exchanges)?)?;
+    finish(summary)
+}
+
+fn check(a: CheckArgs) -> Result<()> {
+    match Config::load(&a.config) {
+        Ok(_) => {
+            println!("{}: ok", a.config.display());
+            Ok(())
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            anyhow::bail!("{} error(s) in {}", errors.0.len(), a.config.display())
+        }
+    }
+}
+
+/// Until the duration passes or SIGINT/SIGTERM arrives.
+fn wait(duration: Option<f64>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let sleep = async {
+            match duration {
+                Some(s) => tokio::time::sleep(Duration::from_secs_f64(s)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<(), std::io::Error>(())
+    })?;
+    Ok(())
+}
+
+fn finish(summary: Summary) -> Result<()> {
+    eprintln!("{}", summary.line());
+    Ok(())
+}

@@ -1,0 +1,262 @@
+//! The agent's configuration: YAML, every field optional, defaults embedded.
+//!
+//! Errors name the file, line, column and field; validation reports every problem at once.
+use std::fmt;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::capture::kernel::KernelConfig;
+use crate::stream::StreamConfig;
+
+/// The configuration used when no file is given. `Config::default()` equals it (tested).
+pub const DEFAULT_CONFIG: &str = r#"# apiwatch configuration (all fields optional; these are the defaults)
+capture:
+  # Bytes copied from each socket read/write: enough for request and response heads.
+  bytes: 4096
+  # Kernel ring buffer between the probes and the agent (power of two).
+  ring_bytes: 16777216
+  # How often the ring is drained when the kernel did not wake us.
+  drain_interval_ms: 10
+stream:
+  # Connections tracked at once; the least recently active is evicted beyond it.
+  max_connections: 65536
+  # A connection silent this long is closed and its open exchanges reported.
+  idle_timeout_secs: 120
+"#;
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub capture: CaptureSection,
+    pub stream: StreamSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureSection {
+    pub bytes: u32,
+    pub ring_bytes: u32,
+    pub drain_interval_ms: u64,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamSection {
+    pub max_connections: usize,
+    pub idle_timeout_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { capture: CaptureSection::default(), stream: StreamSection::default() }
+    }
+}
+
+impl Default for CaptureSection {
+    fn default() -> Self {
+        Self { bytes: 4096, ring_bytes: 16 << 20, drain_interval_ms: 10 }
+    }
+}
+
+impl Default for StreamSection {
+    fn default() -> Self {
+        Self { max_connections: 65536, idle_timeout_secs: 120 }
+    }
+}
+
+/// One problem in a configuration file, with where it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        write!(f, ": {}: {}", self.field, self.message)
+    }
+}
+
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                line: None,
+                column: None,
+                field: "-".into(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigErrors> {
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_norway::from_str(text).map_err(|e| {
+                let loc = e.location();
+                let msg = e.to_string();
+                // serde_norway prefixes the field path ("capture.bytes: ...") when it knows it.
+                let (field, message) = match msg.split_once(": ") {
+                    Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
+                    _ => ("-".to_string(), msg.clone()),
+                };
+                let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+                ConfigErrors(vec![ConfigError {
+                    file: file.to_string(),
+                    line: loc.as_ref().map(|l| l.line()),
+                    column: loc.as_ref().map(|l| l.column()),
+                    field,
+                    message,
+                }])
+            })?
+        };
+        let errors = cfg.validate(file, text);
+        if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
+    }
+
+    /// Every semantic problem, each located by the line of its field.
+    fn validate(&self, file: &str, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut check = |ok: bool, path: &[&str], message: String| {
+            if !ok {
+                errors.push(ConfigError {
+                    file: file.to_string(),
+                    line: locate(text, path),
+                    column: None,
+                    field: path.join("."),
+                    message,
+                });
+            }
+        };
+        let max = monitor_common::CAPTURE_MAX as u32;
+        check(
+            (64..=max).contains(&self.capture.bytes),
+            &["capture", "bytes"],
+            format!("must be between 64 and {max}, is {}", self.capture.bytes),
+        );
+        check(
+            self.capture.ring_bytes.is_power_of_two() && self.capture.ring_bytes >= 1 << 16,
+            &["capture", "ring_bytes"],
+            format!("must be a power of two of at least 65536, is {}", self.capture.ring_bytes),
+        );
+        check(
+            (1..=1000).contains(&self.capture.drain_interval_ms),
+            &["capture", "drain_interval_ms"],
+            format!("must be between 1 and 1000, is {}", self.capture.drain_interval_ms),
+        );
+        check(
+            self.stream.max_connections >= 16,
+            &["stream", "max_connections"],
+            format!("must be at least 16, is {}", self.stream.max_connections),
+        );
+        check(
+            self.stream.idle_timeout_secs >= 1,
+            &["stream", "idle_timeout_secs"],
+            "must be at least 1".into(),
+        );
+        errors
+    }
+
+    pub fn kernel(&self) -> KernelConfig {
+        KernelConfig {
+            capture_bytes: self.capture.bytes,
+            ring_bytes: self.capture.ring_bytes,
+            drain_interval: std::time::Duration::from_millis(self.capture.drain_interval_ms),
+        }
+    }
+
+    pub fn stream(&self) -> StreamConfig {
+        StreamConfig {
+            max_connections: self.stream.max_connections,
+            idle_timeout_ns: self.stream.idle_timeout_secs * 1_000_000_000,
+        }
+    }
+}
+
+/// The 1-based line of a nested key (`capture:` then an indented `bytes:`), if present.
+fn locate(text: &str, path: &[&str]) -> Option<usize> {
+    let mut depth = 0;
+    let mut indent = None::<usize>;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('#') || trimmed.is_empty() {
+            continue;
+        }
+        let ind = line.len() - trimmed.len();
+        if let Some(parent) = indent {
+            if ind <= parent {
+                return None; // left the parent section without finding the key
+            }
+        }
+        if trimmed.strip_prefix(path[depth]).is_some_and(|r| r.trim_start().starts_with(':')) {
+            depth += 1;
+            if depth == path.len() {
+                return Some(i + 1);
+            }
+            indent = Some(ind);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_the_default() {
+        assert_eq!(Config::parse("<default>", DEFAULT_CONFIG).unwrap(), Config::default());
+        assert_eq!(Config::parse("<empty>", "").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line_and_field() {
+        let text = "capture:\n  bytes: 5\n  ring_bytes: 1000\nstream:\n  idle_timeout_secs: 0\n";
+        let errs = Config::parse("agent.yml", text).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        assert!(shown[0].starts_with("agent.yml:2: capture.bytes: must be between 64"), "{shown:?}");
+        assert!(shown[1].starts_with("agent.yml:3: capture.ring_bytes:"), "{shown:?}");
+        assert!(shown[2].starts_with("agent.yml:5: stream.idle_timeout_secs:"), "{shown:?}");
+    }
+
+    #[test]
+    fn unknown_field_is_located() {
+        let errs = Config::parse("a.yml", "capture:\n  byts: 100\n").unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, Some(2));
+        assert!(errs[0].to_string().contains("byts"), "{}", errs[0]);
+    }
+}

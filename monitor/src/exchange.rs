@@ -1,0 +1,64 @@
+//! The exchange contract: one request and its response, metadata only.
+use std::net::SocketAddr;
+
+use serde::{Serialize, Serializer};
+
+use crate::capture::Role;
+use crate::http::AuthScheme;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Exchange {
+    /// When the first byte of the request was seen (Unix ns; RFC 3339 in JSON).
+    #[serde(serialize_with = "rfc3339")]
+    pub ts: u64,
+    pub pid: u32,
+    pub comm: String,
+    pub role: Role,
+    #[serde(serialize_with = "addr")]
+    pub local: Option<SocketAddr>,
+    #[serde(serialize_with = "addr")]
+    pub peer: Option<SocketAddr>,
+    pub tls: bool,
+    pub method: String,
+    pub path: String,
+    pub query_keys: Vec<String>,
+    pub host: Option<String>,
+    pub status: Option<u16>,
+    pub req_bytes: u64,
+    pub resp_bytes: u64,
+    pub latency_us: Option<u64>,
+    pub auth_scheme: AuthScheme,
+    pub http_version: &'static str,
+    pub user_agent: Option<String>,
+    /// A head was cut by the capture prefix: some fields may be missing.
+    pub truncated: bool,
+    /// False when the connection closed (or framing was lost) before the exchange completed.
+    pub complete: bool,
+}
+
+impl Exchange {
+    /// One JSON object, no newline.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+fn rfc3339<S: Serializer>(ts: &u64, s: S) -> Result<S::Ok, S::Error> {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(*ts as i128)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let f = t
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    s.serialize_str(&f)
+}
+
+fn addr<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+    match a {
+        Some(a) => s.collect_str(a),
+        None => s.serialize_none(),
+    }
+}
+
+pub fn version_str(v: u8) -> &'static str {
+    if v == 0 { "1.0" } else { "1.1" }
+}

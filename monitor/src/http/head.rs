@@ -1,0 +1,461 @@
+//! Parsing one HTTP/1.x head (start line and headers) into metadata.
+//!
+//! What leaves this module is metadata only: the raw values of Authorization, Cookie, API-key
+//! headers and every query value are looked at here and dropped; only the auth *scheme* and the
+//! query *keys* survive.
+
+use serde::Serialize;
+
+/// Headers parsed per head; more than this and the head is treated as malformed.
+const MAX_HEADERS: usize = 128;
+/// Query keys kept per request (names only), and the longest key kept.
+const MAX_QUERY_KEYS: usize = 32;
+const MAX_KEY_LEN: usize = 64;
+const MAX_HOST_LEN: usize = 255;
+const MAX_PATH_LEN: usize = 2048;
+const MAX_UA_LEN: usize = 256;
+
+/// Header names that carry an API key; their values are secrets.
+pub const API_KEY_HEADERS: &[&str] = &[
+    "x-api-key",
+    "api-key",
+    "apikey",
+    "x-auth-token",
+    "x-api-token",
+    "x-access-token",
+];
+
+/// Header names whose values never leave the process.
+pub fn is_secret_header(name: &str) -> bool {
+    name.eq_ignore_ascii_case("authorization")
+        || name.eq_ignore_ascii_case("proxy-authorization")
+        || name.eq_ignore_ascii_case("cookie")
+        || name.eq_ignore_ascii_case("set-cookie")
+        || API_KEY_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthScheme {
+    #[default]
+    None,
+    Basic,
+    Bearer,
+    Apikey,
+    Cookie,
+    Other,
+}
+
+impl AuthScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthScheme::None => "none",
+            AuthScheme::Basic => "basic",
+            AuthScheme::Bearer => "bearer",
+            AuthScheme::Apikey => "apikey",
+            AuthScheme::Cookie => "cookie",
+            AuthScheme::Other => "other",
+        }
+    }
+}
+
+/// How the body of a message is delimited (RFC 9112 section 6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+    /// After a 101 or a successful CONNECT the bytes are another protocol.
+    Tunnel,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub path: String,
+    pub query_keys: Vec<String>,
+    pub host: Option<String>,
+    pub user_agent: Option<String>,
+    pub auth_scheme: AuthScheme,
+    pub version: u8,
+    pub framing: Framing,
+    pub expect_continue: bool,
+    pub upgrade: bool,
+    /// The head was cut short (beyond the captured prefix); fields may be missing.
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub version: u8,
+    pub content_length: Option<u64>,
+    pub chunked: bool,
+    pub truncated: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Head {
+    Request(RequestHead),
+    Response(ResponseHead),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HeadError {
+    #[error("malformed HTTP head: {0}")]
+    Malformed(&'static str),
+}
+
+/// Result of trying to parse a head from the bytes buffered so far.
+pub enum HeadParse {
+    Complete { head: Head, len: usize },
+    Partial,
+}
+
+/// True if `buf` starts with something that can be the beginning of an HTTP/1.x head.
+pub fn starts_like_message(buf: &[u8]) -> bool {
+    const STARTS: &[&[u8]] = &[
+        b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ", b"CONNECT ",
+        b"TRACE ", b"HTTP/1.",
+    ];
+    STARTS.iter().any(|s| {
+        let n = s.len().min(buf.len());
+        n > 0 && buf[..n] == s[..n]
+    })
+}
+
+/// Offset of the first place in `buf` where a message seems to start, for resynchronisation.
+pub fn find_message_start(buf: &[u8]) -> Option<usize> {
+    const STARTS: &[&[u8]] = &[
+        b"GET /", b"POST /", b"PUT /", b"HEAD /", b"DELETE /", b"PATCH /", b"OPTIONS ",
+        b"CONNECT ", b"HTTP/1.",
+    ];
+    (0..buf.len()).find(|&i| {
+        let rest = &buf[i..];
+        STARTS.iter().any(|s| rest.starts_with(s))
+    })
+}
+
+/// Parses a head from `buf`. `Ok(Partial)` means more bytes are needed.
+pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HeadError> {
+    if buf.starts_with(b"HTTP/") {
+        parse_response(buf, false)
+    } else {
+        parse_request(buf, false)
+    }
+}
+
+/// Parses what there is of a head that will never be completed (the rest was not captured):
+/// the complete lines are kept, the partial last line is dropped.
+pub fn parse_truncated_head(buf: &[u8]) -> Option<Head> {
+    let end = buf.iter().rposition(|&b| b == b'\n')? + 1;
+    let mut closed = buf[..end].to_vec();
+    closed.extend_from_slice(b"\r\n");
+    let parsed = if closed.starts_with(b"HTTP/") {
+        parse_response(&closed, true)
+    } else {
+        parse_request(&closed, true)
+    };
+    match parsed {
+        Ok(HeadParse::Complete { head, .. }) => Some(head),
+        _ => None,
+    }
+}
+
+fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::Malformed("too many headers")),
+        Err(_) => return Err(HeadError::Malformed("bad request head")),
+    };
+    let method = req.method.unwrap_or_default();
+    let target = req.path.unwrap_or_default();
+    let version = req.version.unwrap_or(1);
+
+    let mut head = RequestHead {
+        method: method.to_string(),
+        path: String::new(),
+        query_keys: Vec::new(),
+        host: None,
+        user_agent: None,
+        auth_scheme: AuthScheme::None,
+        version,
+        framing: Framing::None,
+        expect_continue: false,
+        upgrade: false,
+        truncated,
+    };
+    let (authority, path, query) = split_target(target);
+    head.path = truncate_str(path, MAX_PATH_LEN);
+    head.host = authority.map(|a| clean_host(a));
+    if let Some(q) = query {
+        head.query_keys = query_keys(q);
+    }
+
+    let mut content_length = None;
+    let mut chunked = false;
+    let mut has_cookie = false;
+    let mut has_api_key = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            if head.host.is_none() {
+                head.host = std::str::from_utf8(h.value).ok().map(clean_host);
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            content_length = parse_content_length(h.value);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = last_coding_is_chunked(h.value);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            head.auth_scheme = auth_scheme_of(h.value);
+        } else if name.eq_ignore_ascii_case("cookie") {
+            has_cookie = true;
+        } else if API_KEY_HEADERS.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+            has_api_key = true;
+        } else if name.eq_ignore_ascii_case("user-agent") {
+            head.user_agent = std::str::from_utf8(h.value)
+                .ok()
+                .map(|v| truncate_str(v, MAX_UA_LEN));
+        } else if name.eq_ignore_ascii_case("expect") {
+            head.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            head.upgrade = true;
+        }
+    }
+    // Precedence: an Authorization header says most; then an API-key header; then a cookie.
+    if head.auth_scheme == AuthScheme::None {
+        if has_api_key {
+            head.auth_scheme = AuthScheme::Apikey;
+        } else if has_cookie {
+            head.auth_scheme = AuthScheme::Cookie;
+        }
+    }
+    head.framing = if chunked {
+        Framing::Chunked
+    } else {
+        match content_length {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        }
+    };
+    Ok(HeadParse::Complete { head: Head::Request(head), len })
+}
+
+fn parse_response(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::Malformed("too many headers")),
+        Err(_) => return Err(HeadError::Malformed("bad response head")),
+    };
+    let mut head = ResponseHead {
+        status: resp.code.unwrap_or(0),
+        version: resp.version.unwrap_or(1),
+        content_length: None,
+        chunked: false,
+        truncated,
+    };
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            head.content_length = parse_content_length(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            head.chunked = last_coding_is_chunked(h.value);
+        }
+    }
+    Ok(HeadParse::Complete { head: Head::Response(head), len })
+}
+
+/// Body framing of a response, given the method of the request it answers.
+pub fn response_framing(resp: &ResponseHead, request_method: Option<&str>) -> Framing {
+    let status = resp.status;
+    if status == 101 {
+        return Framing::Tunnel;
+    }
+    if request_method == Some("CONNECT") && (200..300).contains(&status) {
+        return Framing::Tunnel;
+    }
+    if (100..200).contains(&status) || status == 204 || status == 304 {
+        return Framing::None;
+    }
+    if request_method == Some("HEAD") {
+        return Framing::None;
+    }
+    if resp.chunked {
+        return Framing::Chunked;
+    }
+    match resp.content_length {
+        Some(0) => Framing::None,
+        Some(n) => Framing::Length(n),
+        None => Framing::UntilClose,
+    }
+}
+
+fn auth_scheme_of(value: &[u8]) -> AuthScheme {
+    let scheme = value.split(|&b| b == b' ').next().unwrap_or_default();
+    if scheme.eq_ignore_ascii_case(b"basic") {
+        AuthScheme::Basic
+    } else if scheme.eq_ignore_ascii_case(b"bearer") {
+        AuthScheme::Bearer
+    } else if scheme.is_empty() {
+        AuthScheme::None
+    } else {
+        AuthScheme::Other
+    }
+}
+
+fn parse_content_length(v: &[u8]) -> Option<u64> {
+    std::str::from_utf8(v).ok()?.trim().parse().ok()
+}
+
+fn last_coding_is_chunked(v: &[u8]) -> bool {
+    v.rsplit(|&b| b == b',')
+        .next()
+        .map(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+        .unwrap_or(false)
+}
+
+/// Splits a request target into (authority, path, query). Absolute-form targets (proxies) carry
+/// an authority; any userinfo in it (`user:password@`) is dropped here.
+fn split_target(target: &str) -> (Option<&str>, &str, Option<&str>) {
+    let mut authority = None;
+    let mut rest = target;
+    for scheme in ["http://", "https://"] {
+        if let Some(after) = strip_prefix_ignore_case(target, scheme) {
+            let end = after.find(['/', '?']).unwrap_or(after.len());
+            let auth = &after[..end];
+            authority = Some(auth.rsplit('@').next().unwrap_or(auth));
+            rest = &after[end..];
+            if rest.is_empty() {
+                rest = "/";
+            }
+        }
+    }
+    let rest = rest.split('#').next().unwrap_or(rest);
+    match rest.split_once('?') {
+        Some((p, q)) => (authority, p, Some(q)),
+        None => (authority, rest, None),
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    if s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()) {
+        Some(&s[prefix.len()..])
+    } else {
+        None
+    }
+}
+
+fn clean_host(v: &str) -> String {
+    let v = v.trim();
+    let v = v.rsplit('@').next().unwrap_or(v);
+    truncate_str(v, MAX_HOST_LEN)
+}
+
+/// The names of the query parameters, never their values.
+fn query_keys(q: &str) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for pair in q.split('&') {
+        let key = pair.split('=').next().unwrap_or_default();
+        if key.is_empty() || keys.iter().any(|k| k == key) {
+            continue;
+        }
+        if keys.len() == MAX_QUERY_KEYS {
+            break;
+        }
+        keys.push(truncate_str(key, MAX_KEY_LEN));
+    }
+    keys
+}
+
+fn truncate_str(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(buf: &[u8]) -> RequestHead {
+        match parse_head(buf).unwrap() {
+            HeadParse::Complete { head: Head::Request(r), .. } => r,
+            _ => panic!("not a complete request"),
+        }
+    }
+
+    #[test]
+    fn request_metadata_keeps_no_secret() {
+        let r = req(b"GET /a/b?token=s3cr3t&x=1&x=2 HTTP/1.1\r\nHost: api.local\r\nAuthorization: Bearer abc.def\r\n\r\n");
+        assert_eq!(r.method, "GET");
+        assert_eq!(r.path, "/a/b");
+        assert_eq!(r.query_keys, vec!["token", "x"]);
+        assert_eq!(r.host.as_deref(), Some("api.local"));
+        assert_eq!(r.auth_scheme, AuthScheme::Bearer);
+        assert!(!format!("{r:?}").contains("s3cr3t"));
+        assert!(!format!("{r:?}").contains("abc.def"));
+    }
+
+    #[test]
+    fn auth_schemes() {
+        let scheme = |h: &str| req(format!("GET / HTTP/1.1\r\n{h}\r\n\r\n").as_bytes()).auth_scheme;
+        assert_eq!(scheme("Authorization: Basic dTpw"), AuthScheme::Basic);
+        assert_eq!(scheme("authorization: bearer t"), AuthScheme::Bearer);
+        assert_eq!(scheme("Authorization: Digest x"), AuthScheme::Other);
+        assert_eq!(scheme("X-Api-Key: k"), AuthScheme::Apikey);
+        assert_eq!(scheme("Cookie: a=b"), AuthScheme::Cookie);
+        assert_eq!(scheme("Accept: */*"), AuthScheme::None);
+    }
+
+    #[test]
+    fn absolute_form_drops_userinfo() {
+        let r = req(b"GET http://user:pw@example.test:8080/x?k=v HTTP/1.1\r\n\r\n");
+        assert_eq!(r.host.as_deref(), Some("example.test:8080"));
+        assert_eq!(r.path, "/x");
+        assert_eq!(r.query_keys, vec!["k"]);
+    }
+
+    #[test]
+    fn response_framing_rules() {
+        let resp = |status, cl, chunked| ResponseHead {
+            status,
+            version: 1,
+            content_length: cl,
+            chunked,
+            truncated: false,
+        };
+        assert_eq!(response_framing(&resp(200, Some(5), false), Some("HEAD")), Framing::None);
+        assert_eq!(response_framing(&resp(204, None, false), Some("GET")), Framing::None);
+        assert_eq!(response_framing(&resp(304, Some(9), false), Some("GET")), Framing::None);
+        assert_eq!(response_framing(&resp(100, None, false), Some("POST")), Framing::None);
+        assert_eq!(response_framing(&resp(101, None, false), Some("GET")), Framing::Tunnel);
+        assert_eq!(response_framing(&resp(200, None, false), Some("CONNECT")), Framing::Tunnel);
+        assert_eq!(response_framing(&resp(200, Some(5), true), Some("GET")), Framing::Chunked);
+        assert_eq!(response_framing(&resp(200, Some(5), false), Some("GET")), Framing::Length(5));
+        assert_eq!(response_framing(&resp(200, None, false), Some("GET")), Framing::UntilClose);
+    }
+
+    #[test]
+    fn truncated_head_keeps_complete_lines() {
+        let h = parse_truncated_head(b"POST /upload HTTP/1.1\r\nHost: h\r\nX-Long: aaaa").unwrap();
+        match h {
+            Head::Request(r) => {
+                assert_eq!(r.method, "POST");
+                assert_eq!(r.path, "/upload");
+                assert!(r.truncated);
+            }
+            _ => panic!(),
+        }
+    }
+}

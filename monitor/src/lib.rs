@@ -1,0 +1,16 @@
+//! apiwatch: HTTP API traffic seen by eBPF probes, reconstructed, checked and exported.
+//!
+//! Stages, one module each: `capture` (kernel programs, ring buffer, decoding) -> `stream`
+//! (per-connection reassembly, request/response pairing, using `http`) -> `exchange` records ->
+//! `output` sinks. `record`/`redact` write the capture stream to disk; `agent` wires it all.
+pub mod agent;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod exchange;
+pub mod http;
+pub mod output;
+pub mod record;
+pub mod redact;
+pub mod stats;
+pub mod stream;

@@ -1,0 +1,217 @@
+//! Length-preserving redaction of captured bytes before they are written to a recording.
+//!
+//! What is blanked (with `*`, so byte counts and framing stay exact): the values of secret
+//! headers (Authorization keeps its scheme word), every query value in a request line, and the
+//! values of credential-like fields (`password=`, `"token": "..."`) anywhere in the bytes. A secret
+//! header cut at the end of one chunk is blanked on into the start of the next chunk of the same
+//! stream.
+use std::collections::HashMap;
+
+use crate::capture::{CaptureEvent, ConnId, Direction};
+use crate::http::head::is_secret_header;
+
+/// Field names whose values are credentials wherever they appear (forms, JSON bodies).
+const SECRET_FIELDS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "secret",
+    "client_secret",
+    "token",
+    "access_token",
+    "refresh_token",
+    "id_token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "authorization",
+    "session",
+];
+
+#[derive(Default)]
+pub struct Redactor {
+    /// Streams whose last chunk ended inside a secret header line.
+    open_secret_line: HashMap<(ConnId, bool), ()>,
+}
+
+impl Redactor {
+    pub fn redact(&mut self, ev: &mut CaptureEvent) {
+        match ev {
+            CaptureEvent::Data(d) => {
+                let key = (d.id, d.direction == Direction::Ingress);
+                let mut start = 0;
+                if self.open_secret_line.remove(&key).is_some() {
+                    let end = d.bytes.iter().position(|&b| b == b'\n').unwrap_or(d.bytes.len());
+                    blank(&mut d.bytes[..end]);
+                    start = end;
+                }
+                if redact_bytes(&mut d.bytes[start..]) {
+                    self.open_secret_line.insert(key, ());
+                }
+            }
+            CaptureEvent::Close { id, .. } => {
+                self.open_secret_line.remove(&(*id, true));
+                self.open_secret_line.remove(&(*id, false));
+            }
+            CaptureEvent::Open(_) => {}
+        }
+    }
+}
+
+fn blank(b: &mut [u8]) {
+    b.iter_mut().for_each(|c| *c = b'*');
+}
+
+/// Redacts in place; returns true when the bytes end inside a secret header line.
+pub fn redact_bytes(buf: &mut [u8]) -> bool {
+    let mut ends_in_secret = false;
+    let mut pos = 0;
+    while pos < buf.len() {
+        let end = buf[pos..].iter().position(|&b| b == b'\n').map(|i| pos + i);
+        let line_end = end.unwrap_or(buf.len());
+        let line = &mut buf[pos..line_end];
+        // Request lines (the first, and any pipelined after it) carry query values.
+        if crate::http::head::starts_like_message(line) && !line.starts_with(b"HTTP/") {
+            redact_query_values(line);
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            let name = std::str::from_utf8(&line[..colon]).unwrap_or("").to_string();
+            if !name.is_empty() && !name.contains(' ') && is_secret_header(&name) {
+                let value = &mut line[colon + 1..];
+                let mut skip = value.iter().take_while(|&&b| b == b' ').count();
+                if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("proxy-authorization") {
+                    // Keep the scheme word ("Bearer", "Basic"): it is what the metadata reports.
+                    skip += value[skip..].iter().take_while(|&&b| b != b' ' && b != b'\r').count();
+                }
+                let stop = value.iter().rposition(|&b| b != b'\r').map(|i| i + 1).unwrap_or(0);
+                if skip < stop {
+                    blank(&mut value[skip..stop]);
+                }
+                if end.is_none() {
+                    ends_in_secret = true;
+                }
+            }
+        }
+        pos = line_end + 1;
+    }
+    redact_secret_fields(buf);
+    ends_in_secret
+}
+
+/// In "METHOD target HTTP/1.x", blank every query value of the target.
+fn redact_query_values(line: &mut [u8]) {
+    let Some(q) = line.iter().position(|&b| b == b'?') else { return };
+    let end = line[q..].iter().position(|&b| b == b' ' || b == b'\r' || b == b'#').map(|i| q + i).unwrap_or(line.len());
+    let mut in_value = false;
+    for c in &mut line[q + 1..end] {
+        match *c {
+            b'&' => in_value = false,
+            b'=' if !in_value => in_value = true,
+            _ if in_value => *c = b'*',
+            _ => {}
+        }
+    }
+}
+
+/// Blanks `name=value` and `"name": "value"` for credential-like field names.
+fn redact_secret_fields(buf: &mut [u8]) {
+    let lower: Vec<u8> = buf.iter().map(|b| b.to_ascii_lowercase()).collect();
+    for field in SECRET_FIELDS {
+        let f = field.as_bytes();
+        let mut from = 0;
+        while let Some(i) = find(&lower[from..], f).map(|i| from + i) {
+            from = i + f.len();
+            // Whole names only: "token" must not match inside "tokens_left".
+            let before_ok = i == 0 || !lower[i - 1].is_ascii_alphanumeric() && lower[i - 1] != b'_';
+            if !before_ok {
+                continue;
+            }
+            let mut j = i + f.len();
+            if lower.get(j) == Some(&b'"') {
+                j += 1;
+                while matches!(lower.get(j), Some(b' ')) {
+                    j += 1;
+                }
+                if lower.get(j) != Some(&b':') {
+                    continue;
+                }
+                j += 1;
+                while matches!(lower.get(j), Some(b' ')) {
+                    j += 1;
+                }
+                if lower.get(j) != Some(&b'"') {
+                    continue;
+                }
+                j += 1;
+                let end = buf[j..].iter().position(|&b| b == b'"').map(|k| j + k).unwrap_or(buf.len());
+                blank(&mut buf[j..end]);
+            } else if lower.get(j) == Some(&b'=') {
+                j += 1;
+                let end = buf[j..]
+                    .iter()
+                    .position(|&b| b == b'&' || b == b' ' || b == b'\r' || b == b'\n')
+                    .map(|k| j + k)
+                    .unwrap_or(buf.len());
+                blank(&mut buf[j..end]);
+            }
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn redacted(s: &str) -> String {
+        let mut b = s.as_bytes().to_vec();
+        redact_bytes(&mut b);
+        assert_eq!(b.len(), s.len(), "redaction must keep the length");
+        String::from_utf8(b).unwrap()
+    }
+
+    #[test]
+    fn blanks_every_secret_and_keeps_length() {
+        let r = redacted(
+            "POST /login?user=bob&token=t0k3n HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer abc.def.ghi\r\nCookie: sid=s3ss\r\nX-API-Key: k3y\r\n\r\npassword=hunter2&x=1",
+        );
+        for secret in ["bob", "t0k3n", "abc.def.ghi", "s3ss", "k3y", "hunter2"] {
+            assert!(!r.contains(secret), "{secret} leaked: {r}");
+        }
+        assert!(r.contains("Authorization: Bearer ****"));
+        assert!(r.starts_with("POST /login?user=***&token=***** HTTP/1.1"));
+        assert!(r.contains("Host: h"));
+    }
+
+    #[test]
+    fn json_fields() {
+        let r = redacted(r#"{"username":"bob","password": "pa55","tokens_left":"3"}"#);
+        assert!(!r.contains("pa55"));
+        assert!(r.contains(r#""tokens_left":"3""#));
+    }
+
+    #[test]
+    fn secret_header_split_across_chunks() {
+        let mut red = Redactor::default();
+        let id = ConnId { tgid: 1, fd: 2 };
+        let chunk = |b: &str| {
+            CaptureEvent::Data(crate::capture::DataChunk {
+                ts_ns: 0,
+                id,
+                direction: Direction::Egress,
+                total_len: b.len() as u64,
+                bytes: b.as_bytes().to_vec(),
+            })
+        };
+        let mut a = chunk("GET / HTTP/1.1\r\nAuthorization: Bearer abc");
+        let mut b = chunk("def\r\nAccept: */*\r\n\r\n");
+        red.redact(&mut a);
+        red.redact(&mut b);
+        let (CaptureEvent::Data(a), CaptureEvent::Data(b)) = (a, b) else { panic!() };
+        assert!(!String::from_utf8_lossy(&a.bytes).contains("abc"));
+        assert!(String::from_utf8_lossy(&b.bytes).starts_with("***\r\nAccept"));
+    }
+}

@@ -1,0 +1,49 @@
+//! Counters of the userspace pipeline (the kernel's own are in capture::kernel).
+use serde::Serialize;
+
+use crate::http::ParseError;
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ParseErrors {
+    pub malformed: u64,
+    pub head_too_large: u64,
+    pub framing_lost: u64,
+    pub bad_chunk: u64,
+}
+
+impl ParseErrors {
+    pub fn record(&mut self, e: ParseError) {
+        match e {
+            ParseError::Malformed => self.malformed += 1,
+            ParseError::HeadTooLarge => self.head_too_large += 1,
+            ParseError::FramingLost => self.framing_lost += 1,
+            ParseError::BadChunk => self.bad_chunk += 1,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.malformed + self.head_too_large + self.framing_lost + self.bad_chunk
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PipelineStats {
+    pub events: u64,
+    pub data_events: u64,
+    pub decode_errors: u64,
+    pub bytes_seen: u64,
+    pub bytes_not_seen: u64,
+    pub bytes_skipped: u64,
+    pub exchanges: u64,
+    pub parse_errors: ParseErrors,
+    pub heads_truncated: u64,
+    pub orphan_responses: u64,
+    pub requests_unanswered: u64,
+    pub pending_overflow: u64,
+    pub informational_responses: u64,
+    pub tunnels: u64,
+    pub connections: u64,
+    pub connections_opened: u64,
+    pub connections_evicted: u64,
+    pub connections_idle_closed: u64,
+}

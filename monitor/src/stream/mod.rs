@@ -1,0 +1,346 @@
+//! Stream: per-connection reassembly. Feeds each direction's bytes to its message parser, pairs
+//! requests with responses, and turns them into exchanges.
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+use crate::capture::{CaptureEvent, ConnId, ConnOpen, DataChunk, Direction, Role};
+use crate::exchange::{Exchange, version_str};
+use crate::http::{Head, MessageParser, ParseError, ParseEvent, RequestHead, RequestMethods};
+use crate::stats::PipelineStats;
+
+/// Requests awaiting their response on one connection (pipelining); more are dropped and counted.
+pub const MAX_PENDING_REQUESTS: usize = 64;
+
+#[derive(Clone, Debug)]
+pub struct StreamConfig {
+    /// Connections tracked at most; the least recently active is evicted beyond it.
+    pub max_connections: usize,
+    /// A connection silent this long is closed (its open exchanges are emitted).
+    pub idle_timeout_ns: u64,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        Self { max_connections: 65536, idle_timeout_ns: 120 * 1_000_000_000 }
+    }
+}
+
+struct PendingRequest {
+    head: RequestHead,
+    ts_ns: u64,
+    bytes: u64,
+    ended: bool,
+}
+
+struct Pending(VecDeque<PendingRequest>);
+
+impl RequestMethods for Pending {
+    fn method_of_pending(&self, index: usize) -> Option<&str> {
+        self.0.get(index).map(|p| p.head.method.as_str())
+    }
+}
+
+struct Conn {
+    role: Option<Role>,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    comm: String,
+    ingress: MessageParser,
+    egress: MessageParser,
+    pending: Pending,
+    /// The request stream is inside a message whose head went to `pending.back()`.
+    request_open: bool,
+    /// Head of the response in progress; None for 1xx or before any.
+    response: Option<(u16, u8, bool)>,
+    last_ts: u64,
+}
+
+impl Conn {
+    fn new(role: Option<Role>, mid_stream: bool) -> Self {
+        let parser = || if mid_stream { MessageParser::resyncing() } else { MessageParser::new() };
+        Self {
+            role,
+            local: None,
+            peer: None,
+            comm: String::new(),
+            ingress: parser(),
+            egress: parser(),
+            pending: Pending(VecDeque::new()),
+            request_open: false,
+            response: None,
+            last_ts: 0,
+        }
+    }
+
+    fn request_direction(&self) -> Option<Direction> {
+        match self.role? {
+            Role::Server => Some(Direction::Ingress),
+            Role::Client => Some(Direction::Egress),
+        }
+    }
+}
+
+/// The reassembly stage: capture events in, exchanges out.
+pub struct ConnTable {
+    cfg: StreamConfig,
+    conns: HashMap<ConnId, Conn>,
+    events: Vec<ParseEvent>,
+    last_expiry_ns: u64,
+}
+
+impl ConnTable {
+    pub fn new(cfg: StreamConfig) -> Self {
+        Self { cfg, conns: HashMap::new(), events: Vec::new(), last_expiry_ns: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    pub fn process(&mut self, ev: CaptureEvent, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+        stats.events += 1;
+        let ts = ev.ts_ns();
+        match ev {
+            CaptureEvent::Open(open) => self.open(open, stats, out),
+            CaptureEvent::Data(chunk) => self.data(chunk, stats, out),
+            CaptureEvent::Close { ts_ns, id } => {
+                if let Some(conn) = self.conns.remove(&id) {
+                    self.close_conn(id, conn, ts_ns, stats, out);
+                }
+            }
+        }
+        // Idle expiry runs on event time (so replay behaves as live), at most once a second.
+        if ts >= self.last_expiry_ns + 1_000_000_000 {
+            self.last_expiry_ns = ts;
+            self.expire(ts, stats, out);
+        }
+        stats.connections = self.conns.len() as u64;
+    }
+
+    /// Closes connections idle longer than the timeout.
+    pub fn expire(&mut self, now_ns: u64, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+        let limit = self.cfg.idle_timeout_ns;
+        let idle: Vec<ConnId> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| now_ns.saturating_sub(c.last_ts) > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            if let Some(conn) = self.conns.remove(&id) {
+                stats.connections_idle_closed += 1;
+                self.close_conn(id, conn, now_ns, stats, out);
+            }
+        }
+    }
+
+    /// Ends every connection (at shutdown or the end of a replay).
+    pub fn flush(&mut self, now_ns: u64, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+        let mut all: Vec<(ConnId, Conn)> = self.conns.drain().collect();
+        all.sort_by_key(|(id, _)| *id);
+        for (id, conn) in all {
+            self.close_conn(id, conn, now_ns, stats, out);
+        }
+        stats.connections = 0;
+    }
+
+    fn open(&mut self, open: ConnOpen, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+        // An fd reused without a close we saw: finish the old connection first.
+        if let Some(old) = self.conns.remove(&open.id) {
+            self.close_conn(open.id, old, open.ts_ns, stats, out);
+        }
+        self.make_room(open.ts_ns, stats, out);
+        let mut conn = Conn::new(Some(open.role), open.seeded);
+        conn.local = open.local;
+        conn.peer = open.peer;
+        conn.comm = open.comm;
+        conn.last_ts = open.ts_ns;
+        self.conns.insert(open.id, conn);
+        stats.connections_opened += 1;
+    }
+
+    fn make_room(&mut self, now_ns: u64, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+        if self.conns.len() < self.cfg.max_connections {
+            return;
+        }
+        // Rare (the table is full): evict the least recently active connection.
+        if let Some(id) = self.conns.iter().min_by_key(|(_, c)| c.last_ts).map(|(id, _)| *id) {
+            if let Some(conn) = self.conns.remove(&id) {
+                stats.connections_evicted += 1;
+                self.close_conn(id, conn, now_ns, stats, out);
+            }
+        }
+    }
+
+    fn data(&mut self, chunk: DataChunk, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+        stats.data_events += 1;
+        stats.bytes_seen += chunk.bytes.len() as u64;
+        stats.bytes_not_seen += chunk.gap();
+        if !self.conns.contains_key(&chunk.id) {
+            // Opened before we watched, or its open event was lost: parse from the next start.
+            self.make_room(chunk.ts_ns, stats, out);
+            let mut conn = Conn::new(None, true);
+            conn.comm = crate::capture::procfs::comm_of(chunk.id.tgid).unwrap_or_default();
+            self.conns.insert(chunk.id, conn);
+            stats.connections_opened += 1;
+        }
+        let Some(conn) = self.conns.get_mut(&chunk.id) else { return };
+        conn.last_ts = chunk.ts_ns;
+        let parser = match chunk.direction {
+            Direction::Ingress => &mut conn.ingress,
+            Direction::Egress => &mut conn.egress,
+        };
+        let skipped = parser.skipped_bytes;
+        self.events.clear();
+        parser.feed(chunk.ts_ns, &chunk.bytes, chunk.gap(), &conn.pending, &mut self.events);
+        stats.bytes_skipped += parser.skipped_bytes - skipped;
+        let events = std::mem::take(&mut self.events);
+        for ev in events.iter() {
+            handle(chunk.id, conn, chunk.direction, ev, stats, out);
+        }
+        self.events = events;
+    }
+
+    fn close_conn(
+        &mut self,
+        id: ConnId,
+        mut conn: Conn,
+        ts_ns: u64,
+        stats: &mut PipelineStats,
+        out: &mut Vec<Exchange>,
+    ) {
+        for dir in [Direction::Ingress, Direction::Egress] {
+            self.events.clear();
+            match dir {
+                Direction::Ingress => conn.ingress.finish(ts_ns, &mut self.events),
+                Direction::Egress => conn.egress.finish(ts_ns, &mut self.events),
+            }
+            let events = std::mem::take(&mut self.events);
+            for ev in events.iter() {
+                handle(id, &mut conn, dir, ev, stats, out);
+            }
+            self.events = events;
+        }
+        // Requests that never got a response still happened: report them without a status.
+        while let Some(req) = conn.pending.0.pop_front() {
+            stats.requests_unanswered += 1;
+            out.push(build_exchange(id, &conn, req, None, ts_ns, 0, false));
+            stats.exchanges += 1;
+        }
+    }
+}
+
+fn handle(
+    id: ConnId,
+    conn: &mut Conn,
+    dir: Direction,
+    ev: &ParseEvent,
+    stats: &mut PipelineStats,
+    out: &mut Vec<Exchange>,
+) {
+    match ev {
+        ParseEvent::Head { head: Head::Request(req), ts_ns } => {
+            if conn.role.is_none() {
+                conn.role = Some(if dir == Direction::Ingress { Role::Server } else { Role::Client });
+            }
+            if conn.request_direction() != Some(dir) {
+                stats.parse_errors.record(ParseError::Malformed);
+                return;
+            }
+            if req.truncated {
+                stats.heads_truncated += 1;
+            }
+            if conn.pending.0.len() >= MAX_PENDING_REQUESTS {
+                stats.pending_overflow += 1;
+                conn.request_open = false;
+                return;
+            }
+            conn.pending.0.push_back(PendingRequest {
+                head: req.clone(),
+                ts_ns: *ts_ns,
+                bytes: 0,
+                ended: false,
+            });
+            conn.request_open = true;
+        }
+        ParseEvent::Head { head: Head::Response(resp), .. } => {
+            if conn.role.is_none() {
+                conn.role = Some(if dir == Direction::Ingress { Role::Client } else { Role::Server });
+            }
+            if resp.truncated {
+                stats.heads_truncated += 1;
+            }
+            conn.response = if (100..200).contains(&resp.status) && resp.status != 101 {
+                stats.informational_responses += 1;
+                None
+            } else {
+                Some((resp.status, resp.version, resp.truncated))
+            };
+        }
+        ParseEvent::End { bytes, ts_ns, complete } => {
+            if conn.request_direction() == Some(dir) {
+                if conn.request_open {
+                    if let Some(req) = conn.pending.0.back_mut() {
+                        req.bytes = *bytes;
+                        req.ended = *complete;
+                    }
+                    conn.request_open = false;
+                }
+                return;
+            }
+            let Some((status, _version, truncated)) = conn.response.take() else { return };
+            let Some(req) = conn.pending.0.pop_front() else {
+                stats.orphan_responses += 1;
+                return;
+            };
+            let mut ex = build_exchange(id, conn, req, Some(status), *ts_ns, *bytes, *complete);
+            ex.truncated |= truncated;
+            out.push(ex);
+            stats.exchanges += 1;
+        }
+        ParseEvent::Tunnel => {
+            conn.ingress.set_tunnel();
+            conn.egress.set_tunnel();
+            stats.tunnels += 1;
+        }
+        ParseEvent::Error(e) => stats.parse_errors.record(*e),
+    }
+}
+
+fn build_exchange(
+    id: ConnId,
+    conn: &Conn,
+    req: PendingRequest,
+    status: Option<u16>,
+    end_ts: u64,
+    resp_bytes: u64,
+    resp_complete: bool,
+) -> Exchange {
+    let PendingRequest { head, ts_ns, bytes, ended } = req;
+    Exchange {
+        ts: ts_ns,
+        pid: id.tgid,
+        comm: conn.comm.clone(),
+        role: conn.role.unwrap_or(Role::Server),
+        local: conn.local,
+        peer: conn.peer,
+        tls: false,
+        method: head.method,
+        path: head.path,
+        query_keys: head.query_keys,
+        host: head.host,
+        status,
+        req_bytes: bytes,
+        resp_bytes,
+        latency_us: status.map(|_| end_ts.saturating_sub(ts_ns) / 1000),
+        auth_scheme: head.auth_scheme,
+        http_version: version_str(head.version),
+        user_agent: head.user_agent,
+        truncated: head.truncated,
+        complete: status.is_some() && ended && resp_complete,
+    }
+}
