@@ -88,6 +88,8 @@ pub struct AcceptArgs {
 pub struct ConnectArgs {
     pub fd: u32,
     pub _pad: u32,
+    /// The kernel `struct sock *`, learnt at the SYN_SENT transition.
+    pub sk: u64,
     pub peer: SockAddr,
     pub local: SockAddr,
 }

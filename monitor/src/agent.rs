@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::capture::kernel::{CaptureError, KernelCapture, KernelConfig, KernelStats, unix_now_ns};
 use crate::capture::CaptureEvent;
+use crate::capture::kernel::{CaptureError, KernelCapture, KernelConfig, KernelStats, unix_now_ns};
 use crate::output::ExchangeSink;
 use crate::record::{RecordError, RecordReader, RecordWriter};
 use crate::redact::Redactor;
@@ -40,7 +40,10 @@ pub struct Summary {
 impl Summary {
     /// One line: `apiwatch summary {json}`.
     pub fn line(&self) -> String {
-        format!("apiwatch summary {}", serde_json::to_string(self).unwrap_or_default())
+        format!(
+            "apiwatch summary {}",
+            serde_json::to_string(self).unwrap_or_default()
+        )
     }
 }
 
@@ -88,7 +91,8 @@ impl Pipeline {
     }
 
     pub fn tick(&mut self, now_ns: u64) {
-        self.table.expire(now_ns, &mut self.stats, &mut self.scratch);
+        self.table
+            .expire(now_ns, &mut self.stats, &mut self.scratch);
         self.emit();
         self.sink.flush();
     }
@@ -119,7 +123,11 @@ fn event_tgid(ev: &CaptureEvent) -> u32 {
 }
 
 /// Runs the pipeline over a recording; returns the summary.
-pub fn replay<R: BufRead>(input: R, opts: &AgentOptions, sink: Box<dyn ExchangeSink>) -> Result<Summary, RecordError> {
+pub fn replay<R: BufRead>(
+    input: R,
+    opts: &AgentOptions,
+    sink: Box<dyn ExchangeSink>,
+) -> Result<Summary, RecordError> {
     let start = Instant::now();
     let mut reader = RecordReader::new(input)?;
     let mut pipeline = Pipeline::new(opts.stream.clone(), sink, opts.pids.clone());
@@ -129,7 +137,9 @@ pub fn replay<R: BufRead>(input: R, opts: &AgentOptions, sink: Box<dyn ExchangeS
         pipeline.process(ev);
     }
     if reader.truncated_tail {
-        log::warn!("the recording ends inside a record (written during a crash?); the rest was ignored");
+        log::warn!(
+            "the recording ends inside a record (written during a crash?); the rest was ignored"
+        );
     }
     pipeline.finish(last_ts);
     Ok(Summary {
@@ -154,15 +164,22 @@ impl LiveAgent {
         let thread = std::thread::Builder::new()
             .name("apiwatch-capture".into())
             .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
                 rt.block_on(capture_loop(opts, consumer, ready_tx, stop_rx))
             })
             .map_err(CaptureError::Io)?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Self { stop_tx: Some(stop_tx), thread: Some(thread) }),
+            Ok(Ok(())) => Ok(Self {
+                stop_tx: Some(stop_tx),
+                thread: Some(thread),
+            }),
             _ => match thread.join() {
                 Ok(Err(e)) => Err(e),
-                _ => Err(CaptureError::Io(std::io::Error::other("capture thread ended early"))),
+                _ => Err(CaptureError::Io(std::io::Error::other(
+                    "capture thread ended early",
+                ))),
             },
         }
     }
@@ -174,7 +191,9 @@ impl LiveAgent {
         }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
-            _ => Err(CaptureError::Io(std::io::Error::other("capture thread panicked"))),
+            _ => Err(CaptureError::Io(std::io::Error::other(
+                "capture thread panicked",
+            ))),
         }
     }
 }
@@ -243,7 +262,12 @@ async fn capture_loop(
     })
 }
 
-fn consume(rx: Receiver<Msg>, consumer: Consumer, stream: StreamConfig, pids: Vec<u32>) -> (PipelineStats, u64) {
+fn consume(
+    rx: Receiver<Msg>,
+    consumer: Consumer,
+    stream: StreamConfig,
+    pids: Vec<u32>,
+) -> (PipelineStats, u64) {
     match consumer {
         Consumer::Exchanges(sink) => {
             let mut p = Pipeline::new(stream, sink, pids);

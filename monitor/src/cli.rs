@@ -13,7 +13,11 @@ use crate::output::{ExchangeSink, JsonLines};
 use crate::record::RecordWriter;
 
 #[derive(Parser, Debug)]
-#[command(name = "apiwatch", version, about = "Watch the HTTP APIs on this host with eBPF")]
+#[command(
+    name = "apiwatch",
+    version,
+    about = "Watch the HTTP APIs on this host with eBPF"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -100,7 +104,11 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 
 fn options(common: &CommonArgs) -> Result<AgentOptions> {
     let cfg = load_config(common.config.as_ref())?;
-    Ok(AgentOptions { kernel: cfg.kernel(), stream: cfg.stream(), pids: common.pids.clone() })
+    Ok(AgentOptions {
+        kernel: cfg.kernel(),
+        stream: cfg.stream(),
+        pids: common.pids.clone(),
+    })
 }
 
 fn exchange_sink(target: &str) -> Result<Box<dyn ExchangeSink>> {
@@ -122,7 +130,8 @@ fn run(a: RunArgs) -> Result<()> {
 
 fn record(a: RecordArgs) -> Result<()> {
     let opts = options(&a.common)?;
-    let file = File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let file =
+        File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let out: Box<dyn std::io::Write + Send> = Box::new(BufWriter::new(file));
     let agent = LiveAgent::start(opts, Consumer::Record(RecordWriter::new(out)?))?;
     log::info!("recording to {}", a.out.display());
@@ -132,7 +141,10 @@ fn record(a: RecordArgs) -> Result<()> {
 
 fn replay(a: ReplayArgs) -> Result<()> {
     let cfg = load_config(a.config.as_ref())?;
-    let opts = AgentOptions { stream: cfg.stream(), ..AgentOptions::default() };
+    let opts = AgentOptions {
+        stream: cfg.stream(),
+        ..AgentOptions::default()
+    };
     let file = File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?;
     let summary = agent::replay(BufReader::new(file), &opts, exchange_sink(&a.exchanges)?)?;
     finish(summary)
@@ -155,7 +167,9 @@ fn check(a: CheckArgs) -> Result<()> {
 
 /// Until the duration passes or SIGINT/SIGTERM arrives.
 fn wait(duration: Option<f64>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let sleep = async {

@@ -49,19 +49,29 @@ pub struct StreamSection {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { capture: CaptureSection::default(), stream: StreamSection::default() }
+        Self {
+            capture: CaptureSection::default(),
+            stream: StreamSection::default(),
+        }
     }
 }
 
 impl Default for CaptureSection {
     fn default() -> Self {
-        Self { bytes: 4096, ring_bytes: 16 << 20, drain_interval_ms: 10 }
+        Self {
+            bytes: 4096,
+            ring_bytes: 16 << 20,
+            drain_interval_ms: 10,
+        }
     }
 }
 
 impl Default for StreamSection {
     fn default() -> Self {
-        Self { max_connections: 65536, idle_timeout_secs: 120 }
+        Self {
+            max_connections: 65536,
+            idle_timeout_secs: 120,
+        }
     }
 }
 
@@ -132,7 +142,11 @@ impl Config {
                     Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
                     _ => ("-".to_string(), msg.clone()),
                 };
-                let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_string();
                 ConfigErrors(vec![ConfigError {
                     file: file.to_string(),
                     line: loc.as_ref().map(|l| l.line()),
@@ -143,7 +157,11 @@ impl Config {
             })?
         };
         let errors = cfg.validate(file, text);
-        if errors.is_empty() { Ok(cfg) } else { Err(ConfigErrors(errors)) }
+        if errors.is_empty() {
+            Ok(cfg)
+        } else {
+            Err(ConfigErrors(errors))
+        }
     }
 
     /// Every semantic problem, each located by the line of its field.
@@ -169,12 +187,18 @@ impl Config {
         check(
             self.capture.ring_bytes.is_power_of_two() && self.capture.ring_bytes >= 1 << 16,
             &["capture", "ring_bytes"],
-            format!("must be a power of two of at least 65536, is {}", self.capture.ring_bytes),
+            format!(
+                "must be a power of two of at least 65536, is {}",
+                self.capture.ring_bytes
+            ),
         );
         check(
             (1..=1000).contains(&self.capture.drain_interval_ms),
             &["capture", "drain_interval_ms"],
-            format!("must be between 1 and 1000, is {}", self.capture.drain_interval_ms),
+            format!(
+                "must be between 1 and 1000, is {}",
+                self.capture.drain_interval_ms
+            ),
         );
         check(
             self.stream.max_connections >= 16,
@@ -220,7 +244,10 @@ fn locate(text: &str, path: &[&str]) -> Option<usize> {
                 return None; // left the parent section without finding the key
             }
         }
-        if trimmed.strip_prefix(path[depth]).is_some_and(|r| r.trim_start().starts_with(':')) {
+        if trimmed
+            .strip_prefix(path[depth])
+            .is_some_and(|r| r.trim_start().starts_with(':'))
+        {
             depth += 1;
             if depth == path.len() {
                 return Some(i + 1);
@@ -237,7 +264,10 @@ mod tests {
 
     #[test]
     fn embedded_default_is_the_default() {
-        assert_eq!(Config::parse("<default>", DEFAULT_CONFIG).unwrap(), Config::default());
+        assert_eq!(
+            Config::parse("<default>", DEFAULT_CONFIG).unwrap(),
+            Config::default()
+        );
         assert_eq!(Config::parse("<empty>", "").unwrap(), Config::default());
     }
 
@@ -247,14 +277,25 @@ mod tests {
         let errs = Config::parse("agent.yml", text).unwrap_err().0;
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(shown.len(), 3, "{shown:?}");
-        assert!(shown[0].starts_with("agent.yml:2: capture.bytes: must be between 64"), "{shown:?}");
-        assert!(shown[1].starts_with("agent.yml:3: capture.ring_bytes:"), "{shown:?}");
-        assert!(shown[2].starts_with("agent.yml:5: stream.idle_timeout_secs:"), "{shown:?}");
+        assert!(
+            shown[0].starts_with("agent.yml:2: capture.bytes: must be between 64"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].starts_with("agent.yml:3: capture.ring_bytes:"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[2].starts_with("agent.yml:5: stream.idle_timeout_secs:"),
+            "{shown:?}"
+        );
     }
 
     #[test]
     fn unknown_field_is_located() {
-        let errs = Config::parse("a.yml", "capture:\n  byts: 100\n").unwrap_err().0;
+        let errs = Config::parse("a.yml", "capture:\n  byts: 100\n")
+            .unwrap_err()
+            .0;
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].line, Some(2));
         assert!(errs[0].to_string().contains("byts"), "{}", errs[0]);

@@ -35,7 +35,10 @@ pub struct RecordWriter<W: Write> {
 impl<W: Write> RecordWriter<W> {
     pub fn new(mut out: W) -> io::Result<Self> {
         out.write_all(MAGIC)?;
-        Ok(Self { out, buf: Vec::with_capacity(8192) })
+        Ok(Self {
+            out,
+            buf: Vec::with_capacity(8192),
+        })
     }
 
     pub fn write(&mut self, ev: &CaptureEvent) -> io::Result<()> {
@@ -124,10 +127,12 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|b| u16::from_le_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
+        self.take(4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()))
     }
     fn u64(&mut self) -> Option<u64> {
-        self.take(8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        self.take(8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
     }
     fn addr(&mut self) -> Option<Option<SocketAddr>> {
         let ip: IpAddr = match self.u8()? {
@@ -144,23 +149,48 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
     let mut c = Cursor(body);
     let kind = c.u8()?;
     let ts_ns = c.u64()?;
-    let id = ConnId { tgid: c.u32()?, fd: c.u32()? };
+    let id = ConnId {
+        tgid: c.u32()?,
+        fd: c.u32()?,
+    };
     let ev = match kind {
         KIND_OPEN => {
-            let role = if c.u8()? == 0 { Role::Server } else { Role::Client };
+            let role = if c.u8()? == 0 {
+                Role::Server
+            } else {
+                Role::Client
+            };
             let seeded = c.u8()? != 0;
             let local = c.addr()?;
             let peer = c.addr()?;
             let n = c.u8()? as usize;
             let comm = String::from_utf8_lossy(c.take(n)?).into_owned();
-            CaptureEvent::Open(ConnOpen { ts_ns, id, role, local, peer, comm, seeded })
+            CaptureEvent::Open(ConnOpen {
+                ts_ns,
+                id,
+                role,
+                local,
+                peer,
+                comm,
+                seeded,
+            })
         }
         KIND_DATA => {
-            let direction = if c.u8()? == 0 { Direction::Ingress } else { Direction::Egress };
+            let direction = if c.u8()? == 0 {
+                Direction::Ingress
+            } else {
+                Direction::Egress
+            };
             let total_len = c.u64()?;
             let n = c.u32()? as usize;
             let bytes = c.take(n)?.to_vec();
-            CaptureEvent::Data(DataChunk { ts_ns, id, direction, total_len, bytes })
+            CaptureEvent::Data(DataChunk {
+                ts_ns,
+                id,
+                direction,
+                total_len,
+                bytes,
+            })
         }
         KIND_CLOSE => CaptureEvent::Close { ts_ns, id },
         _ => return None,
@@ -182,11 +212,18 @@ pub struct RecordReader<R: BufRead> {
 impl<R: BufRead> RecordReader<R> {
     pub fn new(mut input: R) -> Result<Self, RecordError> {
         let mut magic = [0u8; 8];
-        input.read_exact(&mut magic).map_err(|_| RecordError::BadMagic)?;
+        input
+            .read_exact(&mut magic)
+            .map_err(|_| RecordError::BadMagic)?;
         if &magic != MAGIC {
             return Err(RecordError::BadMagic);
         }
-        Ok(Self { input, index: 0, body: Vec::new(), truncated_tail: false })
+        Ok(Self {
+            input,
+            index: 0,
+            body: Vec::new(),
+            truncated_tail: false,
+        })
     }
 
     pub fn next_event(&mut self) -> Result<Option<CaptureEvent>, RecordError> {
@@ -201,15 +238,20 @@ impl<R: BufRead> RecordReader<R> {
         }
         let len = u32::from_le_bytes(len) as usize;
         if len > MAX_RECORD {
-            return Err(RecordError::Corrupt { index: self.index, reason: "record too large" });
+            return Err(RecordError::Corrupt {
+                index: self.index,
+                reason: "record too large",
+            });
         }
         self.body.resize(len, 0);
         if read_full(&mut self.input, &mut self.body)? < len {
             self.truncated_tail = true;
             return Ok(None);
         }
-        let ev = decode(&self.body)
-            .ok_or(RecordError::Corrupt { index: self.index, reason: "undecodable record" })?;
+        let ev = decode(&self.body).ok_or(RecordError::Corrupt {
+            index: self.index,
+            reason: "undecodable record",
+        })?;
         self.index += 1;
         Ok(Some(ev))
     }
@@ -301,6 +343,9 @@ mod tests {
 
     #[test]
     fn bad_magic() {
-        assert!(matches!(RecordReader::new(&b"NOTAREC!"[..]), Err(RecordError::BadMagic)));
+        assert!(matches!(
+            RecordReader::new(&b"NOTAREC!"[..]),
+            Err(RecordError::BadMagic)
+        ));
     }
 }

@@ -41,8 +41,17 @@ impl Redactor {
                 let key = (d.id, d.direction == Direction::Ingress);
                 let mut start = 0;
                 if self.open_secret_line.remove(&key).is_some() {
-                    let end = d.bytes.iter().position(|&b| b == b'\n').unwrap_or(d.bytes.len());
-                    blank(&mut d.bytes[..end]);
+                    let end = d
+                        .bytes
+                        .iter()
+                        .position(|&b| b == b'\n')
+                        .unwrap_or(d.bytes.len());
+                    let stop = if end > 0 && d.bytes[end - 1] == b'\r' {
+                        end - 1
+                    } else {
+                        end
+                    };
+                    blank(&mut d.bytes[..stop]);
                     start = end;
                 }
                 if redact_bytes(&mut d.bytes[start..]) {
@@ -75,15 +84,27 @@ pub fn redact_bytes(buf: &mut [u8]) -> bool {
             redact_query_values(line);
         }
         if let Some(colon) = line.iter().position(|&b| b == b':') {
-            let name = std::str::from_utf8(&line[..colon]).unwrap_or("").to_string();
+            let name = std::str::from_utf8(&line[..colon])
+                .unwrap_or("")
+                .to_string();
             if !name.is_empty() && !name.contains(' ') && is_secret_header(&name) {
                 let value = &mut line[colon + 1..];
                 let mut skip = value.iter().take_while(|&&b| b == b' ').count();
-                if name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("proxy-authorization") {
+                if name.eq_ignore_ascii_case("authorization")
+                    || name.eq_ignore_ascii_case("proxy-authorization")
+                {
                     // Keep the scheme word ("Bearer", "Basic"): it is what the metadata reports.
-                    skip += value[skip..].iter().take_while(|&&b| b != b' ' && b != b'\r').count();
+                    skip += value[skip..]
+                        .iter()
+                        .take_while(|&&b| b != b' ' && b != b'\r')
+                        .count();
+                    skip += value[skip..].iter().take_while(|&&b| b == b' ').count();
                 }
-                let stop = value.iter().rposition(|&b| b != b'\r').map(|i| i + 1).unwrap_or(0);
+                let stop = value
+                    .iter()
+                    .rposition(|&b| b != b'\r')
+                    .map(|i| i + 1)
+                    .unwrap_or(0);
                 if skip < stop {
                     blank(&mut value[skip..stop]);
                 }
@@ -100,8 +121,14 @@ pub fn redact_bytes(buf: &mut [u8]) -> bool {
 
 /// In "METHOD target HTTP/1.x", blank every query value of the target.
 fn redact_query_values(line: &mut [u8]) {
-    let Some(q) = line.iter().position(|&b| b == b'?') else { return };
-    let end = line[q..].iter().position(|&b| b == b' ' || b == b'\r' || b == b'#').map(|i| q + i).unwrap_or(line.len());
+    let Some(q) = line.iter().position(|&b| b == b'?') else {
+        return;
+    };
+    let end = line[q..]
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'#')
+        .map(|i| q + i)
+        .unwrap_or(line.len());
     let mut in_value = false;
     for c in &mut line[q + 1..end] {
         match *c {
@@ -143,7 +170,11 @@ fn redact_secret_fields(buf: &mut [u8]) {
                     continue;
                 }
                 j += 1;
-                let end = buf[j..].iter().position(|&b| b == b'"').map(|k| j + k).unwrap_or(buf.len());
+                let end = buf[j..]
+                    .iter()
+                    .position(|&b| b == b'"')
+                    .map(|k| j + k)
+                    .unwrap_or(buf.len());
                 blank(&mut buf[j..end]);
             } else if lower.get(j) == Some(&b'=') {
                 j += 1;
@@ -210,7 +241,9 @@ mod tests {
         let mut b = chunk("def\r\nAccept: */*\r\n\r\n");
         red.redact(&mut a);
         red.redact(&mut b);
-        let (CaptureEvent::Data(a), CaptureEvent::Data(b)) = (a, b) else { panic!() };
+        let (CaptureEvent::Data(a), CaptureEvent::Data(b)) = (a, b) else {
+            panic!()
+        };
         assert!(!String::from_utf8_lossy(&a.bytes).contains("abc"));
         assert!(String::from_utf8_lossy(&b.bytes).starts_with("***\r\nAccept"));
     }

@@ -33,14 +33,27 @@ pub fn wakeup_flags() -> u64 {
 #[inline(always)]
 fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: u32, kind: u32) {
     let Some(id) = traced_pid_tgid() else { return };
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(fd_off) }) else { return };
-    let key = ConnKey { tgid: (id >> 32) as u32, fd: fd as u32 };
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(fd_off) }) else {
+        return;
+    };
+    let key = ConnKey {
+        tgid: (id >> 32) as u32,
+        fd: fd as u32,
+    };
     match unsafe { CONNS.get(key) } {
         Some(info) if info.class != CLASS_OTHER => {}
         _ => return,
     }
-    let Ok(ptr) = (unsafe { ctx.read_at::<u64>(ptr_off) }) else { return };
-    let args = DataArgs { fd: fd as u32, direction, kind, _pad: 0, ptr };
+    let Ok(ptr) = (unsafe { ctx.read_at::<u64>(ptr_off) }) else {
+        return;
+    };
+    let args = DataArgs {
+        fd: fd as u32,
+        direction,
+        kind,
+        _pad: 0,
+        ptr,
+    };
     if DATA_ARGS.insert(id, args, 0).is_err() {
         count(Stat::ArgsMapFull, 1);
     }
@@ -96,14 +109,23 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_data(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { DATA_ARGS.get(id) }).copied() else { return 0 };
+    let Some(args) = (unsafe { DATA_ARGS.get(id) }).copied() else {
+        return 0;
+    };
     let _ = DATA_ARGS.remove(id);
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
     if ret <= 0 {
         return 0;
     }
-    let key = ConnKey { tgid: (id >> 32) as u32, fd: args.fd };
-    let Some(info) = CONNS.get_ptr_mut(key) else { return 0 };
+    let key = ConnKey {
+        tgid: (id >> 32) as u32,
+        fd: args.fd,
+    };
+    let Some(info) = CONNS.get_ptr_mut(key) else {
+        return 0;
+    };
     let total = ret as u64;
 
     if args.kind == ARGS_SENDFILE {
@@ -198,7 +220,8 @@ fn emit<const N: usize>(
 
     let class = unsafe { (*info).class };
     if class == CLASS_UNKNOWN {
-        let http = captured >= 4 && looks_like_http(unsafe { core::ptr::read((*ev).data.as_ptr().cast::<[u8; 4]>()) });
+        let http = captured >= 4
+            && looks_like_http(unsafe { core::ptr::read((*ev).data.as_ptr().cast::<[u8; 4]>()) });
         if http {
             unsafe { (*info).class = CLASS_HTTP };
         } else {

@@ -1,7 +1,7 @@
 //! Socket lifecycle: accept (server role), connect (client role), close, and the TCP state
 //! tracepoint that tells us each socket's local address.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user},
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -23,12 +23,19 @@ const IPPROTO_TCP: u16 = 6;
 // sys_enter_accept/accept4 args: fd @16, upeer_sockaddr @24, upeer_addrlen @32 (from .../format)
 #[tracepoint]
 pub fn enter_accept(ctx: TracePointContext) -> u32 {
-    let Some(id) = traced_pid_tgid() else { return 0 };
-    let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe { ctx.read_at::<u64>(24) })
-    else {
+    let Some(id) = traced_pid_tgid() else {
         return 0;
     };
-    let args = AcceptArgs { listen_fd: fd as u32, _pad: 0, addr };
+    let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe {
+        ctx.read_at::<u64>(24)
+    }) else {
+        return 0;
+    };
+    let args = AcceptArgs {
+        listen_fd: fd as u32,
+        _pad: 0,
+        addr,
+    };
     if ACCEPT_ARGS.insert(id, args, 0).is_err() {
         count(Stat::ArgsMapFull, 1);
     }
@@ -39,9 +46,13 @@ pub fn enter_accept(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_accept(ctx: TracePointContext) -> u32 {
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { ACCEPT_ARGS.get(id) }).copied() else { return 0 };
+    let Some(args) = (unsafe { ACCEPT_ARGS.get(id) }).copied() else {
+        return 0;
+    };
     let _ = ACCEPT_ARGS.remove(id);
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
     if ret < 0 {
         return 0;
     }
@@ -63,16 +74,25 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
 // sys_enter_connect args: fd @16, uservaddr @24, addrlen @32
 #[tracepoint]
 pub fn enter_connect(ctx: TracePointContext) -> u32 {
-    let Some(id) = traced_pid_tgid() else { return 0 };
-    let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe { ctx.read_at::<u64>(24) })
-    else {
+    let Some(id) = traced_pid_tgid() else {
+        return 0;
+    };
+    let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe {
+        ctx.read_at::<u64>(24)
+    }) else {
         return 0;
     };
     let peer = read_user_sockaddr(addr);
     if peer.family != AF_INET && peer.family != AF_INET6 {
         return 0;
     }
-    let args = ConnectArgs { fd: fd as u32, _pad: 0, peer, local: SockAddr::EMPTY };
+    let args = ConnectArgs {
+        fd: fd as u32,
+        _pad: 0,
+        sk: 0,
+        peer,
+        local: SockAddr::EMPTY,
+    };
     if CONNECT_ARGS.insert(id, args, 0).is_err() {
         count(Stat::ArgsMapFull, 1);
     }
@@ -82,9 +102,13 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_connect(ctx: TracePointContext) -> u32 {
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { CONNECT_ARGS.get(id) }).copied() else { return 0 };
+    let Some(mut args) = (unsafe { CONNECT_ARGS.get(id) }).copied() else {
+        return 0;
+    };
     let _ = CONNECT_ARGS.remove(id);
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else { return 0 };
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
+        return 0;
+    };
     // A non-blocking connect returns EINPROGRESS; the socket is still ours from here on.
     if ret != 0 && ret != EINPROGRESS {
         return 0;
@@ -93,12 +117,20 @@ pub fn exit_connect(ctx: TracePointContext) -> u32 {
     if args.local.family == 0 {
         return 0;
     }
+    // SYN_SENT is set before inet_hash_connect() picks the local port, so the tracepoint saw
+    // port 0. Read it now from struct sock_common: skc_dport @12, skc_num @14 (host order), a
+    // layout unchanged since Linux 2.6 (include/net/sock.h).
+    if args.local.port == 0 && args.sk != 0 {
+        if let Ok(port) = unsafe { bpf_probe_read_kernel((args.sk + 14) as *const u16) } {
+            args.local.port = port;
+        }
+    }
     open_conn(id, args.fd, ROLE_CLIENT, args.local, args.peer, u32::MAX);
     0
 }
 
 // sock:inet_sock_set_state: oldstate @16, newstate @20, sport @24, dport @26, family @28,
-// protocol @30, saddr @32, daddr @36, saddr_v6 @40, daddr_v6 @56; ports in host order.
+// skaddr @8, protocol @30, saddr @32, daddr @36, saddr_v6 @40, daddr_v6 @56; ports in host order.
 #[tracepoint]
 pub fn sock_state(ctx: TracePointContext) -> u32 {
     let _ = try_sock_state(&ctx);
@@ -115,8 +147,18 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     }
     let family: u16 = unsafe { ctx.read_at(28)? };
-    let mut local = SockAddr { family, port: unsafe { ctx.read_at(24)? }, _pad: 0, addr: [0; 16] };
-    let mut remote = SockAddr { family, port: unsafe { ctx.read_at(26)? }, _pad: 0, addr: [0; 16] };
+    let mut local = SockAddr {
+        family,
+        port: unsafe { ctx.read_at(24)? },
+        _pad: 0,
+        addr: [0; 16],
+    };
+    let mut remote = SockAddr {
+        family,
+        port: unsafe { ctx.read_at(26)? },
+        _pad: 0,
+        addr: [0; 16],
+    };
     if family == AF_INET {
         let s: [u8; 4] = unsafe { ctx.read_at(32)? };
         let d: [u8; 4] = unsafe { ctx.read_at(36)? };
@@ -132,7 +174,11 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
         // connect() runs this transition in the caller's context: the thread in CONNECT_ARGS.
         let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
         if let Some(args) = CONNECT_ARGS.get_ptr_mut(id) {
-            unsafe { (*args).local = local };
+            let sk: u64 = unsafe { ctx.read_at(8)? };
+            unsafe {
+                (*args).local = local;
+                (*args).sk = sk;
+            }
         }
     } else if PEER_LOCAL.insert(remote, local, 0).is_err() {
         count(Stat::ConnMapInsertFailed, 1);
@@ -143,9 +189,16 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
 // sys_enter_close args: fd @16
 #[tracepoint]
 pub fn enter_close(ctx: TracePointContext) -> u32 {
-    let Some(id) = traced_pid_tgid() else { return 0 };
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else { return 0 };
-    let key = ConnKey { tgid: (id >> 32) as u32, fd: fd as u32 };
+    let Some(id) = traced_pid_tgid() else {
+        return 0;
+    };
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else {
+        return 0;
+    };
+    let key = ConnKey {
+        tgid: (id >> 32) as u32,
+        fd: fd as u32,
+    };
     if unsafe { CONNS.get(key) }.is_none() {
         return 0;
     }
@@ -167,16 +220,17 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn open_conn(
-    id: u64,
-    fd: u32,
-    role: u32,
-    local: SockAddr,
-    peer: SockAddr,
-    listen_fd: u32,
-) {
-    let key = ConnKey { tgid: (id >> 32) as u32, fd };
-    let info = ConnInfo { role, class: CLASS_UNKNOWN, tries_left: 1, _pad: [0; 2] };
+fn open_conn(id: u64, fd: u32, role: u32, local: SockAddr, peer: SockAddr, listen_fd: u32) {
+    let key = ConnKey {
+        tgid: (id >> 32) as u32,
+        fd,
+    };
+    let info = ConnInfo {
+        role,
+        class: CLASS_UNKNOWN,
+        tries_left: 1,
+        _pad: [0; 2],
+    };
     if CONNS.insert(key, info, 0).is_err() {
         count(Stat::ConnMapInsertFailed, 1);
         return;
@@ -209,9 +263,13 @@ fn read_user_sockaddr(ptr: u64) -> SockAddr {
         return out;
     }
     let base = ptr as *const u8;
-    let Ok(family) = (unsafe { bpf_probe_read_user(base as *const u16) }) else { return out };
+    let Ok(family) = (unsafe { bpf_probe_read_user(base as *const u16) }) else {
+        return out;
+    };
     // sockaddr_in: family @0, port @2 (network order), addr @4; sockaddr_in6: addr @8.
-    let Ok(port) = (unsafe { bpf_probe_read_user(base.add(2) as *const u16) }) else { return out };
+    let Ok(port) = (unsafe { bpf_probe_read_user(base.add(2) as *const u16) }) else {
+        return out;
+    };
     if family == AF_INET {
         let Ok(a) = (unsafe { bpf_probe_read_user(base.add(4) as *const [u8; 4]) }) else {
             return out;

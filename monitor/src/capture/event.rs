@@ -98,7 +98,9 @@ pub struct Decoder {
 
 impl Decoder {
     pub fn new() -> Self {
-        Self { mono_to_unix_ns: mono_to_unix_offset() }
+        Self {
+            mono_to_unix_ns: mono_to_unix_offset(),
+        }
     }
 
     fn unix(&self, mono: u64) -> u64 {
@@ -115,8 +117,15 @@ impl Decoder {
                 let ev: common::ConnOpenEvent = read_struct(rec)?;
                 Ok(CaptureEvent::Open(ConnOpen {
                     ts_ns: self.unix(ev.ts_ns),
-                    id: ConnId { tgid: ev.tgid, fd: ev.fd },
-                    role: if ev.role == common::ROLE_SERVER { Role::Server } else { Role::Client },
+                    id: ConnId {
+                        tgid: ev.tgid,
+                        fd: ev.fd,
+                    },
+                    role: if ev.role == common::ROLE_SERVER {
+                        Role::Server
+                    } else {
+                        Role::Client
+                    },
                     local: sockaddr(&ev.local),
                     peer: sockaddr(&ev.peer),
                     comm: comm_string(&ev.comm),
@@ -127,7 +136,10 @@ impl Decoder {
                 let ev: common::ConnCloseEvent = read_struct(rec)?;
                 Ok(CaptureEvent::Close {
                     ts_ns: self.unix(ev.ts_ns),
-                    id: ConnId { tgid: ev.tgid, fd: ev.fd },
+                    id: ConnId {
+                        tgid: ev.tgid,
+                        fd: ev.fd,
+                    },
                 })
             }
             common::EVENT_DATA => {
@@ -135,11 +147,17 @@ impl Decoder {
                 let hdr = size_of::<common::DataHeader>();
                 let room = rec.len() - hdr;
                 if h.captured as usize > room {
-                    return Err(DecodeError::BadLength { claimed: h.captured, room });
+                    return Err(DecodeError::BadLength {
+                        claimed: h.captured,
+                        room,
+                    });
                 }
                 Ok(CaptureEvent::Data(DataChunk {
                     ts_ns: self.unix(h.ts_ns),
-                    id: ConnId { tgid: h.tgid, fd: h.fd },
+                    id: ConnId {
+                        tgid: h.tgid,
+                        fd: h.fd,
+                    },
                     direction: if h.direction == common::DIR_INGRESS {
                         Direction::Ingress
                     } else {
@@ -190,7 +208,10 @@ fn comm_string(c: &[u8; 16]) -> String {
 }
 
 pub fn mono_to_unix_offset() -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
@@ -212,7 +233,9 @@ mod tests {
 
     #[test]
     fn decodes_every_kind() {
-        let d = Decoder { mono_to_unix_ns: 1000 };
+        let d = Decoder {
+            mono_to_unix_ns: 1000,
+        };
         let mut local = common::SockAddr::EMPTY;
         local.family = common::AF_INET;
         local.port = 8080;
@@ -262,7 +285,10 @@ mod tests {
             e => panic!("{e:?}"),
         }
         data.header.captured = 9999;
-        assert!(matches!(d.decode(&bytes_of(&data)), Err(DecodeError::BadLength { .. })));
+        assert!(matches!(
+            d.decode(&bytes_of(&data)),
+            Err(DecodeError::BadLength { .. })
+        ));
         assert_eq!(d.decode(&[1, 0]), Err(DecodeError::TooShort(2)));
         assert_eq!(d.decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
     }

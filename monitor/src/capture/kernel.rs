@@ -6,7 +6,9 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use log::{info, warn};
-use monitor_common::{CLASS_UNKNOWN, ConnInfo, ConnKey, ROLE_CLIENT, ROLE_SERVER, SEEDED_CLASSIFY_TRIES, Stat};
+use monitor_common::{
+    CLASS_UNKNOWN, ConnInfo, ConnKey, ROLE_CLIENT, ROLE_SERVER, SEEDED_CLASSIFY_TRIES, Stat,
+};
 use tokio::io::unix::AsyncFd;
 
 use super::event::{CaptureEvent, ConnOpen, Decoder, Role};
@@ -18,11 +20,15 @@ pub enum CaptureError {
         "apiwatch must run as root or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (effective uid is {0})"
     )]
     NotPrivileged(u32),
-    #[error("this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); apiwatch needs CONFIG_DEBUG_INFO_BTF=y")]
+    #[error(
+        "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); apiwatch needs CONFIG_DEBUG_INFO_BTF=y"
+    )]
     NoBtf,
     #[error("tracefs is not available at /sys/kernel/tracing and mounting it failed: {0}")]
     NoTracefs(String),
-    #[error("loading the eBPF programs failed (does this kernel support BPF ring buffers, 5.8+?): {0}")]
+    #[error(
+        "loading the eBPF programs failed (does this kernel support BPF ring buffers, 5.8+?): {0}"
+    )]
     Load(#[source] aya::EbpfError),
     #[error("attaching {program} to {category}:{name} failed: {source}")]
     Attach {
@@ -60,14 +66,30 @@ impl Default for KernelConfig {
 
 /// (program, tracepoint category, tracepoint names) - one program may serve several syscalls.
 const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
-    ("enter_accept", "syscalls", &["sys_enter_accept", "sys_enter_accept4"]),
-    ("exit_accept", "syscalls", &["sys_exit_accept", "sys_exit_accept4"]),
+    (
+        "enter_accept",
+        "syscalls",
+        &["sys_enter_accept", "sys_enter_accept4"],
+    ),
+    (
+        "exit_accept",
+        "syscalls",
+        &["sys_exit_accept", "sys_exit_accept4"],
+    ),
     ("enter_connect", "syscalls", &["sys_enter_connect"]),
     ("exit_connect", "syscalls", &["sys_exit_connect"]),
     ("sock_state", "sock", &["inet_sock_set_state"]),
     ("enter_close", "syscalls", &["sys_enter_close"]),
-    ("enter_read", "syscalls", &["sys_enter_read", "sys_enter_recvfrom"]),
-    ("enter_write", "syscalls", &["sys_enter_write", "sys_enter_sendto"]),
+    (
+        "enter_read",
+        "syscalls",
+        &["sys_enter_read", "sys_enter_recvfrom"],
+    ),
+    (
+        "enter_write",
+        "syscalls",
+        &["sys_enter_write", "sys_enter_sendto"],
+    ),
     ("enter_readv", "syscalls", &["sys_enter_readv"]),
     ("enter_writev", "syscalls", &["sys_enter_writev"]),
     ("enter_recvmsg", "syscalls", &["sys_enter_recvmsg"]),
@@ -98,7 +120,11 @@ pub struct KernelStats {
 
 impl KernelStats {
     pub fn get(&self, stat: Stat) -> u64 {
-        self.counters.iter().find(|(n, _)| *n == stat.name()).map(|(_, v)| *v).unwrap_or(0)
+        self.counters
+            .iter()
+            .find(|(n, _)| *n == stat.name())
+            .map(|(_, v)| *v)
+            .unwrap_or(0)
     }
 }
 
@@ -118,14 +144,19 @@ impl KernelCapture {
     pub fn start(cfg: &KernelConfig) -> Result<(Self, Vec<CaptureEvent>), CaptureError> {
         preflight()?;
         let own = std::process::id();
-        let capture = cfg.capture_bytes.clamp(64, monitor_common::CAPTURE_MAX as u32);
+        let capture = cfg
+            .capture_bytes
+            .clamp(64, monitor_common::CAPTURE_MAX as u32);
         let wakeup = u64::from(cfg.ring_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &own, true)
             .override_global("CAPTURE_BYTES", &capture, true)
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
-            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor")))
+            .load(aya::include_bytes_aligned!(concat!(
+                env!("OUT_DIR"),
+                "/monitor"
+            )))
             .map_err(CaptureError::Load)?;
 
         for (program, category, names) in ATTACHMENTS {
@@ -133,11 +164,23 @@ impl KernelCapture {
                 .program_mut(program)
                 .ok_or_else(|| CaptureError::Map(program, "program not in object".into()))?
                 .try_into()
-                .map_err(|e: aya::programs::ProgramError| CaptureError::Map(program, e.to_string()))?;
-            prog.load().map_err(|source| CaptureError::Attach { program, category, name: "load", source })?;
+                .map_err(|e: aya::programs::ProgramError| {
+                    CaptureError::Map(program, e.to_string())
+                })?;
+            prog.load().map_err(|source| CaptureError::Attach {
+                program,
+                category,
+                name: "load",
+                source,
+            })?;
             for name in *names {
                 prog.attach(category, name)
-                    .map_err(|source| CaptureError::Attach { program, category, name, source })?;
+                    .map_err(|source| CaptureError::Attach {
+                        program,
+                        category,
+                        name,
+                        source,
+                    })?;
             }
         }
 
@@ -146,13 +189,22 @@ impl KernelCapture {
         let now = unix_now_ns();
         let seeded = procfs::established_connections(own, now);
         {
-            let map = ebpf.map_mut("CONNS").ok_or_else(|| CaptureError::Map("CONNS", "missing".into()))?;
+            let map = ebpf
+                .map_mut("CONNS")
+                .ok_or_else(|| CaptureError::Map("CONNS", "missing".into()))?;
             let mut conns: BpfHashMap<&mut MapData, ConnKey, ConnInfo> =
                 BpfHashMap::try_from(map).map_err(|e| CaptureError::Map("CONNS", e.to_string()))?;
             for open in &seeded {
-                let key = ConnKey { tgid: open.id.tgid, fd: open.id.fd };
+                let key = ConnKey {
+                    tgid: open.id.tgid,
+                    fd: open.id.fd,
+                };
                 let info = ConnInfo {
-                    role: if open.role == Role::Server { ROLE_SERVER } else { ROLE_CLIENT },
+                    role: if open.role == Role::Server {
+                        ROLE_SERVER
+                    } else {
+                        ROLE_CLIENT
+                    },
                     class: CLASS_UNKNOWN,
                     tries_left: SEEDED_CLASSIFY_TRIES,
                     _pad: [0; 2],
@@ -161,12 +213,21 @@ impl KernelCapture {
                 let _ = conns.insert(key, info, 1);
             }
         }
-        info!("seeded {} connections that were open before start", seeded.len());
+        info!(
+            "seeded {} connections that were open before start",
+            seeded.len()
+        );
 
-        let ring = ebpf.take_map("EVENTS").ok_or_else(|| CaptureError::Map("EVENTS", "missing".into()))?;
-        let ring = RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e.to_string()))?;
-        let stats = ebpf.take_map("STATS").ok_or_else(|| CaptureError::Map("STATS", "missing".into()))?;
-        let stats = PerCpuArray::try_from(stats).map_err(|e| CaptureError::Map("STATS", e.to_string()))?;
+        let ring = ebpf
+            .take_map("EVENTS")
+            .ok_or_else(|| CaptureError::Map("EVENTS", "missing".into()))?;
+        let ring =
+            RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e.to_string()))?;
+        let stats = ebpf
+            .take_map("STATS")
+            .ok_or_else(|| CaptureError::Map("STATS", "missing".into()))?;
+        let stats =
+            PerCpuArray::try_from(stats).map_err(|e| CaptureError::Map("STATS", e.to_string()))?;
         let mut tick = tokio::time::interval(cfg.drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the AsyncFd lives.
@@ -180,11 +241,18 @@ impl KernelCapture {
             tick,
             decode_errors: 0,
         };
-        Ok((capture, seeded.into_iter().map(CaptureEvent::Open).collect()))
+        Ok((
+            capture,
+            seeded.into_iter().map(CaptureEvent::Open).collect(),
+        ))
     }
 
     /// Waits for events (a wakeup or the drain timer) and appends up to `max` of them to `out`.
-    pub async fn next_batch(&mut self, out: &mut Vec<CaptureEvent>, max: usize) -> Result<(), CaptureError> {
+    pub async fn next_batch(
+        &mut self,
+        out: &mut Vec<CaptureEvent>,
+        max: usize,
+    ) -> Result<(), CaptureError> {
         loop {
             self.drain(out, max);
             if !out.is_empty() {
@@ -203,7 +271,9 @@ impl KernelCapture {
         while out.len() < max {
             let Some(item) = ring.next() else { break };
             match self.decoder.decode(&item) {
-                Ok(CaptureEvent::Open(open)) => out.push(CaptureEvent::Open(complete_addresses(open))),
+                Ok(CaptureEvent::Open(open)) => {
+                    out.push(CaptureEvent::Open(complete_addresses(open)))
+                }
                 Ok(ev) => out.push(ev),
                 Err(e) => {
                     self.decode_errors += 1;
@@ -217,7 +287,11 @@ impl KernelCapture {
         let counters = Stat::ALL
             .iter()
             .map(|s| {
-                let v = self.stats.get(&(*s as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+                let v = self
+                    .stats
+                    .get(&(*s as u32), 0)
+                    .map(|v| v.iter().sum())
+                    .unwrap_or(0);
                 (s.name(), v)
             })
             .collect();
@@ -258,9 +332,15 @@ fn preflight() -> Result<(), CaptureError> {
 
 /// CAP_SYS_ADMIN (21), CAP_PERFMON (38), CAP_BPF (39) in the effective set.
 fn has_bpf_capabilities() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
-    let Some(hex) = status.lines().find_map(|l| l.strip_prefix("CapEff:")) else { return false };
-    let Ok(caps) = u64::from_str_radix(hex.trim(), 16) else { return false };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let Some(hex) = status.lines().find_map(|l| l.strip_prefix("CapEff:")) else {
+        return false;
+    };
+    let Ok(caps) = u64::from_str_radix(hex.trim(), 16) else {
+        return false;
+    };
     let need = (1u64 << 21) | (1 << 38) | (1 << 39);
     caps & need == need
 }
@@ -275,9 +355,19 @@ fn ensure_tracefs() -> Result<(), CaptureError> {
     let target = c"/sys/kernel/tracing";
     let fstype = c"tracefs";
     // SAFETY: all pointers are valid NUL-terminated strings; data is null.
-    let rc = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
+    let rc = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
     if rc != 0 {
-        return Err(CaptureError::NoTracefs(std::io::Error::last_os_error().to_string()));
+        return Err(CaptureError::NoTracefs(
+            std::io::Error::last_os_error().to_string(),
+        ));
     }
     warn!("tracefs was not mounted: mounted it at /sys/kernel/tracing");
     Ok(())

@@ -18,7 +18,9 @@ pub struct TcpSocket {
 
 /// The process name of a tgid, from /proc/PID/comm.
 pub fn comm_of(tgid: u32) -> Option<String> {
-    fs::read_to_string(format!("/proc/{tgid}/comm")).ok().map(|s| s.trim_end().to_string())
+    fs::read_to_string(format!("/proc/{tgid}/comm"))
+        .ok()
+        .map(|s| s.trim_end().to_string())
 }
 
 /// Parses /proc/net/tcp or tcp6 text: inode -> socket.
@@ -32,10 +34,21 @@ pub fn parse_tcp_table(text: &str) -> HashMap<u64, TcpSocket> {
         let (Some(local), Some(remote)) = (parse_hex_addr(f[1]), parse_hex_addr(f[2])) else {
             continue;
         };
-        let Ok(state) = u8::from_str_radix(f[3], 16) else { continue };
-        let Ok(inode) = f[9].parse::<u64>() else { continue };
+        let Ok(state) = u8::from_str_radix(f[3], 16) else {
+            continue;
+        };
+        let Ok(inode) = f[9].parse::<u64>() else {
+            continue;
+        };
         if inode != 0 {
-            out.insert(inode, TcpSocket { local, remote, state });
+            out.insert(
+                inode,
+                TcpSocket {
+                    local,
+                    remote,
+                    state,
+                },
+            );
         }
     }
     out
@@ -94,36 +107,60 @@ pub fn resolve(pid: u32, fd: u32) -> Option<TcpSocket> {
 /// Role: server if its local port is one some socket listens on, client otherwise.
 pub fn established_connections(skip_tgid: u32, now_ns: u64) -> Vec<ConnOpen> {
     let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/proc") else { return out };
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
     // Network namespaces differ per container: read each namespace's tables once.
     let mut tables: HashMap<String, (HashMap<u64, TcpSocket>, HashSet<u16>)> = HashMap::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         if pid == skip_tgid {
             continue;
         }
-        let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/net")) else { continue };
+        let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
         let ns = ns.to_string_lossy().into_owned();
         let (sockets, listening) = tables.entry(ns).or_insert_with(|| {
             let s = tcp_sockets_of(pid);
-            let l = s.values().filter(|t| t.state == TCP_LISTEN).map(|t| t.local.port()).collect();
+            let l = s
+                .values()
+                .filter(|t| t.state == TCP_LISTEN)
+                .map(|t| t.local.port())
+                .collect();
             (s, l)
         });
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
         let mut comm = None;
         for fd in fds.flatten() {
             let Some(fd) = fd.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                 continue;
             };
-            let Some(inode) = socket_inode(pid, fd) else { continue };
-            let Some(sock) = sockets.get(&inode) else { continue };
+            let Some(inode) = socket_inode(pid, fd) else {
+                continue;
+            };
+            let Some(sock) = sockets.get(&inode) else {
+                continue;
+            };
             if sock.state != TCP_ESTABLISHED {
                 continue;
             }
-            let role = if listening.contains(&sock.local.port()) { Role::Server } else { Role::Client };
-            let comm = comm.get_or_insert_with(|| comm_of(pid).unwrap_or_default()).clone();
+            let role = if listening.contains(&sock.local.port()) {
+                Role::Server
+            } else {
+                Role::Client
+            };
+            let comm = comm
+                .get_or_insert_with(|| comm_of(pid).unwrap_or_default())
+                .clone();
             out.push(ConnOpen {
                 ts_ns: now_ns,
                 id: ConnId { tgid: pid, fd },

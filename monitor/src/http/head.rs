@@ -116,8 +116,16 @@ pub enum HeadParse {
 /// True if `buf` starts with something that can be the beginning of an HTTP/1.x head.
 pub fn starts_like_message(buf: &[u8]) -> bool {
     const STARTS: &[&[u8]] = &[
-        b"GET ", b"POST ", b"PUT ", b"HEAD ", b"DELETE ", b"PATCH ", b"OPTIONS ", b"CONNECT ",
-        b"TRACE ", b"HTTP/1.",
+        b"GET ",
+        b"POST ",
+        b"PUT ",
+        b"HEAD ",
+        b"DELETE ",
+        b"PATCH ",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"TRACE ",
+        b"HTTP/1.",
     ];
     STARTS.iter().any(|s| {
         let n = s.len().min(buf.len());
@@ -128,8 +136,15 @@ pub fn starts_like_message(buf: &[u8]) -> bool {
 /// Offset of the first place in `buf` where a message seems to start, for resynchronisation.
 pub fn find_message_start(buf: &[u8]) -> Option<usize> {
     const STARTS: &[&[u8]] = &[
-        b"GET /", b"POST /", b"PUT /", b"HEAD /", b"DELETE /", b"PATCH /", b"OPTIONS ",
-        b"CONNECT ", b"HTTP/1.",
+        b"GET /",
+        b"POST /",
+        b"PUT /",
+        b"HEAD /",
+        b"DELETE /",
+        b"PATCH /",
+        b"OPTIONS ",
+        b"CONNECT ",
+        b"HTTP/1.",
     ];
     (0..buf.len()).find(|&i| {
         let rest = &buf[i..];
@@ -169,7 +184,9 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
     let len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::Malformed("too many headers")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::Malformed("too many headers"));
+        }
         Err(_) => return Err(HeadError::Malformed("bad request head")),
     };
     let method = req.method.unwrap_or_default();
@@ -242,7 +259,10 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
             Some(n) => Framing::Length(n),
         }
     };
-    Ok(HeadParse::Complete { head: Head::Request(head), len })
+    Ok(HeadParse::Complete {
+        head: Head::Request(head),
+        len,
+    })
 }
 
 fn parse_response(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
@@ -251,7 +271,9 @@ fn parse_response(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
-        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::Malformed("too many headers")),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::Malformed("too many headers"));
+        }
         Err(_) => return Err(HeadError::Malformed("bad response head")),
     };
     let mut head = ResponseHead {
@@ -268,7 +290,10 @@ fn parse_response(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
             head.chunked = last_coding_is_chunked(h.value);
         }
     }
-    Ok(HeadParse::Complete { head: Head::Response(head), len })
+    Ok(HeadParse::Complete {
+        head: Head::Response(head),
+        len,
+    })
 }
 
 /// Body framing of a response, given the method of the request it answers.
@@ -344,7 +369,9 @@ fn split_target(target: &str) -> (Option<&str>, &str, Option<&str>) {
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    if s.len() >= prefix.len() && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes()) {
+    if s.len() >= prefix.len()
+        && s.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+    {
         Some(&s[prefix.len()..])
     } else {
         None
@@ -390,7 +417,10 @@ mod tests {
 
     fn req(buf: &[u8]) -> RequestHead {
         match parse_head(buf).unwrap() {
-            HeadParse::Complete { head: Head::Request(r), .. } => r,
+            HeadParse::Complete {
+                head: Head::Request(r),
+                ..
+            } => r,
             _ => panic!("not a complete request"),
         }
     }
@@ -435,15 +465,42 @@ mod tests {
             chunked,
             truncated: false,
         };
-        assert_eq!(response_framing(&resp(200, Some(5), false), Some("HEAD")), Framing::None);
-        assert_eq!(response_framing(&resp(204, None, false), Some("GET")), Framing::None);
-        assert_eq!(response_framing(&resp(304, Some(9), false), Some("GET")), Framing::None);
-        assert_eq!(response_framing(&resp(100, None, false), Some("POST")), Framing::None);
-        assert_eq!(response_framing(&resp(101, None, false), Some("GET")), Framing::Tunnel);
-        assert_eq!(response_framing(&resp(200, None, false), Some("CONNECT")), Framing::Tunnel);
-        assert_eq!(response_framing(&resp(200, Some(5), true), Some("GET")), Framing::Chunked);
-        assert_eq!(response_framing(&resp(200, Some(5), false), Some("GET")), Framing::Length(5));
-        assert_eq!(response_framing(&resp(200, None, false), Some("GET")), Framing::UntilClose);
+        assert_eq!(
+            response_framing(&resp(200, Some(5), false), Some("HEAD")),
+            Framing::None
+        );
+        assert_eq!(
+            response_framing(&resp(204, None, false), Some("GET")),
+            Framing::None
+        );
+        assert_eq!(
+            response_framing(&resp(304, Some(9), false), Some("GET")),
+            Framing::None
+        );
+        assert_eq!(
+            response_framing(&resp(100, None, false), Some("POST")),
+            Framing::None
+        );
+        assert_eq!(
+            response_framing(&resp(101, None, false), Some("GET")),
+            Framing::Tunnel
+        );
+        assert_eq!(
+            response_framing(&resp(200, None, false), Some("CONNECT")),
+            Framing::Tunnel
+        );
+        assert_eq!(
+            response_framing(&resp(200, Some(5), true), Some("GET")),
+            Framing::Chunked
+        );
+        assert_eq!(
+            response_framing(&resp(200, Some(5), false), Some("GET")),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            response_framing(&resp(200, None, false), Some("GET")),
+            Framing::UntilClose
+        );
     }
 
     #[test]

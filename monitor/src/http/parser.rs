@@ -22,7 +22,11 @@ pub enum ParseEvent {
     Head { head: Head, ts_ns: u64 },
     /// The message that began with the last `Head` ended; `bytes` counts head and body on the
     /// wire; `complete` is false when it ended at a close or a loss of framing.
-    End { bytes: u64, ts_ns: u64, complete: bool },
+    End {
+        bytes: u64,
+        ts_ns: u64,
+        complete: bool,
+    },
     /// The connection switched protocols (101, CONNECT): nothing more is parsed on it.
     Tunnel,
     /// Bytes that could not be parsed; the parser is resynchronising.
@@ -58,10 +62,16 @@ enum State {
     Idle,
     /// Inside a head (bytes in `head_buf`).
     Head,
-    Body { remaining: u64 },
+    Body {
+        remaining: u64,
+    },
     ChunkSize,
-    ChunkData { remaining: u64 },
-    ChunkDataEnd { remaining: u8 },
+    ChunkData {
+        remaining: u64,
+    },
+    ChunkDataEnd {
+        remaining: u8,
+    },
     Trailer,
     UntilClose,
     Tunnel,
@@ -118,7 +128,10 @@ impl MessageParser {
 
     /// A parser for a connection seen mid-stream: it starts by looking for a message start.
     pub fn resyncing() -> Self {
-        Self { state: State::Resync, ..Self::new() }
+        Self {
+            state: State::Resync,
+            ..Self::new()
+        }
     }
 
     pub fn is_tunnel(&self) -> bool {
@@ -158,7 +171,10 @@ impl MessageParser {
                 if let Some(head) = parse_truncated_head(&self.head_buf) {
                     self.msg_bytes = self.head_buf.len() as u64;
                     self.in_final_response = is_final_response(&head);
-                    out.push(ParseEvent::Head { head, ts_ns: self.head_ts });
+                    out.push(ParseEvent::Head {
+                        head,
+                        ts_ns: self.head_ts,
+                    });
                     self.end(ts_ns, false, out);
                 }
             }
@@ -186,7 +202,10 @@ impl MessageParser {
             match self.state {
                 State::Idle => {
                     // RFC 9112 2.2: ignore empty lines before a request line.
-                    let skip = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                    let skip = data
+                        .iter()
+                        .take_while(|&&b| b == b'\r' || b == b'\n')
+                        .count();
                     data = &data[skip..];
                     if data.is_empty() {
                         break;
@@ -233,7 +252,9 @@ impl MessageParser {
                     if take == remaining {
                         self.end(ts_ns, true, out);
                     } else {
-                        self.state = State::Body { remaining: remaining - take };
+                        self.state = State::Body {
+                            remaining: remaining - take,
+                        };
                     }
                 }
                 State::ChunkData { remaining } => {
@@ -243,7 +264,9 @@ impl MessageParser {
                     self.state = if take == remaining {
                         State::ChunkDataEnd { remaining: 2 }
                     } else {
-                        State::ChunkData { remaining: remaining - take }
+                        State::ChunkData {
+                            remaining: remaining - take,
+                        }
                     };
                 }
                 State::ChunkDataEnd { remaining } => {
@@ -311,7 +334,9 @@ impl MessageParser {
                     if take == remaining {
                         self.end(ts_ns, true, out);
                     } else {
-                        self.state = State::Body { remaining: remaining - take };
+                        self.state = State::Body {
+                            remaining: remaining - take,
+                        };
                     }
                 }
                 State::ChunkData { remaining } => {
@@ -321,7 +346,9 @@ impl MessageParser {
                     self.state = if take == remaining {
                         State::ChunkDataEnd { remaining: 2 }
                     } else {
-                        State::ChunkData { remaining: remaining - take }
+                        State::ChunkData {
+                            remaining: remaining - take,
+                        }
                     };
                 }
                 State::ChunkDataEnd { remaining } => {
@@ -332,7 +359,9 @@ impl MessageParser {
                     self.state = if take == remaining as u64 {
                         State::ChunkSize
                     } else {
-                        State::ChunkDataEnd { remaining: remaining - take as u8 }
+                        State::ChunkDataEnd {
+                            remaining: remaining - take as u8,
+                        }
                     };
                 }
                 State::UntilClose => {
@@ -352,7 +381,10 @@ impl MessageParser {
                             // Part of the gap is the rest of the head, part maybe a body: unknown.
                             self.msg_bytes = self.head_buf.len() as u64 + gap;
                             self.in_final_response = is_final_response(&head);
-                            out.push(ParseEvent::Head { head, ts_ns: self.head_ts });
+                            out.push(ParseEvent::Head {
+                                head,
+                                ts_ns: self.head_ts,
+                            });
                             self.end(ts_ns, false, out);
                         }
                         None => out.push(ParseEvent::Error(ParseError::FramingLost)),
@@ -409,7 +441,10 @@ impl MessageParser {
                 response_framing(r, methods.method_of_pending(self.ended_in_feed))
             }
         };
-        out.push(ParseEvent::Head { head, ts_ns: self.head_ts });
+        out.push(ParseEvent::Head {
+            head,
+            ts_ns: self.head_ts,
+        });
         match framing {
             Framing::None => self.end(ts_ns, true, out),
             Framing::Length(n) => self.state = State::Body { remaining: n },
@@ -428,7 +463,11 @@ impl MessageParser {
             self.ended_in_feed += 1;
             self.in_final_response = false;
         }
-        out.push(ParseEvent::End { bytes: self.msg_bytes, ts_ns, complete });
+        out.push(ParseEvent::End {
+            bytes: self.msg_bytes,
+            ts_ns,
+            complete,
+        });
         self.msg_bytes = 0;
         self.state = State::Idle;
     }

@@ -21,7 +21,10 @@ pub struct StreamConfig {
 
 impl Default for StreamConfig {
     fn default() -> Self {
-        Self { max_connections: 65536, idle_timeout_ns: 120 * 1_000_000_000 }
+        Self {
+            max_connections: 65536,
+            idle_timeout_ns: 120 * 1_000_000_000,
+        }
     }
 }
 
@@ -57,7 +60,13 @@ struct Conn {
 
 impl Conn {
     fn new(role: Option<Role>, mid_stream: bool) -> Self {
-        let parser = || if mid_stream { MessageParser::resyncing() } else { MessageParser::new() };
+        let parser = || {
+            if mid_stream {
+                MessageParser::resyncing()
+            } else {
+                MessageParser::new()
+            }
+        };
         Self {
             role,
             local: None,
@@ -90,7 +99,12 @@ pub struct ConnTable {
 
 impl ConnTable {
     pub fn new(cfg: StreamConfig) -> Self {
-        Self { cfg, conns: HashMap::new(), events: Vec::new(), last_expiry_ns: 0 }
+        Self {
+            cfg,
+            conns: HashMap::new(),
+            events: Vec::new(),
+            last_expiry_ns: 0,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -101,7 +115,12 @@ impl ConnTable {
         self.conns.is_empty()
     }
 
-    pub fn process(&mut self, ev: CaptureEvent, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+    pub fn process(
+        &mut self,
+        ev: CaptureEvent,
+        stats: &mut PipelineStats,
+        out: &mut Vec<Exchange>,
+    ) {
         stats.events += 1;
         let ts = ev.ts_ns();
         match ev {
@@ -168,7 +187,12 @@ impl ConnTable {
             return;
         }
         // Rare (the table is full): evict the least recently active connection.
-        if let Some(id) = self.conns.iter().min_by_key(|(_, c)| c.last_ts).map(|(id, _)| *id) {
+        if let Some(id) = self
+            .conns
+            .iter()
+            .min_by_key(|(_, c)| c.last_ts)
+            .map(|(id, _)| *id)
+        {
             if let Some(conn) = self.conns.remove(&id) {
                 stats.connections_evicted += 1;
                 self.close_conn(id, conn, now_ns, stats, out);
@@ -188,7 +212,9 @@ impl ConnTable {
             self.conns.insert(chunk.id, conn);
             stats.connections_opened += 1;
         }
-        let Some(conn) = self.conns.get_mut(&chunk.id) else { return };
+        let Some(conn) = self.conns.get_mut(&chunk.id) else {
+            return;
+        };
         conn.last_ts = chunk.ts_ns;
         let parser = match chunk.direction {
             Direction::Ingress => &mut conn.ingress,
@@ -196,7 +222,13 @@ impl ConnTable {
         };
         let skipped = parser.skipped_bytes;
         self.events.clear();
-        parser.feed(chunk.ts_ns, &chunk.bytes, chunk.gap(), &conn.pending, &mut self.events);
+        parser.feed(
+            chunk.ts_ns,
+            &chunk.bytes,
+            chunk.gap(),
+            &conn.pending,
+            &mut self.events,
+        );
         stats.bytes_skipped += parser.skipped_bytes - skipped;
         let events = std::mem::take(&mut self.events);
         for ev in events.iter() {
@@ -243,9 +275,16 @@ fn handle(
     out: &mut Vec<Exchange>,
 ) {
     match ev {
-        ParseEvent::Head { head: Head::Request(req), ts_ns } => {
+        ParseEvent::Head {
+            head: Head::Request(req),
+            ts_ns,
+        } => {
             if conn.role.is_none() {
-                conn.role = Some(if dir == Direction::Ingress { Role::Server } else { Role::Client });
+                conn.role = Some(if dir == Direction::Ingress {
+                    Role::Server
+                } else {
+                    Role::Client
+                });
             }
             if conn.request_direction() != Some(dir) {
                 stats.parse_errors.record(ParseError::Malformed);
@@ -267,9 +306,16 @@ fn handle(
             });
             conn.request_open = true;
         }
-        ParseEvent::Head { head: Head::Response(resp), .. } => {
+        ParseEvent::Head {
+            head: Head::Response(resp),
+            ..
+        } => {
             if conn.role.is_none() {
-                conn.role = Some(if dir == Direction::Ingress { Role::Client } else { Role::Server });
+                conn.role = Some(if dir == Direction::Ingress {
+                    Role::Client
+                } else {
+                    Role::Server
+                });
             }
             if resp.truncated {
                 stats.heads_truncated += 1;
@@ -281,7 +327,11 @@ fn handle(
                 Some((resp.status, resp.version, resp.truncated))
             };
         }
-        ParseEvent::End { bytes, ts_ns, complete } => {
+        ParseEvent::End {
+            bytes,
+            ts_ns,
+            complete,
+        } => {
             if conn.request_direction() == Some(dir) {
                 if conn.request_open {
                     if let Some(req) = conn.pending.0.back_mut() {
@@ -292,7 +342,9 @@ fn handle(
                 }
                 return;
             }
-            let Some((status, _version, truncated)) = conn.response.take() else { return };
+            let Some((status, _version, truncated)) = conn.response.take() else {
+                return;
+            };
             let Some(req) = conn.pending.0.pop_front() else {
                 stats.orphan_responses += 1;
                 return;
@@ -320,7 +372,12 @@ fn build_exchange(
     resp_bytes: u64,
     resp_complete: bool,
 ) -> Exchange {
-    let PendingRequest { head, ts_ns, bytes, ended } = req;
+    let PendingRequest {
+        head,
+        ts_ns,
+        bytes,
+        ended,
+    } = req;
     Exchange {
         ts: ts_ns,
         pid: id.tgid,
@@ -344,3 +401,6 @@ fn build_exchange(
         complete: status.is_some() && ended && resp_complete,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,424 @@
+//! Reassembly tests: byte streams in, exchanges out.
+use super::*;
+use crate::capture::{ConnOpen, DataChunk};
+
+const ID: ConnId = ConnId { tgid: 100, fd: 5 };
+
+/// One piece of a stream: direction, bytes seen, bytes not seen after them.
+type Piece<'a> = (Direction, &'a [u8], u64);
+
+fn run_with(role: Role, pieces: &[Piece], close: bool) -> (Vec<Exchange>, PipelineStats) {
+    let mut table = ConnTable::new(StreamConfig::default());
+    let mut stats = PipelineStats::default();
+    let mut out = Vec::new();
+    table.process(
+        CaptureEvent::Open(ConnOpen {
+            ts_ns: 1,
+            id: ID,
+            role,
+            local: Some("127.0.0.1:8080".parse().unwrap()),
+            peer: Some("127.0.0.1:40000".parse().unwrap()),
+            comm: "srv".into(),
+            seeded: false,
+        }),
+        &mut stats,
+        &mut out,
+    );
+    for (i, (dir, bytes, gap)) in pieces.iter().enumerate() {
+        table.process(
+            CaptureEvent::Data(DataChunk {
+                ts_ns: 10 + i as u64 * 1000,
+                id: ID,
+                direction: *dir,
+                total_len: bytes.len() as u64 + gap,
+                bytes: bytes.to_vec(),
+            }),
+            &mut stats,
+            &mut out,
+        );
+    }
+    if close {
+        table.process(
+            CaptureEvent::Close {
+                ts_ns: 1_000_000,
+                id: ID,
+            },
+            &mut stats,
+            &mut out,
+        );
+    }
+    (out, stats)
+}
+
+fn run(pieces: &[Piece]) -> Vec<Exchange> {
+    run_with(Role::Server, pieces, true).0
+}
+
+/// (method, path, status, req_bytes, resp_bytes, complete)
+fn summary(ex: &[Exchange]) -> Vec<(String, String, Option<u16>, u64, u64, bool)> {
+    ex.iter()
+        .map(|e| {
+            (
+                e.method.clone(),
+                e.path.clone(),
+                e.status,
+                e.req_bytes,
+                e.resp_bytes,
+                e.complete,
+            )
+        })
+        .collect()
+}
+
+const IN: Direction = Direction::Ingress;
+const OUT: Direction = Direction::Egress;
+
+const REQS: &[u8] = b"GET /users/42?x=1 HTTP/1.1\r\nHost: a\r\n\r\n\
+POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n\
+HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n\
+PUT /p HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody";
+const RESPS: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\
+HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ndone\r\n0\r\n\r\n\
+HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n\
+HTTP/1.1 204 No Content\r\n\r\n";
+
+fn expected() -> Vec<(String, String, Option<u16>, u64, u64, bool)> {
+    let s = |m: &str, p: &str, st, rq, rs| (m.to_string(), p.to_string(), Some(st), rq, rs, true);
+    vec![
+        s("GET", "/users/42", 200, 39, 40),
+        s("POST", "/upload", 201, 105, 66),
+        s("HEAD", "/h", 200, 29, 41),
+        s("PUT", "/p", 204, 42, 27),
+    ]
+}
+
+#[test]
+fn pipelined_keepalive_chunked_head_and_204() {
+    assert_eq!(summary(&run(&[(IN, REQS, 0), (OUT, RESPS, 0)])), expected());
+}
+
+#[test]
+fn split_at_every_byte_offset() {
+    for i in 0..=REQS.len() {
+        for j in [0, i.min(RESPS.len()), RESPS.len() / 2, RESPS.len()] {
+            let pieces = [
+                (IN, &REQS[..i], 0),
+                (IN, &REQS[i..], 0),
+                (OUT, &RESPS[..j], 0),
+                (OUT, &RESPS[j..], 0),
+            ];
+            let pieces: Vec<Piece> = pieces.into_iter().filter(|p| !p.1.is_empty()).collect();
+            assert_eq!(
+                summary(&run(&pieces)),
+                expected(),
+                "split request at {i}, response at {j}"
+            );
+        }
+    }
+}
+
+#[test]
+fn one_byte_at_a_time() {
+    let mut pieces: Vec<Piece> = REQS.chunks(1).map(|c| (IN, c, 0)).collect();
+    pieces.extend(RESPS.chunks(1).map(|c| (OUT, c, 0)));
+    assert_eq!(summary(&run(&pieces)), expected());
+}
+
+#[test]
+fn interleaved_request_response() {
+    // The realistic order on a keep-alive connection: request, response, request, response.
+    let (r1, rest) = REQS.split_at(39);
+    let (s1, srest) = RESPS.split_at(40);
+    let ex = run(&[(IN, r1, 0), (OUT, s1, 0), (IN, rest, 0), (OUT, srest, 0)]);
+    assert_eq!(summary(&ex), expected());
+}
+
+#[test]
+fn body_beyond_the_captured_prefix_is_counted() {
+    // A 100 000-byte response of which the kernel copied only the head and 10 body bytes.
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789";
+    let ex = run(&[
+        (IN, b"GET /big HTTP/1.1\r\n\r\n", 0),
+        (OUT, head, 99_990),
+        (IN, b"GET /next HTTP/1.1\r\n\r\n", 0),
+        (OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+    ]);
+    assert_eq!(ex.len(), 2);
+    assert_eq!(ex[0].resp_bytes, (head.len() - 10) as u64 + 100_000);
+    assert!(ex[0].complete);
+    assert_eq!(ex[1].path, "/next");
+    assert!(ex[1].complete);
+}
+
+#[test]
+fn sendfile_body_is_a_gap() {
+    // nginx: headers by writev, the file by sendfile (counted, not copied).
+    let ex = run(&[
+        (IN, b"GET /f HTTP/1.1\r\n\r\n", 0),
+        (OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 0),
+        (OUT, b"", 5000),
+        (IN, b"GET /g HTTP/1.1\r\n\r\n", 0),
+        (
+            OUT,
+            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+            0,
+        ),
+    ]);
+    assert_eq!(
+        summary(&ex).iter().map(|s| s.2).collect::<Vec<_>>(),
+        vec![Some(200), Some(404)]
+    );
+    assert!(ex.iter().all(|e| e.complete));
+}
+
+#[test]
+fn chunked_data_in_gaps() {
+    // writev of "1f4\r\n", 500 data bytes, "\r\n" with only the first iovec copied.
+    let ex = run(&[
+        (IN, b"GET /c HTTP/1.1\r\n\r\n", 0),
+        (
+            OUT,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            0,
+        ),
+        (OUT, b"1f4\r\n", 502),
+        (OUT, b"0\r\n\r\n", 0),
+    ]);
+    assert_eq!(ex.len(), 1);
+    assert!(ex[0].complete);
+    assert_eq!(ex[0].status, Some(200));
+}
+
+#[test]
+fn expect_100_continue() {
+    let ex = run(&[
+        (
+            IN,
+            b"POST /up HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+            0,
+        ),
+        (OUT, b"HTTP/1.1 100 Continue\r\n\r\n", 0),
+        (IN, b"abc", 0),
+        (OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 0),
+    ]);
+    assert_eq!(
+        summary(&ex),
+        vec![("POST".into(), "/up".into(), Some(200), 65, 40, true)]
+    );
+}
+
+#[test]
+fn upgrade_stops_parsing() {
+    let (ex, stats) = run_with(
+        Role::Server,
+        &[
+            (
+                IN,
+                b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+                0,
+            ),
+            (
+                OUT,
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+                0,
+            ),
+            (IN, b"\x81\x85garbage that is websocket frames", 0),
+            (OUT, b"\x81\x05hello", 0),
+        ],
+        true,
+    );
+    assert_eq!(
+        summary(&ex),
+        vec![("GET".into(), "/ws".into(), Some(101), 61, 56, true)]
+    );
+    assert_eq!(stats.parse_errors.total(), 0);
+    assert_eq!(stats.tunnels, 1);
+}
+
+#[test]
+fn response_until_close() {
+    let ex = run(&[
+        (IN, b"GET /old HTTP/1.0\r\n\r\n", 0),
+        (OUT, b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\nsome body", 0),
+        (OUT, b" and more", 0),
+    ]);
+    assert_eq!(
+        summary(&ex),
+        vec![("GET".into(), "/old".into(), Some(200), 21, 48, true)]
+    );
+}
+
+#[test]
+fn truncated_headers_are_flagged() {
+    // A request head longer than the prefix: the kernel copied 60 bytes of 3000.
+    let head = b"GET /long?a=1 HTTP/1.1\r\nHost: h\r\nCookie: aaaaaaaaaaaaaaaaaaaaaaaaa";
+    let ex = run(&[
+        (IN, head, 3000 - head.len() as u64),
+        (OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+        (IN, b"GET /after HTTP/1.1\r\n\r\n", 0),
+        (OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+    ]);
+    assert_eq!(ex.len(), 2, "{ex:?}");
+    assert!(ex[0].truncated);
+    assert_eq!(ex[0].path, "/long");
+    assert_eq!(ex[0].status, Some(200));
+    assert_eq!(ex[0].req_bytes, 3000);
+    assert_eq!(ex[1].path, "/after");
+    assert!(!ex[1].truncated);
+}
+
+#[test]
+fn garbage_then_a_valid_request() {
+    for garbage in [
+        &b"\x16\x03\x01\x02\x00garbage"[..],
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"\0\0\0\0",
+    ] {
+        let mut both = garbage.to_vec();
+        both.extend_from_slice(b"GET /ok HTTP/1.1\r\n\r\n");
+        for pieces in [
+            vec![(IN, garbage, 0), (IN, &b"GET /ok HTTP/1.1\r\n\r\n"[..], 0)],
+            vec![(IN, &both[..], 0)],
+        ] {
+            let mut pieces = pieces;
+            pieces.push((OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0));
+            let (ex, stats) = run_with(Role::Server, &pieces, true);
+            assert_eq!(ex.len(), 1, "garbage {garbage:?}: {ex:?}");
+            assert_eq!(ex[0].path, "/ok");
+            assert!(stats.parse_errors.total() >= 1);
+        }
+    }
+}
+
+#[test]
+fn hostile_input_never_panics_and_stays_bounded() {
+    // Deterministic pseudo-random bytes, heads that never end, huge chunk sizes.
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let mut noise = vec![0u8; 200_000];
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = (x & 0xff) as u8;
+    }
+    let endless_head: Vec<u8> = b"GET / HTTP/1.1\r\n"
+        .iter()
+        .copied()
+        .chain(std::iter::repeat_n(b'a', 100_000))
+        .collect();
+    let mut table = ConnTable::new(StreamConfig::default());
+    let mut stats = PipelineStats::default();
+    let mut out = Vec::new();
+    for (i, input) in [
+        &noise[..],
+        &endless_head[..],
+        b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\n",
+    ]
+    .iter()
+    .enumerate()
+    {
+        for (k, piece) in input.chunks(997).enumerate() {
+            table.process(
+                CaptureEvent::Data(DataChunk {
+                    ts_ns: (i * 10_000 + k) as u64,
+                    id: ConnId {
+                        tgid: 1,
+                        fd: i as u32,
+                    },
+                    direction: IN,
+                    total_len: piece.len() as u64 + (k % 3) as u64,
+                    bytes: piece.to_vec(),
+                }),
+                &mut stats,
+                &mut out,
+            );
+            for c in table.conns.values() {
+                assert!(c.ingress.buffered() <= 2 * crate::http::parser::MAX_HEAD_BYTES);
+            }
+        }
+    }
+    assert!(stats.parse_errors.total() > 0);
+}
+
+#[test]
+fn client_role_pairs_egress_requests() {
+    let (ex, _) = run_with(
+        Role::Client,
+        &[
+            (OUT, b"DELETE /x/1 HTTP/1.1\r\n\r\n", 0),
+            (
+                IN,
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
+                0,
+            ),
+        ],
+        true,
+    );
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0].role, Role::Client);
+    assert_eq!(ex[0].status, Some(403));
+}
+
+#[test]
+fn unanswered_request_is_reported_at_close() {
+    let ex = run(&[(IN, b"GET /hang HTTP/1.1\r\n\r\n", 0)]);
+    assert_eq!(ex.len(), 1);
+    assert_eq!(ex[0].status, None);
+    assert!(!ex[0].complete);
+}
+
+#[test]
+fn connection_seen_mid_stream_resyncs() {
+    // No open event (started before us, not seeded): the first bytes are the tail of a body.
+    let mut table = ConnTable::new(StreamConfig::default());
+    let mut stats = PipelineStats::default();
+    let mut out = Vec::new();
+    for (dir, bytes) in [
+        (IN, &b"ail of an earlier body"[..]),
+        (IN, b"GET /next HTTP/1.1\r\n\r\n"),
+        (OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+    ] {
+        table.process(
+            CaptureEvent::Data(DataChunk {
+                ts_ns: 5,
+                id: ID,
+                direction: dir,
+                total_len: bytes.len() as u64,
+                bytes: bytes.to_vec(),
+            }),
+            &mut stats,
+            &mut out,
+        );
+    }
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].role, Role::Server);
+    assert_eq!(out[0].path, "/next");
+}
+
+#[test]
+fn idle_connections_expire_and_table_is_bounded() {
+    let mut table = ConnTable::new(StreamConfig {
+        max_connections: 16,
+        idle_timeout_ns: 1_000,
+    });
+    let mut stats = PipelineStats::default();
+    let mut out = Vec::new();
+    for fd in 0..100 {
+        table.process(
+            CaptureEvent::Data(DataChunk {
+                ts_ns: 10,
+                id: ConnId { tgid: 1, fd },
+                direction: IN,
+                total_len: 20,
+                bytes: b"GET /a HTTP/1.1\r\n\r\n".to_vec(),
+            }),
+            &mut stats,
+            &mut out,
+        );
+        assert!(table.len() <= 16);
+    }
+    assert_eq!(stats.connections_evicted, 84);
+    table.expire(1_000_000, &mut stats, &mut out);
+    assert!(table.is_empty());
+    assert_eq!(out.len(), 100, "every request is still reported");
+}
