@@ -1,1 +1,250 @@
-fn main() {}
+//! `cargo xtask setup | run | test | bench`: the project's two README commands and their helpers.
+//!
+//! Every command first makes sure what it needs is installed (nightly rust-src, bpf-linker built
+//! against Debian's LLVM 22, the Debian packages the tests drive), installing only what is missing.
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need, when it is missing.
+    Setup,
+    /// Build and run the agent (arguments after `--` go to `apiwatch`; default: `run`).
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test tier: unit, replay, kernel (root) and system tests.
+    Test,
+    /// Benchmarks, printing ratios measured side by side in one run.
+    Bench,
+}
+
+/// Debian packages the tests and benchmarks start (on loopback) or drive.
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "nginx",
+    "curl",
+    "wrk",
+    "python3",
+    "iproute2",
+    "procps",
+    "prometheus",
+    "prometheus-alertmanager",
+];
+/// What bpf-linker is built against (TOOLCHAIN.md: the default feature wants LLVM 23).
+const LLVM_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+];
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root();
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Cmd::Setup => setup(),
+        Cmd::Run { args } => {
+            setup()?;
+            cargo(&["build", "--release", "-p", "monitor"])?;
+            let mut args = args;
+            if args.is_empty() {
+                args.push("run".into());
+            }
+            let bin = target_dir().join("release/apiwatch");
+            let status = Command::new(&bin)
+                .args(&args)
+                .status()
+                .with_context(|| format!("cannot start {}", bin.display()))?;
+            exit_with(status)
+        }
+        Cmd::Test => test(),
+        Cmd::Bench => {
+            setup()?;
+            bench::run()
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+fn exit_with(status: ExitStatus) -> Result<()> {
+    if status.success() {
+        Ok(())
+    } else {
+        std::process::exit(status.code().unwrap_or(1))
+    }
+}
+
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("cannot run {cargo}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+fn run_ok(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn deb_installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt_install(pkgs: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = pkgs.iter().copied().filter(|p| !deb_installed(p)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+    run_ok(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run_ok(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
+fn setup() -> Result<()> {
+    // Nightly with rust-src builds the eBPF crate (-Z build-std=core).
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.starts_with("rust-src"))
+        })
+        .unwrap_or(false);
+    if !installed {
+        eprintln!("xtask: installing nightly rust-src");
+        run_ok(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
+        run_ok(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    if !have("bpf-linker") {
+        apt_install(LLVM_PACKAGES)?;
+        eprintln!("xtask: building bpf-linker against LLVM 22 (about 2 minutes)");
+        run_ok(
+            Command::new("cargo")
+                .args([
+                    "install",
+                    "bpf-linker",
+                    "--locked",
+                    "--no-default-features",
+                    "--features",
+                    "llvm-22",
+                ])
+                .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
+        )?;
+    }
+    apt_install(DEBIAN_PACKAGES)
+}
+
+fn test() -> Result<()> {
+    setup()?;
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc_geteuid() } == 0;
+    let in_ci = std::env::var_os("CI").is_some();
+    // Tier 1 and 2: unit and replay tests, no root needed.
+    cargo(&[
+        "test",
+        "--workspace",
+        "--exclude",
+        "monitor-ebpf",
+        "--lib",
+        "--bins",
+    ])?;
+    cargo(&["test", "-p", "apiwatch-tests", "--test", "replay"])?;
+    // Tier 3 and 4: real kernel probes and real servers, one at a time (they share kernel state).
+    if !root {
+        if in_ci {
+            bail!("kernel and system tests need root; CI runs as root, so this is a failure");
+        }
+        eprintln!("xtask: NOT ROOT: the kernel and system tests were not run (they need root)");
+        return Ok(());
+    }
+    cargo(&[
+        "test",
+        "-p",
+        "apiwatch-tests",
+        "--test",
+        "kernel",
+        "--",
+        "--test-threads=1",
+    ])?;
+    cargo(&[
+        "test",
+        "-p",
+        "apiwatch-tests",
+        "--test",
+        "system",
+        "--",
+        "--test-threads=1",
+    ])?;
+    Ok(())
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}

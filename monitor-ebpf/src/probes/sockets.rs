@@ -45,18 +45,25 @@ pub fn enter_accept(ctx: TracePointContext) -> u32 {
 // sys_exit_*: ret @16
 #[tracepoint]
 pub fn exit_accept(ctx: TracePointContext) -> u32 {
-    let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { ACCEPT_ARGS.get(id) }).copied() else {
+    let Some(id) = traced_pid_tgid() else {
         return 0;
     };
-    let _ = ACCEPT_ARGS.remove(id);
+    // No saved arguments when the thread was already blocked in accept() as we attached: the
+    // connection is still ours, its addresses come from /proc in userspace.
+    let args = (unsafe { ACCEPT_ARGS.get(id) }).copied();
+    if args.is_some() {
+        let _ = ACCEPT_ARGS.remove(id);
+    }
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
         return 0;
     };
     if ret < 0 {
         return 0;
     }
-    let peer = read_user_sockaddr(args.addr);
+    let (peer, listen_fd) = match args {
+        Some(a) => (read_user_sockaddr(a.addr), a.listen_fd),
+        None => (SockAddr::EMPTY, u32::MAX),
+    };
     if peer.family != AF_INET && peer.family != AF_INET6 && peer.family != 0 {
         return 0; // unix and other families: not tracked
     }
@@ -67,7 +74,7 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
             let _ = PEER_LOCAL.remove(peer);
         }
     }
-    open_conn(id, ret as u32, ROLE_SERVER, local, peer, args.listen_fd);
+    open_conn(id, ret as u32, ROLE_SERVER, local, peer, listen_fd);
     0
 }
 

@@ -1,0 +1,246 @@
+//! Kernel tier: the real eBPF programs attached, real servers and clients on loopback.
+//! Needs root; run one at a time (`--test-threads=1`): the programs see every socket on the host.
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use apiwatch_tests::*;
+use monitor::agent::AgentOptions;
+use monitor::capture::Role;
+use monitor_common::Stat;
+
+const N: usize = 25;
+
+#[test]
+fn python_server_and_curl_client_both_sides() {
+    let server = PythonServer::start(&[("hello.txt", b"hello world\n")]);
+    let agent = Agent::start();
+    for i in 0..N {
+        let url = format!(
+            "http://127.0.0.1:{}/hello.txt?i={i}&token=sekrit{i}",
+            server.port
+        );
+        if i % 5 == 4 {
+            curl(&["-o", "/dev/null", "-I", &url]); // HEAD
+        } else if i % 5 == 3 {
+            let missing = format!("http://127.0.0.1:{}/missing-{i}", server.port);
+            curl(&["-o", "/dev/null", &missing]);
+        } else {
+            assert_eq!(curl(&[&url]), "hello world\n");
+        }
+    }
+    let (ex, summary) = agent.stop();
+
+    for side in [server_side(&ex, server.port), client_side(&ex, server.port)] {
+        assert_eq!(
+            side.len(),
+            N,
+            "expected exactly {N} exchanges per side: {side:#?}"
+        );
+        for (i, e) in side.iter().enumerate() {
+            let (method, path, status) = match i % 5 {
+                4 => ("HEAD", "/hello.txt".to_string(), 200),
+                3 => ("GET", format!("/missing-{i}"), 404),
+                _ => ("GET", "/hello.txt".to_string(), 200),
+            };
+            assert_eq!(
+                (e.method.as_str(), e.path.as_str(), e.status),
+                (method, path.as_str(), Some(status)),
+                "{e:?}"
+            );
+            assert!(e.complete, "{e:?}");
+            assert!(!e.tls);
+        }
+    }
+    let srv = server_side(&ex, server.port);
+    assert!(
+        srv.iter()
+            .all(|e| e.pid == server.proc.pid() && e.comm == "python3")
+    );
+    assert!(srv.iter().all(|e| e.peer.unwrap().ip().is_loopback()));
+    let cli = client_side(&ex, server.port);
+    assert!(cli.iter().all(|e| e.comm == "curl"));
+    // The client's local port is the server's peer port: both sides of one connection.
+    for (i, (s, c)) in srv.iter().zip(cli.iter()).enumerate() {
+        assert_eq!(s.peer, c.local);
+        let keys: &[&str] = if i % 5 == 3 { &[] } else { &["i", "token"] };
+        assert_eq!(s.query_keys, keys);
+    }
+    let json: String = ex.iter().map(|e| e.to_json()).collect();
+    assert!(!json.contains("sekrit"), "a query value leaked");
+    let k = summary.kernel.unwrap();
+    assert_eq!(k.get(Stat::RingFull), 0);
+}
+
+#[test]
+fn nginx_keepalive_with_curl_and_wrk() {
+    let body = vec![b'x'; 20_000];
+    let nginx = Nginx::start(&[("small.json", b"{\"ok\":true}"), ("big.bin", &body)]);
+    let agent = Agent::start();
+    // curl reuses one connection for several URLs given together (keep-alive).
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    let urls: Vec<String> = (0..10)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("{base}/small.json")
+            } else {
+                format!("{base}/big.bin")
+            }
+        })
+        .collect();
+    let mut args: Vec<&str> = Vec::new();
+    for u in &urls {
+        args.extend(["-o", "/dev/null", u.as_str()]);
+    }
+    curl(&args);
+
+    // wrk over one keep-alive connection, stopped by its script after exactly 500 responses.
+    let dir = TempDir::new("wrk");
+    let script = dir.path().join("stop.lua");
+    std::fs::write(&script, "local n = 0\nfunction response(status, headers, body)\n  n = n + 1\n  if n >= 500 then wrk.thread:stop() end\nend\n").unwrap();
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            "-c1",
+            "-d20s",
+            "-s",
+            script.to_str().unwrap(),
+            &format!("{base}/small.json"),
+        ])
+        .output()
+        .expect("wrk");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (ex, summary) = agent.stop();
+
+    let served = nginx.access_log_lines();
+    assert_eq!(served, 510, "nginx itself logged this many requests");
+    let srv = server_side(&ex, nginx.port);
+    assert_eq!(
+        srv.len(),
+        served,
+        "one server exchange per request nginx served"
+    );
+    assert!(
+        srv.iter()
+            .all(|e| e.comm == "nginx" && e.status == Some(200) && e.method == "GET" && e.complete)
+    );
+    let big: Vec<_> = srv.iter().filter(|e| e.path == "/big.bin").collect();
+    assert_eq!(big.len(), 5);
+    // Body sent by sendfile, never copied, still counted.
+    assert!(big.iter().all(|e| e.resp_bytes > 20_000), "{big:?}");
+
+    let cli = client_side(&ex, nginx.port);
+    let curl_side: Vec<_> = cli.iter().filter(|e| e.comm == "curl").collect();
+    let wrk_side: Vec<_> = cli.iter().filter(|e| e.comm == "wrk").collect();
+    assert_eq!(curl_side.len(), 10);
+    assert_eq!(wrk_side.len(), 500);
+    assert!(
+        wrk_side
+            .iter()
+            .all(|e| e.status == Some(200) && e.path == "/small.json")
+    );
+    // One keep-alive connection each: every curl exchange has the same local port.
+    assert!(curl_side.windows(2).all(|w| w[0].local == w[1].local));
+    let k = summary.kernel.unwrap();
+    assert_eq!(k.get(Stat::RingFull), 0);
+    assert_eq!(
+        summary.pipeline.parse_errors.total(),
+        0,
+        "{:?}",
+        summary.pipeline
+    );
+}
+
+#[test]
+fn keepalive_connection_from_before_start_on_nginx() {
+    let nginx = Nginx::start(&[("a", b"A"), ("b", b"BB")]);
+    let client_src = format!(
+        "import http.client, sys\n\
+         c = http.client.HTTPConnection('127.0.0.1', {port})\n\
+         def get(p):\n    c.request('GET', p)\n    r = c.getresponse(); r.read(); print(p, r.status, flush=True)\n\
+         get('/a')\n\
+         sys.stdin.readline()\n\
+         get('/b'); get('/a')\n",
+        port = nginx.port
+    );
+    let mut client = Proc(
+        Command::new(PYTHON)
+            .args(["-c", &client_src])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdout = BufReader::new(client.0.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "/a 200");
+    let agent = Agent::start();
+    client.0.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    let mut rest = String::new();
+    for _ in 0..2 {
+        stdout.read_line(&mut rest).unwrap();
+    }
+    assert_eq!(rest, "/b 200\n/a 200\n");
+    let (ex, _) = agent.stop();
+    // Both ends of the pre-existing connection: nginx (server) and python (client).
+    let srv: Vec<&str> = server_side(&ex, nginx.port)
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    let cli: Vec<&str> = client_side(&ex, nginx.port)
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(srv, vec!["/b", "/a"]);
+    assert_eq!(cli, vec!["/b", "/a"]);
+    assert!(
+        server_side(&ex, nginx.port)
+            .iter()
+            .all(|e| e.role == Role::Server && e.status == Some(200))
+    );
+}
+
+#[test]
+fn non_http_connection_produces_no_data_events() {
+    // A line-echo server speaking a binary-ish protocol, started before the agent (pid known).
+    let port = free_port();
+    let src = format!(
+        "import socket\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port})); s.listen(8)\n\
+         while True:\n    c, _ = s.accept()\n    while True:\n        d = c.recv(4096)\n        if not d: break\n        c.sendall(d)\n    c.close()\n"
+    );
+    let server = Proc(Command::new(PYTHON).args(["-c", &src]).spawn().unwrap());
+    wait_for_port(port);
+    std::thread::sleep(Duration::from_millis(100));
+    let agent = Agent::start_with(AgentOptions {
+        pids: vec![server.pid()],
+        ..AgentOptions::default()
+    });
+    let client = format!(
+        "import socket\n\
+         c = socket.create_connection(('127.0.0.1', {port}))\n\
+         for i in range(20):\n    c.sendall(b'\\x00\\x01PING %d\\n' % i); c.recv(100)\n\
+         c.close()\n"
+    );
+    let st = Command::new(PYTHON).args(["-c", &client]).status().unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(100));
+    let (ex, summary) = agent.stop();
+    assert!(ex.is_empty());
+    assert!(
+        summary.pipeline.connections_opened >= 1,
+        "the connection itself must be seen: {summary:?}"
+    );
+    assert_eq!(
+        summary.pipeline.data_events, 0,
+        "a non-HTTP connection must produce no data events"
+    );
+    assert!(summary.kernel.unwrap().get(Stat::ConnNotHttp) >= 1);
+}

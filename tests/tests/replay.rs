@@ -1,0 +1,1 @@
+//! Replay tier (filled in below).

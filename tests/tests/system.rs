@@ -1,0 +1,1 @@
+//! System tier: the `apiwatch` binary end to end (filled in below).
