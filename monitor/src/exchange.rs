@@ -46,9 +46,11 @@ impl Exchange {
 fn rfc3339<S: Serializer>(ts: &u64, s: S) -> Result<S::Ok, S::Error> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(*ts as i128)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let f = t
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
+    // RFC 3339 with a fixed six-digit fraction, so lines sort as text.
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
+    let f = t.format(FORMAT).unwrap_or_default();
     s.serialize_str(&f)
 }
 

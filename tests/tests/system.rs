@@ -1,1 +1,279 @@
-//! System tier: the `apiwatch` binary end to end (filled in below).
+//! System tier: the `apiwatch` binary end to end (root): run, record, replay, check, errors.
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use apiwatch_tests::*;
+
+/// target/<profile>/apiwatch, next to this test's deps/ directory (`cargo xtask test` builds it).
+fn apiwatch() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("apiwatch");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p monitor` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn summary_of(stderr: &str) -> serde_json::Value {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("apiwatch summary "))
+        .expect("no summary line");
+    serde_json::from_str(line).unwrap()
+}
+
+const SECRETS: &[&str] = &["Sup3rS3cretBearer", "qv4lue", "Ck00kie", "hunter22"];
+
+#[test]
+fn run_record_and_replay_agree_and_leak_nothing() {
+    require_root();
+    let server = PythonServer::start(&[("x.json", b"{}")]);
+    let dir = TempDir::new("system");
+    let live_out = dir.path().join("live.jsonl");
+    let rec = dir.path().join("capture.rec");
+    // Every log level on: not even trace logging may show a secret.
+    let run = Command::new(apiwatch())
+        .args([
+            "run",
+            "--duration",
+            "4",
+            "--exchanges",
+            live_out.to_str().unwrap(),
+        ])
+        .env("RUST_LOG", "trace")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let record = Command::new(apiwatch())
+        .args(["record", "--duration", "4", "--out", rec.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let url = format!("http://127.0.0.1:{}/x.json?q=qv4lue&page=2", server.port);
+    for _ in 0..5 {
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-H",
+            "Authorization: Bearer Sup3rS3cretBearer",
+            "-H",
+            "Cookie: sid=Ck00kie",
+            &url,
+        ]);
+    }
+    curl(&[
+        "-o",
+        "/dev/null",
+        "-d",
+        "user=bob&password=hunter22",
+        &format!("http://127.0.0.1:{}/login", server.port),
+    ]);
+    let run: Output = run.wait_with_output().unwrap();
+    let record: Output = record.wait_with_output().unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(
+        record.status.success(),
+        "{}",
+        String::from_utf8_lossy(&record.stderr)
+    );
+
+    let port_suffix = format!(":{}", server.port);
+    let ours = |e: &serde_json::Value| {
+        ["local", "peer"]
+            .iter()
+            .any(|f| e[*f].as_str().is_some_and(|a| a.ends_with(&port_suffix)))
+    };
+    let by_ts = |mut v: Vec<serde_json::Value>| {
+        v.sort_by_key(|e| e["ts"].as_str().unwrap_or_default().to_string());
+        v
+    };
+    let live = by_ts(lines(&live_out).into_iter().filter(ours).collect());
+    assert_eq!(
+        live.len(),
+        12,
+        "6 requests, seen by the server and by curl: {live:#?}"
+    );
+    for e in &live {
+        for field in [
+            "ts",
+            "pid",
+            "comm",
+            "role",
+            "local",
+            "peer",
+            "tls",
+            "method",
+            "path",
+            "query_keys",
+            "host",
+            "status",
+            "req_bytes",
+            "resp_bytes",
+            "latency_us",
+            "auth_scheme",
+        ] {
+            assert!(e.get(field).is_some(), "field {field} missing in {e}");
+        }
+    }
+    let gets: Vec<_> = live.iter().filter(|e| e["method"] == "GET").collect();
+    assert_eq!(gets.len(), 10);
+    assert!(
+        gets.iter()
+            .all(|e| e["auth_scheme"] == "bearer" && e["status"] == 200 && e["path"] == "/x.json")
+    );
+    assert!(
+        gets.iter()
+            .all(|e| e["query_keys"] == serde_json::json!(["q", "page"]))
+    );
+    let post: Vec<_> = live.iter().filter(|e| e["method"] == "POST").collect();
+    assert_eq!(post.len(), 2);
+    assert!(
+        post.iter().all(|e| e["status"] == 501),
+        "python's http.server answers POST with 501"
+    );
+
+    // The recording replays, without root, to the same exchanges the live run printed.
+    let replayed_out = dir.path().join("replayed.jsonl");
+    let replay = Command::new(apiwatch())
+        .args([
+            "replay",
+            rec.to_str().unwrap(),
+            "--exchanges",
+            replayed_out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    // Each agent measures its own clock offset: compare in time order, not by timestamp.
+    let replayed = by_ts(lines(&replayed_out).into_iter().filter(ours).collect());
+    assert_eq!(replayed.len(), live.len());
+    for (l, r) in live.iter().zip(replayed.iter()) {
+        for field in [
+            "pid",
+            "method",
+            "path",
+            "status",
+            "role",
+            "local",
+            "peer",
+            "req_bytes",
+            "resp_bytes",
+            "auth_scheme",
+        ] {
+            assert_eq!(
+                l[field], r[field],
+                "{field} differs between live and replay"
+            );
+        }
+    }
+
+    let run_err = String::from_utf8_lossy(&run.stderr);
+    let summary = summary_of(&run_err);
+    assert!(summary["pipeline"]["exchanges"].as_u64().unwrap() >= 12);
+    assert_eq!(
+        summary["kernel"]["counters"][1],
+        serde_json::json!(["ring_full", 0])
+    );
+    let recording = std::fs::read(&rec).unwrap();
+    let everything = [
+        std::fs::read_to_string(&live_out).unwrap(),
+        std::fs::read_to_string(&replayed_out).unwrap(),
+        run_err.to_string(),
+        String::from_utf8_lossy(&record.stderr).to_string(),
+        String::from_utf8_lossy(&replay.stderr).to_string(),
+    ];
+    for s in SECRETS {
+        assert!(
+            !recording.windows(s.len()).any(|w| w == s.as_bytes()),
+            "{s} is in the recording"
+        );
+        for (i, text) in everything.iter().enumerate() {
+            assert!(!text.contains(s), "{s} leaked into output #{i}");
+        }
+    }
+}
+
+#[test]
+fn check_reports_every_error_with_its_location() {
+    let dir = TempDir::new("check");
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(
+        &bad,
+        "capture:\n  bytes: 1\n  ring_bytes: 3\nstream:\n  max_connections: 2\n",
+    )
+    .unwrap();
+    let out = Command::new(apiwatch())
+        .args(["check", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let b = bad.display();
+    for want in [
+        format!("{b}:2: capture.bytes:"),
+        format!("{b}:3: capture.ring_bytes:"),
+        format!("{b}:5: stream.max_connections:"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    let good = dir.path().join("good.yml");
+    std::fs::write(&good, "capture:\n  bytes: 1024\n").unwrap();
+    let out = Command::new(apiwatch())
+        .args(["check", "--config", good.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A broken file given to `run` stops it before it loads anything, with the same report.
+    let out = Command::new(apiwatch())
+        .args(["run", "--config", bad.to_str().unwrap(), "--duration", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{b}:2: capture.bytes:")));
+}
+
+#[test]
+fn without_privileges_the_error_says_what_is_needed() {
+    require_root();
+    // Drop to nobody with no capabilities; the agent must say why it cannot start.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(apiwatch())
+        .args(["run", "--duration", "1"])
+        .output()
+        .expect("setpriv (util-linux)");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must run as root or with CAP_BPF"), "{err}");
+}
