@@ -8,7 +8,11 @@ fn main() -> anyhow::Result<()> {
         .join("monitor-ebpf");
     let root = root.to_str().context("non-UTF-8 path")?;
     aya_build::build_ebpf(
-        [aya_build::Package { name: "monitor-ebpf", root_dir: root, ..Default::default() }],
+        [aya_build::Package {
+            name: "monitor-ebpf",
+            root_dir: root,
+            ..Default::default()
+        }],
         aya_build::Toolchain::default(),
     )
     .context("building the eBPF programs failed: run `cargo xtask setup` to install rust-src and bpf-linker")

@@ -91,8 +91,7 @@ impl Pipeline {
     }
 
     pub fn tick(&mut self, now_ns: u64) {
-        self.table
-            .expire(now_ns, &mut self.stats, &mut self.scratch);
+        self.table.expire(now_ns, &mut self.stats, &mut self.scratch);
         self.emit();
         self.sink.flush();
     }
@@ -137,9 +136,7 @@ pub fn replay<R: BufRead>(
         pipeline.process(ev);
     }
     if reader.truncated_tail {
-        log::warn!(
-            "the recording ends inside a record (written during a crash?); the rest was ignored"
-        );
+        log::warn!("the recording ends inside a record (written during a crash?); the rest was ignored");
     }
     pipeline.finish(last_ts);
     Ok(Summary {
@@ -191,9 +188,7 @@ impl LiveAgent {
         }
         match self.thread.take().map(|t| t.join()) {
             Some(Ok(r)) => r,
-            _ => Err(CaptureError::Io(std::io::Error::other(
-                "capture thread panicked",
-            ))),
+            _ => Err(CaptureError::Io(std::io::Error::other("capture thread panicked"))),
         }
     }
 }

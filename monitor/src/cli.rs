@@ -130,8 +130,7 @@ fn run(a: RunArgs) -> Result<()> {
 
 fn record(a: RecordArgs) -> Result<()> {
     let opts = options(&a.common)?;
-    let file =
-        File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    let file = File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let out: Box<dyn std::io::Write + Send> = Box::new(BufWriter::new(file));
     let agent = LiveAgent::start(opts, Consumer::Record(RecordWriter::new(out)?))?;
     log::info!("recording to {}", a.out.display());

@@ -142,11 +142,7 @@ impl Config {
                     Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
                     _ => ("-".to_string(), msg.clone()),
                 };
-                let message = message
-                    .split(" at line ")
-                    .next()
-                    .unwrap_or(&message)
-                    .to_string();
+                let message = message.split(" at line ").next().unwrap_or(&message).to_string();
                 ConfigErrors(vec![ConfigError {
                     file: file.to_string(),
                     line: loc.as_ref().map(|l| l.line()),
@@ -293,9 +289,7 @@ mod tests {
 
     #[test]
     fn unknown_field_is_located() {
-        let errs = Config::parse("a.yml", "capture:\n  byts: 100\n")
-            .unwrap_err()
-            .0;
+        let errs = Config::parse("a.yml", "capture:\n  byts: 100\n").unwrap_err().0;
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].line, Some(2));
         assert!(errs[0].to_string().contains("byts"), "{}", errs[0]);

@@ -17,10 +17,7 @@ pub struct JsonLines<W: Write + Send> {
 
 impl<W: Write + Send> JsonLines<W> {
     pub fn new(out: W) -> Self {
-        Self {
-            out,
-            write_errors: 0,
-        }
+        Self { out, write_errors: 0 }
     }
 }
 

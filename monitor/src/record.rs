@@ -155,11 +155,7 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
     };
     let ev = match kind {
         KIND_OPEN => {
-            let role = if c.u8()? == 0 {
-                Role::Server
-            } else {
-                Role::Client
-            };
+            let role = if c.u8()? == 0 { Role::Server } else { Role::Client };
             let seeded = c.u8()? != 0;
             let local = c.addr()?;
             let peer = c.addr()?;
@@ -212,9 +208,7 @@ pub struct RecordReader<R: BufRead> {
 impl<R: BufRead> RecordReader<R> {
     pub fn new(mut input: R) -> Result<Self, RecordError> {
         let mut magic = [0u8; 8];
-        input
-            .read_exact(&mut magic)
-            .map_err(|_| RecordError::BadMagic)?;
+        input.read_exact(&mut magic).map_err(|_| RecordError::BadMagic)?;
         if &magic != MAGIC {
             return Err(RecordError::BadMagic);
         }

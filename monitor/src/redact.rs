@@ -41,11 +41,7 @@ impl Redactor {
                 let key = (d.id, d.direction == Direction::Ingress);
                 let mut start = 0;
                 if self.open_secret_line.remove(&key).is_some() {
-                    let end = d
-                        .bytes
-                        .iter()
-                        .position(|&b| b == b'\n')
-                        .unwrap_or(d.bytes.len());
+                    let end = d.bytes.iter().position(|&b| b == b'\n').unwrap_or(d.bytes.len());
                     let stop = if end > 0 && d.bytes[end - 1] == b'\r' {
                         end - 1
                     } else {
@@ -84,9 +80,7 @@ pub fn redact_bytes(buf: &mut [u8]) -> bool {
             redact_query_values(line);
         }
         if let Some(colon) = line.iter().position(|&b| b == b':') {
-            let name = std::str::from_utf8(&line[..colon])
-                .unwrap_or("")
-                .to_string();
+            let name = std::str::from_utf8(&line[..colon]).unwrap_or("").to_string();
             if !name.is_empty() && !name.contains(' ') && is_secret_header(&name) {
                 let value = &mut line[colon + 1..];
                 let mut skip = value.iter().take_while(|&&b| b == b' ').count();

@@ -228,17 +228,13 @@ pub fn curl(args: &[&str]) -> String {
 /// Exchanges seen on the server side of `port`.
 pub fn server_side(ex: &[Exchange], port: u16) -> Vec<&Exchange> {
     ex.iter()
-        .filter(|e| {
-            e.role == monitor::capture::Role::Server && e.local.map(|a| a.port()) == Some(port)
-        })
+        .filter(|e| e.role == monitor::capture::Role::Server && e.local.map(|a| a.port()) == Some(port))
         .collect()
 }
 
 /// Exchanges seen on the client side towards `port`.
 pub fn client_side(ex: &[Exchange], port: u16) -> Vec<&Exchange> {
     ex.iter()
-        .filter(|e| {
-            e.role == monitor::capture::Role::Client && e.peer.map(|a| a.port()) == Some(port)
-        })
+        .filter(|e| e.role == monitor::capture::Role::Client && e.peer.map(|a| a.port()) == Some(port))
         .collect()
 }

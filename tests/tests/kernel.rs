@@ -16,10 +16,7 @@ fn python_server_and_curl_client_both_sides() {
     let server = PythonServer::start(&[("hello.txt", b"hello world\n")]);
     let agent = Agent::start();
     for i in 0..N {
-        let url = format!(
-            "http://127.0.0.1:{}/hello.txt?i={i}&token=sekrit{i}",
-            server.port
-        );
+        let url = format!("http://127.0.0.1:{}/hello.txt?i={i}&token=sekrit{i}", server.port);
         if i % 5 == 4 {
             curl(&["-o", "/dev/null", "-I", &url]); // HEAD
         } else if i % 5 == 3 {
@@ -109,22 +106,14 @@ fn nginx_keepalive_with_curl_and_wrk() {
         ])
         .output()
         .expect("wrk");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     std::thread::sleep(Duration::from_millis(200));
     let (ex, summary) = agent.stop();
 
     let served = nginx.access_log_lines();
     assert_eq!(served, 510, "nginx itself logged this many requests");
     let srv = server_side(&ex, nginx.port);
-    assert_eq!(
-        srv.len(),
-        served,
-        "one server exchange per request nginx served"
-    );
+    assert_eq!(srv.len(), served, "one server exchange per request nginx served");
     assert!(
         srv.iter()
             .all(|e| e.comm == "nginx" && e.status == Some(200) && e.method == "GET" && e.complete)
@@ -148,12 +137,7 @@ fn nginx_keepalive_with_curl_and_wrk() {
     assert!(curl_side.windows(2).all(|w| w[0].local == w[1].local));
     let k = summary.kernel.unwrap();
     assert_eq!(k.get(Stat::RingFull), 0);
-    assert_eq!(
-        summary.pipeline.parse_errors.total(),
-        0,
-        "{:?}",
-        summary.pipeline
-    );
+    assert_eq!(summary.pipeline.parse_errors.total(), 0, "{:?}", summary.pipeline);
 }
 
 #[test]

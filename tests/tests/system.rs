@@ -83,11 +83,7 @@ fn run_record_and_replay_agree_and_leak_nothing() {
     ]);
     let run: Output = run.wait_with_output().unwrap();
     let record: Output = record.wait_with_output().unwrap();
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(
         record.status.success(),
         "{}",
@@ -181,10 +177,7 @@ fn run_record_and_replay_agree_and_leak_nothing() {
             "resp_bytes",
             "auth_scheme",
         ] {
-            assert_eq!(
-                l[field], r[field],
-                "{field} differs between live and replay"
-            );
+            assert_eq!(l[field], r[field], "{field} differs between live and replay");
         }
     }
 
@@ -243,11 +236,7 @@ fn check_reports_every_error_with_its_location() {
         .args(["check", "--config", good.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // A broken file given to `run` stops it before it loads anything, with the same report.
     let out = Command::new(apiwatch())
         .args(["run", "--config", bad.to_str().unwrap(), "--duration", "1"])

@@ -44,12 +44,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus-alertmanager",
 ];
 /// What bpf-linker is built against (TOOLCHAIN.md: the default feature wants LLVM 23).
-const LLVM_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "zlib1g-dev",
-];
+const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
@@ -113,9 +108,7 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 }
 
 fn run_ok(cmd: &mut Command) -> Result<()> {
-    let status = cmd
-        .status()
-        .with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed ({status})");
     }
@@ -166,20 +159,8 @@ fn setup() -> Result<()> {
         .unwrap_or(false);
     if !installed {
         eprintln!("xtask: installing nightly rust-src");
-        run_ok(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-        ]))?;
-        run_ok(Command::new("rustup").args([
-            "component",
-            "add",
-            "rust-src",
-            "--toolchain",
-            "nightly",
-        ]))?;
+        run_ok(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run_ok(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     if !have("bpf-linker") {
         apt_install(LLVM_PACKAGES)?;
@@ -232,6 +213,8 @@ fn test() -> Result<()> {
         "--",
         "--test-threads=1",
     ])?;
+    // The system tests drive the binary itself (target/debug/apiwatch).
+    cargo(&["build", "-p", "monitor", "--bin", "apiwatch"])?;
     cargo(&[
         "test",
         "-p",

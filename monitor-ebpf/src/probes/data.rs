@@ -8,14 +8,13 @@ use aya_ebpf::{
 };
 use monitor_common::{
     CAPTURE_MAX, CAPTURE_SMALL, CLASS_HTTP, CLASS_OTHER, CLASS_UNKNOWN, ConnInfo, ConnKey,
-    DATA_FLAG_SENDFILE, DATA_FLAG_VECTORED, DIR_EGRESS, DIR_INGRESS, DataEvent, DataHeader,
-    EVENT_DATA, Stat,
+    DATA_FLAG_SENDFILE, DATA_FLAG_VECTORED, DIR_EGRESS, DIR_INGRESS, DataEvent, DataHeader, EVENT_DATA, Stat,
 };
 
 use super::traced_pid_tgid;
 use crate::maps::{
-    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CAPTURE_BYTES, CONNS, DATA_ARGS, DataArgs,
-    EVENTS, WAKEUP_BYTES, count, global_u32, global_u64,
+    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CAPTURE_BYTES, CONNS, DATA_ARGS, DataArgs, EVENTS,
+    WAKEUP_BYTES, count, global_u32, global_u64,
 };
 
 /// Submit without waking the reader unless enough data waits: a wakeup per record would cost
@@ -205,11 +204,7 @@ fn emit<const N: usize>(
     let mut captured = 0u32;
     if n > 0 {
         let rc = unsafe {
-            generated::bpf_probe_read_user(
-                (*ev).data.as_mut_ptr().cast(),
-                n,
-                src as *const core::ffi::c_void,
-            )
+            generated::bpf_probe_read_user((*ev).data.as_mut_ptr().cast(), n, src as *const core::ffi::c_void)
         };
         if rc == 0 {
             captured = n;

@@ -6,14 +6,12 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    AF_INET, AF_INET6, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo, ConnKey, ConnOpenEvent,
-    EVENT_CONN_CLOSE, EVENT_CONN_OPEN, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
+    AF_INET, AF_INET6, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo, ConnKey, ConnOpenEvent, EVENT_CONN_CLOSE,
+    EVENT_CONN_OPEN, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
 };
 
 use super::traced_pid_tgid;
-use crate::maps::{
-    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count,
-};
+use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count};
 
 const EINPROGRESS: i64 = -115;
 const TCP_SYN_SENT: i32 = 2;

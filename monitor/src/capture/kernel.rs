@@ -26,9 +26,7 @@ pub enum CaptureError {
     NoBtf,
     #[error("tracefs is not available at /sys/kernel/tracing and mounting it failed: {0}")]
     NoTracefs(String),
-    #[error(
-        "loading the eBPF programs failed (does this kernel support BPF ring buffers, 5.8+?): {0}"
-    )]
+    #[error("loading the eBPF programs failed (does this kernel support BPF ring buffers, 5.8+?): {0}")]
     Load(#[source] aya::EbpfError),
     #[error("attaching {program} to {category}:{name} failed: {source}")]
     Attach {
@@ -144,19 +142,14 @@ impl KernelCapture {
     pub fn start(cfg: &KernelConfig) -> Result<(Self, Vec<CaptureEvent>), CaptureError> {
         preflight()?;
         let own = std::process::id();
-        let capture = cfg
-            .capture_bytes
-            .clamp(64, monitor_common::CAPTURE_MAX as u32);
+        let capture = cfg.capture_bytes.clamp(64, monitor_common::CAPTURE_MAX as u32);
         let wakeup = u64::from(cfg.ring_bytes / 4);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &own, true)
             .override_global("CAPTURE_BYTES", &capture, true)
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
-            .load(aya::include_bytes_aligned!(concat!(
-                env!("OUT_DIR"),
-                "/monitor"
-            )))
+            .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor")))
             .map_err(CaptureError::Load)?;
 
         for (program, category, names) in ATTACHMENTS {
@@ -164,9 +157,7 @@ impl KernelCapture {
                 .program_mut(program)
                 .ok_or_else(|| CaptureError::Map(program, "program not in object".into()))?
                 .try_into()
-                .map_err(|e: aya::programs::ProgramError| {
-                    CaptureError::Map(program, e.to_string())
-                })?;
+                .map_err(|e: aya::programs::ProgramError| CaptureError::Map(program, e.to_string()))?;
             prog.load().map_err(|source| CaptureError::Attach {
                 program,
                 category,
@@ -213,21 +204,16 @@ impl KernelCapture {
                 let _ = conns.insert(key, info, 1);
             }
         }
-        info!(
-            "seeded {} connections that were open before start",
-            seeded.len()
-        );
+        info!("seeded {} connections that were open before start", seeded.len());
 
         let ring = ebpf
             .take_map("EVENTS")
             .ok_or_else(|| CaptureError::Map("EVENTS", "missing".into()))?;
-        let ring =
-            RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e.to_string()))?;
+        let ring = RingBuf::try_from(ring).map_err(|e| CaptureError::Map("EVENTS", e.to_string()))?;
         let stats = ebpf
             .take_map("STATS")
             .ok_or_else(|| CaptureError::Map("STATS", "missing".into()))?;
-        let stats =
-            PerCpuArray::try_from(stats).map_err(|e| CaptureError::Map("STATS", e.to_string()))?;
+        let stats = PerCpuArray::try_from(stats).map_err(|e| CaptureError::Map("STATS", e.to_string()))?;
         let mut tick = tokio::time::interval(cfg.drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the AsyncFd lives.
@@ -241,18 +227,11 @@ impl KernelCapture {
             tick,
             decode_errors: 0,
         };
-        Ok((
-            capture,
-            seeded.into_iter().map(CaptureEvent::Open).collect(),
-        ))
+        Ok((capture, seeded.into_iter().map(CaptureEvent::Open).collect()))
     }
 
     /// Waits for events (a wakeup or the drain timer) and appends up to `max` of them to `out`.
-    pub async fn next_batch(
-        &mut self,
-        out: &mut Vec<CaptureEvent>,
-        max: usize,
-    ) -> Result<(), CaptureError> {
+    pub async fn next_batch(&mut self, out: &mut Vec<CaptureEvent>, max: usize) -> Result<(), CaptureError> {
         loop {
             self.drain(out, max);
             if !out.is_empty() {
@@ -271,9 +250,7 @@ impl KernelCapture {
         while out.len() < max {
             let Some(item) = ring.next() else { break };
             match self.decoder.decode(&item) {
-                Ok(CaptureEvent::Open(open)) => {
-                    out.push(CaptureEvent::Open(complete_addresses(open)))
-                }
+                Ok(CaptureEvent::Open(open)) => out.push(CaptureEvent::Open(complete_addresses(open))),
                 Ok(ev) => out.push(ev),
                 Err(e) => {
                     self.decode_errors += 1;

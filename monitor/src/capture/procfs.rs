@@ -41,14 +41,7 @@ pub fn parse_tcp_table(text: &str) -> HashMap<u64, TcpSocket> {
             continue;
         };
         if inode != 0 {
-            out.insert(
-                inode,
-                TcpSocket {
-                    local,
-                    remote,
-                    state,
-                },
-            );
+            out.insert(inode, TcpSocket { local, remote, state });
         }
     }
     out
@@ -113,11 +106,7 @@ pub fn established_connections(skip_tgid: u32, now_ns: u64) -> Vec<ConnOpen> {
     // Network namespaces differ per container: read each namespace's tables once.
     let mut tables: HashMap<String, (HashMap<u64, TcpSocket>, HashSet<u16>)> = HashMap::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if pid == skip_tgid {

@@ -6,8 +6,8 @@
 //! so and resynchronises on the next thing that looks like the start of a message.
 
 use super::head::{
-    Framing, Head, HeadParse, find_message_start, parse_head, parse_truncated_head,
-    response_framing, starts_like_message,
+    Framing, Head, HeadParse, find_message_start, parse_head, parse_truncated_head, response_framing,
+    starts_like_message,
 };
 
 /// Bytes of one head buffered at most; a larger head is treated as malformed.
@@ -22,11 +22,7 @@ pub enum ParseEvent {
     Head { head: Head, ts_ns: u64 },
     /// The message that began with the last `Head` ended; `bytes` counts head and body on the
     /// wire; `complete` is false when it ended at a close or a loss of framing.
-    End {
-        bytes: u64,
-        ts_ns: u64,
-        complete: bool,
-    },
+    End { bytes: u64, ts_ns: u64, complete: bool },
     /// The connection switched protocols (101, CONNECT): nothing more is parsed on it.
     Tunnel,
     /// Bytes that could not be parsed; the parser is resynchronising.
@@ -202,10 +198,7 @@ impl MessageParser {
             match self.state {
                 State::Idle => {
                     // RFC 9112 2.2: ignore empty lines before a request line.
-                    let skip = data
-                        .iter()
-                        .take_while(|&&b| b == b'\r' || b == b'\n')
-                        .count();
+                    let skip = data.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
                     data = &data[skip..];
                     if data.is_empty() {
                         break;

@@ -115,12 +115,7 @@ impl ConnTable {
         self.conns.is_empty()
     }
 
-    pub fn process(
-        &mut self,
-        ev: CaptureEvent,
-        stats: &mut PipelineStats,
-        out: &mut Vec<Exchange>,
-    ) {
+    pub fn process(&mut self, ev: CaptureEvent, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
         stats.events += 1;
         let ts = ev.ts_ns();
         match ev {

@@ -158,11 +158,7 @@ fn sendfile_body_is_a_gap() {
         (OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n", 0),
         (OUT, b"", 5000),
         (IN, b"GET /g HTTP/1.1\r\n\r\n", 0),
-        (
-            OUT,
-            b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
-            0,
-        ),
+        (OUT, b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", 0),
     ]);
     assert_eq!(
         summary(&ex).iter().map(|s| s.2).collect::<Vec<_>>(),
@@ -176,11 +172,7 @@ fn chunked_data_in_gaps() {
     // writev of "1f4\r\n", 500 data bytes, "\r\n" with only the first iovec copied.
     let ex = run(&[
         (IN, b"GET /c HTTP/1.1\r\n\r\n", 0),
-        (
-            OUT,
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-            0,
-        ),
+        (OUT, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", 0),
         (OUT, b"1f4\r\n", 502),
         (OUT, b"0\r\n\r\n", 0),
     ]);
@@ -346,11 +338,7 @@ fn client_role_pairs_egress_requests() {
         Role::Client,
         &[
             (OUT, b"DELETE /x/1 HTTP/1.1\r\n\r\n", 0),
-            (
-                IN,
-                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
-                0,
-            ),
+            (IN, b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n", 0),
         ],
         true,
     );
