@@ -1,6 +1,271 @@
-//! Benchmarks (filled in below).
-use anyhow::Result;
+//! `cargo xtask bench`: figures measured side by side in one run, printed as ratios.
+//!
+//! 1. nginx under wrk at saturation, agent off and on, interleaved rounds: requests/s, the ratio,
+//!    the agent's CPU seconds per 10k requests, kernel drops.
+//! 2. nginx at a fixed 10k requests/s (hey, rate-limited) with the agent on: drops and exchanges.
+//! 3. The userspace pipeline alone: replay of a recording of real traffic, events/s on one core.
+//!
+//! Everything runs on loopback, bounded in time.
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{cargo, target_dir};
+
+const ROUNDS: usize = 3;
+const WRK_SECONDS: u32 = 5;
+const PORT: u16 = 18590;
 
 pub fn run() -> Result<()> {
-    anyhow::bail!("benchmarks not written yet")
+    cargo(&["build", "--release", "-p", "monitor"])?;
+    let bin = target_dir().join("release/apiwatch");
+    let work = std::env::temp_dir().join(format!("apiwatch-bench-{}", std::process::id()));
+    std::fs::create_dir_all(work.join("www"))?;
+    std::fs::write(
+        work.join("www/index.json"),
+        br#"{"status":"ok","items":[1,2,3,4,5,6,7,8]}"#,
+    )?;
+    let nginx = start_nginx(&work)?;
+    let result = benches(&bin, &work);
+    stop(nginx);
+    let _ = std::fs::remove_dir_all(&work);
+    result
+}
+
+fn benches(bin: &Path, work: &Path) -> Result<()> {
+    let url = format!("http://127.0.0.1:{PORT}/index.json");
+    println!(
+        "== nginx under wrk (-t1 -c32 -d{WRK_SECONDS}s), agent off vs on, {ROUNDS} interleaved rounds =="
+    );
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    let mut cpu_per_10k = Vec::new();
+    let mut drops = 0;
+    for round in 1..=ROUNDS {
+        let (rps_off, _) = wrk(&url)?;
+        let agent = Agent::start(bin, &["run", "--exchanges", "/dev/null"])?;
+        let (rps_on, requests) = wrk(&url)?;
+        let cpu = agent.cpu_seconds();
+        let summary = agent.stop()?;
+        let d = ring_drops(&summary);
+        drops += d;
+        let per10k = cpu / (requests as f64 / 10_000.0);
+        println!(
+            "round {round}: off {rps_off:>9.0} req/s | on {rps_on:>9.0} req/s | ratio {:.3} | agent CPU {cpu:.2}s = {per10k:.3}s per 10k req | ring drops {d}",
+            rps_on / rps_off
+        );
+        off.push(rps_off);
+        on.push(rps_on);
+        cpu_per_10k.push(per10k);
+    }
+    let (m_off, m_on) = (median(&off), median(&on));
+    println!(
+        "median: off {m_off:.0} req/s, on {m_on:.0} req/s, throughput ratio {:.3} (loss {:.1}%), agent CPU {:.3}s per 10k requests, ring drops {drops}  [target: loss <= 5%]",
+        m_on / m_off,
+        (1.0 - m_on / m_off) * 100.0,
+        median(&cpu_per_10k)
+    );
+
+    println!("\n== nginx at 10k req/s (hey -c10 -q1000 -z5s), agent on ==");
+    let agent = Agent::start(bin, &["run", "--exchanges", "/dev/null"])?;
+    let out = Command::new("hey")
+        .args(["-c", "10", "-q", "1000", "-z", "5s", &url])
+        .output()
+        .context("hey")?;
+    let summary = agent.stop()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sent = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("[200]")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let rps = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Requests/sec:")
+                .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
+        })
+        .unwrap_or(0.0);
+    let exchanges = summary["pipeline"]["exchanges"].as_u64().unwrap_or(0);
+    println!(
+        "hey: {sent} responses at {rps:.0} req/s | agent: {exchanges} exchanges (server + client side = 2 per request: {}) | ring drops {} [target: 0]",
+        if exchanges == 2 * sent {
+            "all seen"
+        } else {
+            "MISMATCH"
+        },
+        ring_drops(&summary)
+    );
+
+    println!("\n== userspace pipeline alone: replay of a recording of real traffic, one core ==");
+    let rec = work.join("bench.rec");
+    let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;
+    let _ = Command::new("wrk").args(["-t1", "-c8", "-d2s", &url]).output()?;
+    agent.stop()?;
+    let mut best = 0.0f64;
+    let mut events = 0;
+    for _ in 0..3 {
+        let out = Command::new(bin)
+            .args([
+                "replay",
+                rec.to_str().unwrap_or_default(),
+                "--exchanges",
+                "/dev/null",
+            ])
+            .stderr(Stdio::piped())
+            .output()?;
+        let s = summary_of(&String::from_utf8_lossy(&out.stderr))?;
+        events = s["pipeline"]["events"].as_u64().unwrap_or(0);
+        let secs = s["seconds"].as_f64().unwrap_or(1.0);
+        best = best.max(events as f64 / secs);
+    }
+    let size = std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "replay: {events} events ({:.1} MB) at {:.0} events/s (best of 3, includes reading the file and writing JSON) [target: >= 1,000,000]",
+        size as f64 / 1e6,
+        best
+    );
+    Ok(())
+}
+
+fn ring_drops(summary: &serde_json::Value) -> u64 {
+    summary["kernel"]["counters"]
+        .as_array()
+        .and_then(|c| c.iter().find(|p| p[0] == "ring_full"))
+        .and_then(|p| p[1].as_u64())
+        .unwrap_or(0)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    s[s.len() / 2]
+}
+
+/// (requests/s, requests) from one wrk run.
+fn wrk(url: &str) -> Result<(f64, u64)> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{WRK_SECONDS}s"), url])
+        .output()
+        .context("wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rps = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Requests/sec:")
+                .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
+        })
+        .unwrap_or(0.0);
+    let requests = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if rps == 0.0 {
+        bail!("wrk printed no rate:\n{text}");
+    }
+    Ok((rps, requests))
+}
+
+fn start_nginx(work: &Path) -> Result<Child> {
+    let d = work.display();
+    let conf = format!(
+        "daemon off; user root; worker_processes 1; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+         events {{ worker_connections 1024; }}\n\
+         http {{ access_log off; sendfile on; keepalive_requests 1000000; client_body_temp_path {d}/body;\n\
+         server {{ listen 127.0.0.1:{PORT}; root {d}/www; location / {{ }} }} }}\n"
+    );
+    std::fs::write(work.join("nginx.conf"), conf)?;
+    let child = Command::new("nginx")
+        .args(["-c", &format!("{d}/nginx.conf"), "-p", &d.to_string()])
+        .spawn()
+        .context("nginx")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", PORT)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nginx did not start");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(child)
+}
+
+/// SIGTERM, so the nginx master takes its workers down with it.
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+struct Agent {
+    child: Child,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl Agent {
+    /// Starts `apiwatch ARGS` and waits until its probes are attached.
+    fn start(bin: &Path, args: &[&str]) -> Result<Self> {
+        let mut child = Command::new(bin)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", bin.display()))?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("is watching") || line.contains("recording to") {
+                    let _ = tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .context("the agent did not start")?;
+        Ok(Self {
+            child,
+            stderr: reader,
+        })
+    }
+
+    /// User + system CPU time so far, from /proc/PID/stat (fields 14 and 15, clock ticks).
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let after_comm = stat.rsplit(')').next().unwrap_or_default();
+        let f: Vec<&str> = after_comm.split_whitespace().collect();
+        let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks as f64 / 100.0
+    }
+
+    fn stop(mut self) -> Result<serde_json::Value> {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()?;
+        self.child.wait()?;
+        let err = self.stderr.join().unwrap_or_default();
+        summary_of(&err)
+    }
+}
+
+fn summary_of(stderr: &str) -> Result<serde_json::Value> {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("apiwatch summary "))
+        .with_context(|| format!("no summary in:\n{stderr}"))?;
+    Ok(serde_json::from_str(line)?)
 }

@@ -37,6 +37,7 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "nginx",
     "curl",
     "wrk",
+    "hey",
     "python3",
     "iproute2",
     "procps",
