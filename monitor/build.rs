@@ -15,5 +15,5 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::default(),
     )
-    .context("building the eBPF programs failed: run `cargo xtask setup` to install rust-src and bpf-linker")
+    .context("building the eBPF programs (monitor-ebpf) failed, see the messages above; if rust-src or bpf-linker is missing, run `cargo xtask setup`")
 }

@@ -64,8 +64,11 @@ pub enum Stat {
     BytesNotCopied = 6,
     /// A vectored call had more data than its first iovec; the rest was counted, not copied.
     VectoredPartial = 7,
+    /// Not a counter: bytes waiting in the ring as last seen by a probe on this CPU (userspace
+    /// takes the maximum over CPUs).
+    RingAvailBytes = 8,
 }
-pub const STAT_COUNT: u32 = 8;
+pub const STAT_COUNT: u32 = 9;
 
 impl Stat {
     pub const ALL: [Stat; STAT_COUNT as usize] = [
@@ -77,6 +80,7 @@ impl Stat {
         Stat::ConnNotHttp,
         Stat::BytesNotCopied,
         Stat::VectoredPartial,
+        Stat::RingAvailBytes,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -89,6 +93,7 @@ impl Stat {
             Stat::ConnNotHttp => "conn_not_http",
             Stat::BytesNotCopied => "bytes_not_copied",
             Stat::VectoredPartial => "vectored_partial",
+            Stat::RingAvailBytes => "ring_avail_bytes",
         }
     }
 }

@@ -8,23 +8,45 @@ use serde::Serialize;
 
 use crate::capture::CaptureEvent;
 use crate::capture::kernel::{CaptureError, KernelCapture, KernelConfig, KernelStats, unix_now_ns};
+use crate::enrich::RouteTable;
+use crate::metrics::Metrics;
 use crate::output::ExchangeSink;
 use crate::record::{RecordError, RecordReader, RecordWriter};
 use crate::redact::Redactor;
 use crate::stats::PipelineStats;
 use crate::stream::{ConnTable, StreamConfig};
+use std::sync::Arc;
 
 /// Batches in flight between capture and the pipeline; when full, capture stops draining the
 /// ring and the kernel counts what it cannot write (`ring_full`), so nothing is lost unseen.
 const CHANNEL_BATCHES: usize = 64;
 const BATCH_EVENTS: usize = 1024;
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct AgentOptions {
     pub kernel: KernelConfig,
     pub stream: StreamConfig,
+    pub routes: RouteLimits,
     /// Only these processes (tgids); empty means all.
     pub pids: Vec<u32>,
+    /// Where exchanges and counters are also recorded for /metrics, when enabled.
+    pub metrics: Option<Arc<Metrics>>,
+}
+
+/// Bounds of the enrich stage's route table.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLimits {
+    pub max_services: usize,
+    pub max_routes_per_service: usize,
+}
+
+impl Default for RouteLimits {
+    fn default() -> Self {
+        Self {
+            max_services: 256,
+            max_routes_per_service: 200,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -59,9 +81,11 @@ pub enum Consumer {
     Record(RecordWriter<Box<dyn std::io::Write + Send>>),
 }
 
-/// The reassembly stage and its sink, driven event by event.
+/// The stages above capture, driven event by event: reassembly, enrich, metrics, sink.
 pub struct Pipeline {
     table: ConnTable,
+    routes: RouteTable,
+    metrics: Option<Arc<Metrics>>,
     pub stats: PipelineStats,
     sink: Box<dyn ExchangeSink>,
     pids: Vec<u32>,
@@ -70,12 +94,14 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(stream: StreamConfig, sink: Box<dyn ExchangeSink>, pids: Vec<u32>) -> Self {
+    pub fn new(opts: &AgentOptions, sink: Box<dyn ExchangeSink>) -> Self {
         Self {
-            table: ConnTable::new(stream),
+            table: ConnTable::new(opts.stream.clone()),
+            routes: RouteTable::new(opts.routes.max_services, opts.routes.max_routes_per_service),
+            metrics: opts.metrics.clone(),
             stats: PipelineStats::default(),
             sink,
-            pids,
+            pids: opts.pids.clone(),
             filtered_events: 0,
             scratch: Vec::new(),
         }
@@ -102,12 +128,20 @@ impl Pipeline {
         self.sink.flush();
     }
 
-    pub fn flush_sink(&mut self) {
+    /// After a batch: flush the sink, bring the metrics' counters up to date.
+    pub fn end_batch(&mut self) {
         self.sink.flush();
+        if let Some(m) = &self.metrics {
+            m.update_pipeline(&self.stats, self.routes.routes_folded);
+        }
     }
 
     fn emit(&mut self) {
-        for ex in self.scratch.drain(..) {
+        for mut ex in self.scratch.drain(..) {
+            self.routes.enrich(&mut ex);
+            if let Some(m) = &self.metrics {
+                m.observe(&ex);
+            }
             self.sink.write(&ex);
         }
     }
@@ -129,7 +163,7 @@ pub fn replay<R: BufRead>(
 ) -> Result<Summary, RecordError> {
     let start = Instant::now();
     let mut reader = RecordReader::new(input)?;
-    let mut pipeline = Pipeline::new(opts.stream.clone(), sink, opts.pids.clone());
+    let mut pipeline = Pipeline::new(opts, sink);
     let mut last_ts = 0;
     while let Some(ev) = reader.next_event()? {
         last_ts = ev.ts_ns();
@@ -208,15 +242,17 @@ async fn capture_loop(
         }
     };
     let (tx, rx) = sync_channel::<Msg>(CHANNEL_BATCHES);
-    let pids = opts.pids.clone();
-    let stream = opts.stream.clone();
+    let worker_opts = opts.clone();
     let worker = std::thread::Builder::new()
         .name("apiwatch-pipeline".into())
-        .spawn(move || consume(rx, consumer, stream, pids))?;
+        .spawn(move || consume(rx, consumer, &worker_opts))?;
     if !seeded.is_empty() {
         let _ = tx.send(Msg::Events(seeded));
     }
     let _ = ready.send(Ok(()));
+    if let Some(m) = &opts.metrics {
+        m.ready.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut batch = Vec::with_capacity(BATCH_EVENTS);
@@ -233,6 +269,10 @@ async fn capture_loop(
             }
             _ = tick.tick() => {
                 let _ = tx.send(Msg::Tick(unix_now_ns()));
+                if let Some(m) = &opts.metrics {
+                    let k = capture.kernel_stats();
+                    m.update_kernel(&k, k.get(monitor_common::Stat::RingAvailBytes));
+                }
             }
         }
     }
@@ -257,22 +297,18 @@ async fn capture_loop(
     })
 }
 
-fn consume(
-    rx: Receiver<Msg>,
-    consumer: Consumer,
-    stream: StreamConfig,
-    pids: Vec<u32>,
-) -> (PipelineStats, u64) {
+fn consume(rx: Receiver<Msg>, consumer: Consumer, opts: &AgentOptions) -> (PipelineStats, u64) {
+    let pids = &opts.pids;
     match consumer {
         Consumer::Exchanges(sink) => {
-            let mut p = Pipeline::new(stream, sink, pids);
+            let mut p = Pipeline::new(opts, sink);
             while let Ok(msg) = rx.recv() {
                 match msg {
                     Msg::Events(batch) => {
                         for ev in batch {
                             p.process(ev);
                         }
-                        p.flush_sink();
+                        p.end_batch();
                     }
                     Msg::Tick(now) => p.tick(now),
                 }

@@ -9,8 +9,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::agent::{self, AgentOptions, Consumer, LiveAgent, Summary};
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::metrics::server::MetricsServer;
 use crate::output::{ExchangeSink, JsonLines};
 use crate::record::RecordWriter;
+use std::sync::Arc;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -55,6 +58,10 @@ pub struct RunArgs {
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
     #[arg(long)]
     pub duration: Option<f64>,
+    /// Address of /metrics, /healthz, /readyz, /api/v1/routes (ip:port, or off); overrides
+    /// metrics.listen.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -102,13 +109,16 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
     }
 }
 
-fn options(common: &CommonArgs) -> Result<AgentOptions> {
+fn options(common: &CommonArgs) -> Result<(AgentOptions, Config)> {
     let cfg = load_config(common.config.as_ref())?;
-    Ok(AgentOptions {
+    let opts = AgentOptions {
         kernel: cfg.kernel(),
         stream: cfg.stream(),
+        routes: cfg.routes(),
         pids: common.pids.clone(),
-    })
+        metrics: None,
+    };
+    Ok((opts, cfg))
 }
 
 fn exchange_sink(target: &str) -> Result<Box<dyn ExchangeSink>> {
@@ -121,7 +131,26 @@ fn exchange_sink(target: &str) -> Result<Box<dyn ExchangeSink>> {
 }
 
 fn run(a: RunArgs) -> Result<()> {
-    let opts = options(&a.common)?;
+    let (mut opts, mut cfg) = options(&a.common)?;
+    if let Some(addr) = &a.metrics_addr {
+        cfg.metrics.listen = addr.clone();
+    }
+    // The endpoint binds before the probes load, so a port in use fails fast and clearly.
+    let mut _server = None;
+    if let Some(m) = cfg.metrics() {
+        let metrics = Arc::new(Metrics::new(&m, cfg.capture.ring_bytes));
+        _server = Some(MetricsServer::start(m.listen, metrics.clone())?);
+        log::info!(
+            "metrics on http://{}/metrics (also /healthz, /readyz, /api/v1/routes)",
+            m.listen
+        );
+        opts.metrics = Some(metrics);
+    } else if cfg.metrics.listen != "off" {
+        anyhow::bail!(
+            "--metrics-addr must be ip:port or off, is {:?}",
+            cfg.metrics.listen
+        );
+    }
     let agent = LiveAgent::start(opts, Consumer::Exchanges(exchange_sink(&a.exchanges)?))?;
     log::info!("apiwatch is watching HTTP traffic on this host");
     wait(a.duration)?;
@@ -129,7 +158,7 @@ fn run(a: RunArgs) -> Result<()> {
 }
 
 fn record(a: RecordArgs) -> Result<()> {
-    let opts = options(&a.common)?;
+    let (opts, _) = options(&a.common)?;
     let file = File::create(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
     let out: Box<dyn std::io::Write + Send> = Box::new(BufWriter::new(file));
     let agent = LiveAgent::start(opts, Consumer::Record(RecordWriter::new(out)?))?;
@@ -142,6 +171,7 @@ fn replay(a: ReplayArgs) -> Result<()> {
     let cfg = load_config(a.config.as_ref())?;
     let opts = AgentOptions {
         stream: cfg.stream(),
+        routes: cfg.routes(),
         ..AgentOptions::default()
     };
     let file = File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?;

@@ -23,6 +23,17 @@ stream:
   max_connections: 65536
   # A connection silent this long is closed and its open exchanges reported.
   idle_timeout_secs: 120
+metrics:
+  # Address of /metrics, /healthz, /readyz and /api/v1/routes; "off" turns the endpoint off.
+  listen: "127.0.0.1:9464"
+  # Label sets per HTTP metric family; beyond it observations fold into one __other__ set.
+  max_series: 2000
+  # Services named at most (server: comm:port, client: comm); the rest fold into __other__.
+  max_services: 256
+  # Routes per service; the rest fold into the route __other__.
+  max_routes_per_service: 200
+  # (service, route, method) entries in /api/v1/routes.
+  max_inventory_routes: 4096
 "#;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -30,6 +41,29 @@ stream:
 pub struct Config {
     pub capture: CaptureSection,
     pub stream: StreamSection,
+    pub metrics: MetricsSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    pub listen: String,
+    pub max_series: usize,
+    pub max_services: usize,
+    pub max_routes_per_service: usize,
+    pub max_inventory_routes: usize,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".into(),
+            max_series: 2000,
+            max_services: 256,
+            max_routes_per_service: 200,
+            max_inventory_routes: 4096,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -52,6 +86,7 @@ impl Default for Config {
         Self {
             capture: CaptureSection::default(),
             stream: StreamSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }
@@ -202,6 +237,23 @@ impl Config {
             format!("must be at least 16, is {}", self.stream.max_connections),
         );
         check(
+            self.metrics.listen == "off" || self.metrics.listen.parse::<std::net::SocketAddr>().is_ok(),
+            &["metrics", "listen"],
+            format!("must be ip:port or \"off\", is {:?}", self.metrics.listen),
+        );
+        for (name, value, min) in [
+            ("max_series", self.metrics.max_series, 10),
+            ("max_services", self.metrics.max_services, 1),
+            ("max_routes_per_service", self.metrics.max_routes_per_service, 1),
+            ("max_inventory_routes", self.metrics.max_inventory_routes, 1),
+        ] {
+            check(
+                value >= min,
+                &["metrics", name],
+                format!("must be at least {min}, is {value}"),
+            );
+        }
+        check(
             self.stream.idle_timeout_secs >= 1,
             &["stream", "idle_timeout_secs"],
             "must be at least 1".into(),
@@ -214,6 +266,23 @@ impl Config {
             capture_bytes: self.capture.bytes,
             ring_bytes: self.capture.ring_bytes,
             drain_interval: std::time::Duration::from_millis(self.capture.drain_interval_ms),
+        }
+    }
+
+    /// None when the endpoint is off.
+    pub fn metrics(&self) -> Option<crate::metrics::MetricsOptions> {
+        let listen = self.metrics.listen.parse().ok()?;
+        Some(crate::metrics::MetricsOptions {
+            listen,
+            max_series: self.metrics.max_series,
+            max_inventory_routes: self.metrics.max_inventory_routes,
+        })
+    }
+
+    pub fn routes(&self) -> crate::agent::RouteLimits {
+        crate::agent::RouteLimits {
+            max_services: self.metrics.max_services,
+            max_routes_per_service: self.metrics.max_routes_per_service,
         }
     }
 

@@ -23,9 +23,16 @@ pub struct Exchange {
     pub path: String,
     pub query_keys: Vec<String>,
     pub host: Option<String>,
+    /// Set by the enrich stage: `comm:port` of the serving process, or the calling process.
+    pub service: String,
+    /// Set by the enrich stage: the path's route template (`/users/{id}`).
+    pub route: String,
     pub status: Option<u16>,
+    /// Bytes on the wire, head and body.
     pub req_bytes: u64,
     pub resp_bytes: u64,
+    pub req_body_bytes: u64,
+    pub resp_body_bytes: u64,
     pub latency_us: Option<u64>,
     pub auth_scheme: AuthScheme,
     pub http_version: &'static str,
@@ -63,4 +70,49 @@ fn addr<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> 
 
 pub fn version_str(v: u8) -> &'static str {
     if v == 0 { "1.0" } else { "1.1" }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> Exchange {
+        Exchange {
+            ts: 1_700_000_000_123_456_789,
+            pid: 10,
+            comm: "nginx".into(),
+            role: Role::Server,
+            local: Some("127.0.0.1:8080".parse().unwrap()),
+            peer: Some("[::1]:40000".parse().unwrap()),
+            tls: false,
+            method: "GET".into(),
+            path: "/users/42".into(),
+            query_keys: vec!["q".into()],
+            host: Some("api".into()),
+            service: String::new(),
+            route: String::new(),
+            status: Some(200),
+            req_bytes: 100,
+            resp_bytes: 300,
+            req_body_bytes: 0,
+            resp_body_bytes: 200,
+            latency_us: Some(1500),
+            auth_scheme: AuthScheme::Bearer,
+            http_version: "1.1",
+            user_agent: None,
+            truncated: false,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn json_line() {
+        let j = sample().to_json();
+        assert!(
+            j.starts_with(r#"{"ts":"2023-11-14T22:13:20.123456Z","pid":10,"#),
+            "{j}"
+        );
+        assert!(j.contains(r#""peer":"[::1]:40000""#));
+        assert!(j.contains(r#""auth_scheme":"bearer""#));
+    }
 }

@@ -14,14 +14,18 @@ use monitor_common::{
 use super::traced_pid_tgid;
 use crate::maps::{
     ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CAPTURE_BYTES, CONNS, DATA_ARGS, DataArgs, EVENTS,
-    WAKEUP_BYTES, count, global_u32, global_u64,
+    STATS, WAKEUP_BYTES, count, global_u32, global_u64,
 };
 
 /// Submit without waking the reader unless enough data waits: a wakeup per record would cost
 /// the traced thread over a microsecond; the reader drains on a short timer instead.
 #[inline(always)]
 pub fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= global_u64(&WAKEUP_BYTES) {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if let Some(p) = STATS.get_ptr_mut(Stat::RingAvailBytes as u32) {
+        unsafe { *p = avail };
+    }
+    if avail >= global_u64(&WAKEUP_BYTES) {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

@@ -34,7 +34,7 @@ pub fn is_secret_header(name: &str) -> bool {
         || API_KEY_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum AuthScheme {
     #[default]

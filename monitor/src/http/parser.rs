@@ -22,7 +22,12 @@ pub enum ParseEvent {
     Head { head: Head, ts_ns: u64 },
     /// The message that began with the last `Head` ended; `bytes` counts head and body on the
     /// wire; `complete` is false when it ended at a close or a loss of framing.
-    End { bytes: u64, ts_ns: u64, complete: bool },
+    End {
+        bytes: u64,
+        head_bytes: u64,
+        ts_ns: u64,
+        complete: bool,
+    },
     /// The connection switched protocols (101, CONNECT): nothing more is parsed on it.
     Tunnel,
     /// Bytes that could not be parsed; the parser is resynchronising.
@@ -93,6 +98,8 @@ pub struct MessageParser {
     line_buf: Vec<u8>,
     /// Wire bytes of the current message so far.
     msg_bytes: u64,
+    /// Bytes of the current message's head (the rest of msg_bytes is body).
+    head_bytes: u64,
     /// Final responses ended during the current `feed` (see `RequestMethods`).
     ended_in_feed: usize,
     /// The message in progress is a final (non-1xx) response: its end answers a request.
@@ -115,6 +122,7 @@ impl MessageParser {
             head_buf: Vec::new(),
             line_buf: Vec::new(),
             msg_bytes: 0,
+            head_bytes: 0,
             ended_in_feed: 0,
             in_final_response: false,
             head_ts: 0,
@@ -166,6 +174,7 @@ impl MessageParser {
             State::Head => {
                 if let Some(head) = parse_truncated_head(&self.head_buf) {
                     self.msg_bytes = self.head_buf.len() as u64;
+                    self.head_bytes = self.msg_bytes;
                     self.in_final_response = is_final_response(&head);
                     out.push(ParseEvent::Head {
                         head,
@@ -217,6 +226,7 @@ impl MessageParser {
                             let used = len - prev;
                             data = &data[used..];
                             self.msg_bytes = len as u64;
+                            self.head_bytes = len as u64;
                             self.head_buf.clear();
                             self.start_body(head, ts_ns, methods, out);
                         }
@@ -373,6 +383,7 @@ impl MessageParser {
                         Some(head) => {
                             // Part of the gap is the rest of the head, part maybe a body: unknown.
                             self.msg_bytes = self.head_buf.len() as u64 + gap;
+                            self.head_bytes = self.msg_bytes;
                             self.in_final_response = is_final_response(&head);
                             out.push(ParseEvent::Head {
                                 head,
@@ -456,12 +467,15 @@ impl MessageParser {
             self.ended_in_feed += 1;
             self.in_final_response = false;
         }
+        let head_bytes = self.head_bytes.min(self.msg_bytes);
         out.push(ParseEvent::End {
             bytes: self.msg_bytes,
+            head_bytes,
             ts_ns,
             complete,
         });
         self.msg_bytes = 0;
+        self.head_bytes = 0;
         self.state = State::Idle;
     }
 

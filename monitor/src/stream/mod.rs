@@ -32,6 +32,7 @@ struct PendingRequest {
     head: RequestHead,
     ts_ns: u64,
     bytes: u64,
+    body_bytes: u64,
     ended: bool,
 }
 
@@ -255,7 +256,14 @@ impl ConnTable {
         // Requests that never got a response still happened: report them without a status.
         while let Some(req) = conn.pending.0.pop_front() {
             stats.requests_unanswered += 1;
-            out.push(build_exchange(id, &conn, req, None, ts_ns, 0, false));
+            out.push(build_exchange(
+                id,
+                &conn,
+                req,
+                None,
+                ts_ns,
+                ResponseSize::default(),
+            ));
             stats.exchanges += 1;
         }
     }
@@ -297,6 +305,7 @@ fn handle(
                 head: req.clone(),
                 ts_ns: *ts_ns,
                 bytes: 0,
+                body_bytes: 0,
                 ended: false,
             });
             conn.request_open = true;
@@ -324,6 +333,7 @@ fn handle(
         }
         ParseEvent::End {
             bytes,
+            head_bytes,
             ts_ns,
             complete,
         } => {
@@ -331,6 +341,7 @@ fn handle(
                 if conn.request_open {
                     if let Some(req) = conn.pending.0.back_mut() {
                         req.bytes = *bytes;
+                        req.body_bytes = bytes - head_bytes;
                         req.ended = *complete;
                     }
                     conn.request_open = false;
@@ -344,7 +355,12 @@ fn handle(
                 stats.orphan_responses += 1;
                 return;
             };
-            let mut ex = build_exchange(id, conn, req, Some(status), *ts_ns, *bytes, *complete);
+            let resp = ResponseSize {
+                bytes: *bytes,
+                body_bytes: bytes - head_bytes,
+                complete: *complete,
+            };
+            let mut ex = build_exchange(id, conn, req, Some(status), *ts_ns, resp);
             ex.truncated |= truncated;
             out.push(ex);
             stats.exchanges += 1;
@@ -358,19 +374,26 @@ fn handle(
     }
 }
 
+#[derive(Default)]
+struct ResponseSize {
+    bytes: u64,
+    body_bytes: u64,
+    complete: bool,
+}
+
 fn build_exchange(
     id: ConnId,
     conn: &Conn,
     req: PendingRequest,
     status: Option<u16>,
     end_ts: u64,
-    resp_bytes: u64,
-    resp_complete: bool,
+    resp: ResponseSize,
 ) -> Exchange {
     let PendingRequest {
         head,
         ts_ns,
         bytes,
+        body_bytes,
         ended,
     } = req;
     Exchange {
@@ -386,14 +409,18 @@ fn build_exchange(
         query_keys: head.query_keys,
         host: head.host,
         status,
+        service: String::new(),
+        route: String::new(),
         req_bytes: bytes,
-        resp_bytes,
+        resp_bytes: resp.bytes,
+        req_body_bytes: body_bytes,
+        resp_body_bytes: resp.body_bytes,
         latency_us: status.map(|_| end_ts.saturating_sub(ts_ns) / 1000),
         auth_scheme: head.auth_scheme,
         http_version: version_str(head.version),
         user_agent: head.user_agent,
         truncated: head.truncated,
-        complete: status.is_some() && ended && resp_complete,
+        complete: status.is_some() && ended && resp.complete,
     }
 }
 

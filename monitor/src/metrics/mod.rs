@@ -1,0 +1,438 @@
+//! Metrics: Prometheus families named after the OpenTelemetry HTTP semantic conventions, the
+//! agent's own health, and the route inventory; served by `server`.
+//!
+//! Cardinality is bounded twice: the enrich stage caps services and routes per service, and each
+//! HTTP family here caps its label sets at `max_series`; an exchange that would open a label set
+//! beyond it is recorded in the single overflow set (every label `__other__`), so a family never
+//! holds more than `max_series + 1` label sets.
+pub mod inventory;
+pub mod server;
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::capture::Role;
+use crate::capture::kernel::KernelStats;
+use crate::exchange::Exchange;
+use crate::stats::PipelineStats;
+use monitor_common::Stat;
+
+pub use inventory::Inventory;
+
+pub const OVERFLOW: &str = "__other__";
+
+/// Seconds; OTel's recommended boundaries with finer steps below 5 ms for local APIs.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+const SIZE_BUCKETS: &[f64] = &[
+    0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+];
+
+/// Methods kept as label values; others become `_OTHER` (OTel convention).
+const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+#[derive(Clone, Debug)]
+pub struct MetricsOptions {
+    pub listen: std::net::SocketAddr,
+    pub max_series: usize,
+    pub max_inventory_routes: usize,
+}
+
+impl Default for MetricsOptions {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".parse().expect("static address"),
+            max_series: 2000,
+            max_inventory_routes: 4096,
+        }
+    }
+}
+
+struct Family {
+    hist: HistogramVec,
+    seen: HashSet<Vec<String>>,
+}
+
+impl Family {
+    fn observe(&mut self, labels: Vec<String>, value: f64, max_series: usize, overflowed: &IntCounter) {
+        let labels = if self.seen.contains(&labels) {
+            labels
+        } else if self.seen.len() < max_series {
+            self.seen.insert(labels.clone());
+            labels
+        } else {
+            overflowed.inc();
+            vec![OVERFLOW.to_string(); labels.len()]
+        };
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        self.hist.with_label_values(&refs).observe(value);
+    }
+}
+
+/// The HTTP families, behind one lock (observed from the pipeline thread, read at scrape time).
+struct HttpFamilies {
+    server_duration: Family,
+    client_duration: Family,
+    server_request_body: Family,
+    server_response_body: Family,
+    client_request_body: Family,
+    client_response_body: Family,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    max_series: usize,
+    http: Mutex<HttpFamilies>,
+    pub inventory: Mutex<Inventory>,
+    exchanges: IntCounterVec,
+    series_overflow: IntCounter,
+    routes_folded: IntCounter,
+    events: IntCounter,
+    kernel_events: IntCounter,
+    dropped: IntCounterVec,
+    parse_errors: IntCounterVec,
+    bytes_not_seen: IntCounter,
+    connections: IntGauge,
+    ring_fill: Gauge,
+    ring_bytes: f64,
+    last: Mutex<(PipelineStats, KernelStats, u64)>,
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+fn family(registry: &Registry, name: &str, help: &str, buckets: &[f64], labels: &[&str]) -> Family {
+    let hist = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels)
+        .expect("valid metric definition");
+    registry
+        .register(Box::new(hist.clone()))
+        .expect("unique metric name");
+    Family {
+        hist,
+        seen: HashSet::new(),
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric name");
+    c
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).expect("valid metric definition");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric name");
+    c
+}
+
+const SERVER_LABELS: &[&str] = &[
+    "service",
+    "http_request_method",
+    "http_route",
+    "http_response_status_code",
+    "server_port",
+];
+const CLIENT_LABELS: &[&str] = &[
+    "service",
+    "http_request_method",
+    "http_route",
+    "http_response_status_code",
+    "server_address",
+    "server_port",
+];
+const SIZE_LABELS: &[&str] = &["service", "http_request_method", "http_route"];
+
+impl Metrics {
+    pub fn new(opts: &MetricsOptions, ring_bytes: u32) -> Self {
+        let r = Registry::new();
+        let http = HttpFamilies {
+            server_duration: family(
+                &r,
+                "http_server_request_duration_seconds",
+                "Duration of HTTP server requests seen on this host (first request byte to last response byte).",
+                DURATION_BUCKETS,
+                SERVER_LABELS,
+            ),
+            client_duration: family(
+                &r,
+                "http_client_request_duration_seconds",
+                "Duration of HTTP client requests made from this host.",
+                DURATION_BUCKETS,
+                CLIENT_LABELS,
+            ),
+            server_request_body: family(
+                &r,
+                "http_server_request_body_size_bytes",
+                "Size of HTTP server request bodies.",
+                SIZE_BUCKETS,
+                SIZE_LABELS,
+            ),
+            server_response_body: family(
+                &r,
+                "http_server_response_body_size_bytes",
+                "Size of HTTP server response bodies.",
+                SIZE_BUCKETS,
+                SIZE_LABELS,
+            ),
+            client_request_body: family(
+                &r,
+                "http_client_request_body_size_bytes",
+                "Size of HTTP client request bodies.",
+                SIZE_BUCKETS,
+                SIZE_LABELS,
+            ),
+            client_response_body: family(
+                &r,
+                "http_client_response_body_size_bytes",
+                "Size of HTTP client response bodies.",
+                SIZE_BUCKETS,
+                SIZE_LABELS,
+            ),
+        };
+        let connections = IntGauge::new(
+            "apiwatch_connections_tracked",
+            "Connections the reassembly stage tracks now.",
+        )
+        .expect("valid");
+        r.register(Box::new(connections.clone())).expect("unique");
+        let ring_fill = Gauge::new(
+            "apiwatch_ring_buffer_fill_ratio",
+            "Share of the kernel ring buffer waiting to be read, as last seen by the probes.",
+        )
+        .expect("valid");
+        r.register(Box::new(ring_fill.clone())).expect("unique");
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            let _ = r.register(Box::new(pc));
+        }
+        let m = Self {
+            max_series: opts.max_series,
+            http: Mutex::new(http),
+            inventory: Mutex::new(Inventory::new(opts.max_inventory_routes)),
+            exchanges: counter_vec(
+                &r,
+                "apiwatch_exchanges_total",
+                "HTTP exchanges reconstructed, by role.",
+                &["role"],
+            ),
+            series_overflow: counter(
+                &r,
+                "apiwatch_metric_series_overflow_total",
+                "Observations folded into the overflow label set because a family reached its series cap.",
+            ),
+            routes_folded: counter(
+                &r,
+                "apiwatch_routes_folded_total",
+                "Exchanges whose route was folded into __other__ because their service reached its route cap.",
+            ),
+            events: counter(
+                &r,
+                "apiwatch_events_total",
+                "Capture events received from the kernel.",
+            ),
+            kernel_events: counter(
+                &r,
+                "apiwatch_kernel_events_submitted_total",
+                "Events the kernel probes wrote to the ring buffer.",
+            ),
+            dropped: counter_vec(
+                &r,
+                "apiwatch_events_dropped_total",
+                "Events or data lost, by reason.",
+                &["reason"],
+            ),
+            parse_errors: counter_vec(
+                &r,
+                "apiwatch_parse_errors_total",
+                "HTTP parse errors, by kind.",
+                &["kind"],
+            ),
+            bytes_not_seen: counter(
+                &r,
+                "apiwatch_bytes_not_captured_total",
+                "Bytes moved by sockets beyond the captured prefix (counted, not copied).",
+            ),
+            connections,
+            ring_fill,
+            ring_bytes: ring_bytes as f64,
+            last: Mutex::new((PipelineStats::default(), KernelStats::default(), 0)),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            registry: r,
+        };
+        // Every drop reason and parse error kind exists from the start, at zero.
+        for reason in DROP_REASONS {
+            m.dropped.with_label_values(&[reason.1]);
+        }
+        for kind in ["malformed", "head_too_large", "framing_lost", "bad_chunk"] {
+            m.parse_errors.with_label_values(&[kind]);
+        }
+        for role in ["server", "client"] {
+            m.exchanges.with_label_values(&[role]);
+        }
+        m
+    }
+
+    /// Records one enriched exchange.
+    pub fn observe(&self, ex: &Exchange) {
+        self.exchanges.with_label_values(&[ex.role.as_str()]).inc();
+        let method = if KNOWN_METHODS.contains(&ex.method.as_str()) {
+            ex.method.clone()
+        } else {
+            "_OTHER".into()
+        };
+        let status = ex.status.map(|s| s.to_string()).unwrap_or_default();
+        let seconds = ex.latency_us.unwrap_or(0) as f64 / 1e6;
+        let size_labels = vec![ex.service.clone(), method.clone(), ex.route.clone()];
+        let max = self.max_series;
+        let over = &self.series_overflow;
+        if let Ok(mut f) = self.http.lock() {
+            match ex.role {
+                Role::Server => {
+                    let port = ex.local.map(|a| a.port().to_string()).unwrap_or_default();
+                    if ex.status.is_some() {
+                        f.server_duration.observe(
+                            vec![ex.service.clone(), method, ex.route.clone(), status, port],
+                            seconds,
+                            max,
+                            over,
+                        );
+                    }
+                    f.server_request_body
+                        .observe(size_labels.clone(), ex.req_body_bytes as f64, max, over);
+                    f.server_response_body
+                        .observe(size_labels, ex.resp_body_bytes as f64, max, over);
+                }
+                Role::Client => {
+                    let (addr, port) = match ex.peer {
+                        Some(a) => (a.ip().to_string(), a.port().to_string()),
+                        None => (String::new(), String::new()),
+                    };
+                    if ex.status.is_some() {
+                        f.client_duration.observe(
+                            vec![ex.service.clone(), method, ex.route.clone(), status, addr, port],
+                            seconds,
+                            max,
+                            over,
+                        );
+                    }
+                    f.client_request_body
+                        .observe(size_labels.clone(), ex.req_body_bytes as f64, max, over);
+                    f.client_response_body
+                        .observe(size_labels, ex.resp_body_bytes as f64, max, over);
+                }
+            }
+        }
+        if let Ok(mut inv) = self.inventory.lock() {
+            inv.observe(ex);
+        }
+    }
+
+    /// Brings the counters up to the pipeline's totals (called after each batch).
+    pub fn update_pipeline(&self, s: &PipelineStats, routes_folded: u64) {
+        let Ok(mut last) = self.last.lock() else { return };
+        let p = &last.0;
+        self.events.inc_by(s.events.saturating_sub(p.events));
+        self.bytes_not_seen
+            .inc_by(s.bytes_not_seen.saturating_sub(p.bytes_not_seen));
+        for (kind, now, before) in [
+            ("malformed", s.parse_errors.malformed, p.parse_errors.malformed),
+            (
+                "head_too_large",
+                s.parse_errors.head_too_large,
+                p.parse_errors.head_too_large,
+            ),
+            (
+                "framing_lost",
+                s.parse_errors.framing_lost,
+                p.parse_errors.framing_lost,
+            ),
+            ("bad_chunk", s.parse_errors.bad_chunk, p.parse_errors.bad_chunk),
+        ] {
+            self.parse_errors
+                .with_label_values(&[kind])
+                .inc_by(now.saturating_sub(before));
+        }
+        self.dropped
+            .with_label_values(&["pending_request_overflow"])
+            .inc_by(s.pending_overflow.saturating_sub(p.pending_overflow));
+        self.dropped
+            .with_label_values(&["connection_evicted"])
+            .inc_by(s.connections_evicted.saturating_sub(p.connections_evicted));
+        self.routes_folded.inc_by(routes_folded.saturating_sub(last.2));
+        self.connections.set(s.connections as i64);
+        last.0 = s.clone();
+        last.2 = routes_folded;
+    }
+
+    /// Brings the kernel counters up to date (called on the capture thread's tick).
+    pub fn update_kernel(&self, k: &KernelStats, ring_avail_bytes: u64) {
+        let Ok(mut last) = self.last.lock() else { return };
+        let before = &last.1;
+        self.kernel_events.inc_by(
+            k.get(Stat::EventsSubmitted)
+                .saturating_sub(before.get(Stat::EventsSubmitted)),
+        );
+        for (stat, reason) in DROP_REASONS.iter().filter_map(|(s, r)| s.map(|s| (s, *r))) {
+            self.dropped
+                .with_label_values(&[reason])
+                .inc_by(k.get(stat).saturating_sub(before.get(stat)));
+        }
+        self.ring_fill
+            .set(ring_avail_bytes as f64 / self.ring_bytes.max(1.0));
+        last.1 = k.clone();
+    }
+}
+
+/// Drop reasons exported; the kernel ones map to a `Stat`, the userspace ones have none.
+const DROP_REASONS: &[(Option<Stat>, &str)] = &[
+    (Some(Stat::RingFull), "ring_full"),
+    (Some(Stat::ReadUserFailed), "read_user_failed"),
+    (Some(Stat::ConnMapInsertFailed), "conn_map_full"),
+    (Some(Stat::ArgsMapFull), "args_map_full"),
+    (None, "pending_request_overflow"),
+    (None, "connection_evicted"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_capped_with_one_overflow_set() {
+        let m = Metrics::new(
+            &MetricsOptions {
+                max_series: 50,
+                ..MetricsOptions::default()
+            },
+            1 << 20,
+        );
+        let mut ex = crate::exchange::tests::sample();
+        ex.service = "nginx:8080".into();
+        for i in 0..1000 {
+            ex.route = format!("/r{i}");
+            m.observe(&ex);
+        }
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&m.registry.gather())
+            .unwrap();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count"))
+            .count();
+        assert_eq!(series, 51);
+        assert!(text.contains(r#"http_route="__other__""#));
+        // 950 folded observations in each of three families: duration, request and response body.
+        assert!(
+            text.contains("apiwatch_metric_series_overflow_total 2850"),
+            "{text}"
+        );
+    }
+}
