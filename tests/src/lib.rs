@@ -137,6 +137,11 @@ pub struct Nginx {
 
 impl Nginx {
     pub fn start(files: &[(&str, &[u8])]) -> Self {
+        Self::start_with(files, "")
+    }
+
+    /// `locations`: extra nginx `location` blocks (e.g. fixed-status API endpoints).
+    pub fn start_with(files: &[(&str, &[u8])], locations: &str) -> Self {
         let dir = TempDir::new("nginx");
         let port = free_port();
         let www = dir.path().join("www");
@@ -148,10 +153,10 @@ impl Nginx {
         let conf = format!(
             "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log {d}/access.log;\n  sendfile on;\n  keepalive_timeout 65;\n  keepalive_requests 1000000;\n\
+             http {{\n  access_log {d}/access.log;\n  sendfile on;\n  keepalive_timeout 65;\n  keepalive_requests 1000000;\n  log_not_found off;\n\
              client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {d}/www;\n    location / {{ }}\n  }}\n}}\n"
+             server {{\n    listen 127.0.0.1:{port};\n    root {d}/www;\n    location / {{ }}\n    {locations}\n  }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -247,4 +252,133 @@ pub fn client_side(ex: &[Exchange], port: u16) -> Vec<&Exchange> {
     ex.iter()
         .filter(|e| e.role == monitor::capture::Role::Client && e.peer.map(|a| a.port()) == Some(port))
         .collect()
+}
+
+/// The `apiwatch` binary: $APIWATCH_BIN (the release build, set by `cargo xtask test`), else
+/// target/<profile>/apiwatch next to this test.
+pub fn apiwatch_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("APIWATCH_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("apiwatch");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p monitor` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// `apiwatch run` with its metrics endpoint on `metrics_port`, waited on until /readyz answers.
+pub fn start_agent_binary(metrics_port: u16, extra: &[&str]) -> Proc {
+    let child = Command::new(apiwatch_bin())
+        .args([
+            "run",
+            "--exchanges",
+            "/dev/null",
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let proc = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("http://127.0.0.1:{metrics_port}/readyz"),
+            ])
+            .output()
+            .unwrap();
+        if out.stdout == b"200" {
+            return proc;
+        }
+        assert!(Instant::now() < deadline, "the agent did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Prometheus from Debian on loopback, scraping `target` every second as job "apiwatch".
+pub struct Prometheus {
+    pub port: u16,
+    _dir: TempDir,
+    _proc: Proc,
+}
+
+impl Prometheus {
+    pub fn start(target: &str, rule_files: &[PathBuf]) -> Self {
+        let dir = TempDir::new("prom");
+        let port = free_port();
+        let rules: String = rule_files
+            .iter()
+            .map(|r| format!("  - {}\n", r.display()))
+            .collect();
+        let conf = format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n{rules}\
+             scrape_configs:\n  - job_name: apiwatch\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        );
+        let conf_path = dir.path().join("prometheus.yml");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", conf_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus must be installed (cargo xtask setup installs it)");
+        let proc = Proc(child);
+        wait_for_port(port);
+        Self {
+            port,
+            _dir: dir,
+            _proc: proc,
+        }
+    }
+
+    /// Instant query through Prometheus's HTTP API; the `result` array.
+    pub fn query(&self, expr: &str) -> Vec<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10", "--data-urlencode"])
+            .arg(format!("query={expr}"))
+            .arg(format!("http://127.0.0.1:{}/api/v1/query", self.port))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bad answer to {expr}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        });
+        assert_eq!(v["status"], "success", "query failed: {expr}: {v}");
+        v["data"]["result"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn get(&self, path: &str) -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{}{path}", self.port))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }

@@ -99,7 +99,7 @@ fn nginx_keepalive_with_curl_and_wrk() {
         .args([
             "-t1",
             "-c1",
-            "-d20s",
+            "-d4s",
             "-s",
             script.to_str().unwrap(),
             &format!("{base}/small.json"),

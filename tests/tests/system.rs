@@ -5,16 +5,8 @@ use std::time::Duration;
 
 use apiwatch_tests::*;
 
-/// target/<profile>/apiwatch, next to this test's deps/ directory (`cargo xtask test` builds it).
 fn apiwatch() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("apiwatch");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p monitor` (cargo xtask test does)",
-        bin.display()
-    );
-    bin
+    apiwatch_bin()
 }
 
 fn lines(path: &std::path::Path) -> Vec<serde_json::Value> {

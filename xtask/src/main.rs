@@ -214,17 +214,21 @@ fn test() -> Result<()> {
         "--",
         "--test-threads=1",
     ])?;
-    // The system tests drive the binary itself (target/debug/apiwatch).
-    cargo(&["build", "-p", "monitor", "--bin", "apiwatch"])?;
-    cargo(&[
-        "test",
-        "-p",
-        "apiwatch-tests",
-        "--test",
-        "system",
-        "--",
-        "--test-threads=1",
-    ])?;
+    // The system tests drive the binary users run: the release build.
+    cargo(&["build", "--release", "-p", "monitor", "--bin", "apiwatch"])?;
+    // SAFETY: set before any thread of ours reads the environment.
+    unsafe { std::env::set_var("APIWATCH_BIN", target_dir().join("release/apiwatch")) };
+    for suite in ["system", "monitoring"] {
+        cargo(&[
+            "test",
+            "-p",
+            "apiwatch-tests",
+            "--test",
+            suite,
+            "--",
+            "--test-threads=1",
+        ])?;
+    }
     Ok(())
 }
 
