@@ -18,6 +18,8 @@ pub const CAPTURE_DEFAULT: u32 = CAPTURE_MAX as u32;
 pub const EVENT_CONN_OPEN: u32 = 1;
 pub const EVENT_CONN_CLOSE: u32 = 2;
 pub const EVENT_DATA: u32 = 3;
+/// The connection's first bytes were a TLS handshake (same layout as ConnCloseEvent).
+pub const EVENT_CONN_TLS: u32 = 4;
 
 pub const ROLE_SERVER: u32 = 1;
 pub const ROLE_CLIENT: u32 = 2;
@@ -31,6 +33,8 @@ pub const DIR_EGRESS: u32 = 2;
 pub const DATA_FLAG_SENDFILE: u32 = 1;
 /// Data-event flag: only the first iovec of a vectored call was copied.
 pub const DATA_FLAG_VECTORED: u32 = 2;
+/// Data-event flag: plaintext of a TLS connection, from an OpenSSL uprobe.
+pub const DATA_FLAG_TLS: u32 = 4;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -39,6 +43,8 @@ pub const AF_INET6: u16 = 10;
 pub const CLASS_UNKNOWN: u8 = 0;
 pub const CLASS_HTTP: u8 = 1;
 pub const CLASS_OTHER: u8 = 2;
+/// The syscall stream is TLS: its bytes are ciphertext, plaintext comes from the SSL uprobes.
+pub const CLASS_TLS: u8 = 3;
 
 /// How many data chunks a connection seeded from /proc (opened before the agent) may show before it
 /// is declared not HTTP: it may be in the middle of a body when we start watching it.
@@ -67,8 +73,10 @@ pub enum Stat {
     /// Not a counter: bytes waiting in the ring as last seen by a probe on this CPU (userspace
     /// takes the maximum over CPUs).
     RingAvailBytes = 8,
+    /// An SSL_read/SSL_write returned data but its socket was not known yet.
+    TlsFdUnknown = 9,
 }
-pub const STAT_COUNT: u32 = 9;
+pub const STAT_COUNT: u32 = 10;
 
 impl Stat {
     pub const ALL: [Stat; STAT_COUNT as usize] = [
@@ -81,6 +89,7 @@ impl Stat {
         Stat::BytesNotCopied,
         Stat::VectoredPartial,
         Stat::RingAvailBytes,
+        Stat::TlsFdUnknown,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -94,6 +103,7 @@ impl Stat {
             Stat::BytesNotCopied => "bytes_not_copied",
             Stat::VectoredPartial => "vectored_partial",
             Stat::RingAvailBytes => "ring_avail_bytes",
+            Stat::TlsFdUnknown => "tls_fd_unknown",
         }
     }
 }
@@ -111,10 +121,13 @@ pub struct ConnKey {
 #[derive(Clone, Copy, Debug)]
 pub struct ConnInfo {
     pub role: u32,
+    /// Class of the syscall byte stream (CLASS_*).
     pub class: u8,
     /// Data chunks still allowed before an unclassified connection is declared not HTTP.
     pub tries_left: u8,
-    pub _pad: [u8; 2],
+    /// Class of the TLS plaintext stream (CLASS_UNKNOWN, CLASS_HTTP or CLASS_OTHER).
+    pub plain_class: u8,
+    pub _pad: u8,
 }
 
 /// An IPv4 or IPv6 socket address; IPv4 uses the first 4 bytes of `addr`. `family == 0` means the

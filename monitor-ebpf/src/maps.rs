@@ -93,3 +93,32 @@ pub struct ConnectArgs {
     pub peer: SockAddr,
     pub local: SockAddr,
 }
+
+/// An SSL_read/SSL_write in flight on a thread, saved on entry, used on return; keyed by
+/// pid_tgid. `fd` is learnt from the socket syscall the SSL call makes inside itself.
+#[map]
+pub static SSL_ARGS: HashMap<u64, SslArgs> = HashMap::with_max_entries(16384, 0);
+
+/// The socket of each SSL object (per process), for SSL calls served from OpenSSL's buffer
+/// without a syscall.
+#[map]
+pub static SSL_FD: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(65536, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslArgs {
+    pub ssl: u64,
+    pub buf: u64,
+    /// For the _ex variants: where OpenSSL writes the byte count; 0 otherwise.
+    pub count_ptr: u64,
+    pub direction: u32,
+    pub fd: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}

@@ -151,7 +151,7 @@ fn event_tgid(ev: &CaptureEvent) -> u32 {
     match ev {
         CaptureEvent::Open(o) => o.id.tgid,
         CaptureEvent::Data(d) => d.id.tgid,
-        CaptureEvent::Close { id, .. } => id.tgid,
+        CaptureEvent::Close { id, .. } | CaptureEvent::Tls { id, .. } => id.tgid,
     }
 }
 
@@ -269,6 +269,7 @@ async fn capture_loop(
             }
             _ = tick.tick() => {
                 let _ = tx.send(Msg::Tick(unix_now_ns()));
+                capture.rescan_tls();
                 if let Some(m) = &opts.metrics {
                     let k = capture.kernel_stats();
                     m.update_kernel(&k, k.get(monitor_common::Stat::RingAvailBytes));

@@ -1,6 +1,6 @@
 //! Recording files: the capture-event stream written to disk and read back for replay.
 //!
-//! Format: the magic `APIWREC1`, then records `[u32 LE body length][body]`. A body is a kind byte
+//! Format: the magic `APIWREC2`, then records `[u32 LE body length][body]`. A body is a kind byte
 //! and the event's fields, little endian. A file cut short by a crash ends in a partial record;
 //! the reader stops there and says so instead of failing. Data bytes are redacted by
 //! `redact::Redactor` before they are written: secrets never reach the disk.
@@ -9,13 +9,14 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::capture::{CaptureEvent, ConnId, ConnOpen, DataChunk, Direction, Role};
 
-pub const MAGIC: &[u8; 8] = b"APIWREC1";
+pub const MAGIC: &[u8; 8] = b"APIWREC2";
 /// Largest record accepted on read (a data event holds at most CAPTURE_MAX bytes).
 const MAX_RECORD: usize = 1 << 20;
 
 const KIND_OPEN: u8 = 1;
 const KIND_DATA: u8 = 2;
 const KIND_CLOSE: u8 = 3;
+const KIND_TLS: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -76,12 +77,17 @@ pub fn encode(ev: &CaptureEvent, b: &mut Vec<u8>) {
                 Direction::Ingress => 0,
                 Direction::Egress => 1,
             });
+            b.push(d.tls as u8);
             b.extend_from_slice(&d.total_len.to_le_bytes());
             b.extend_from_slice(&(d.bytes.len() as u32).to_le_bytes());
             b.extend_from_slice(&d.bytes);
         }
         CaptureEvent::Close { ts_ns, id } => {
             b.push(KIND_CLOSE);
+            put_head(b, *ts_ns, *id);
+        }
+        CaptureEvent::Tls { ts_ns, id } => {
+            b.push(KIND_TLS);
             put_head(b, *ts_ns, *id);
         }
     }
@@ -177,6 +183,7 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
             } else {
                 Direction::Egress
             };
+            let tls = c.u8()? != 0;
             let total_len = c.u64()?;
             let n = c.u32()? as usize;
             let bytes = c.take(n)?.to_vec();
@@ -186,9 +193,11 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
                 direction,
                 total_len,
                 bytes,
+                tls,
             })
         }
         KIND_CLOSE => CaptureEvent::Close { ts_ns, id },
+        KIND_TLS => CaptureEvent::Tls { ts_ns, id },
         _ => return None,
     };
     if !c.0.is_empty() {
@@ -286,7 +295,9 @@ mod tests {
                 direction: Direction::Egress,
                 total_len: 1000,
                 bytes: b"HTTP/1.1 200 OK\r\n".to_vec(),
+                tls: true,
             }),
+            CaptureEvent::Tls { ts_ns: 2, id },
             CaptureEvent::Open(ConnOpen {
                 ts_ns: 3,
                 id,

@@ -58,7 +58,7 @@ impl Redactor {
                 self.open_secret_line.remove(&(*id, true));
                 self.open_secret_line.remove(&(*id, false));
             }
-            CaptureEvent::Open(_) => {}
+            CaptureEvent::Open(_) | CaptureEvent::Tls { .. } => {}
         }
     }
 }
@@ -229,6 +229,7 @@ mod tests {
                 direction: Direction::Egress,
                 total_len: b.len() as u64,
                 bytes: b.as_bytes().to_vec(),
+                tls: false,
             })
         };
         let mut a = chunk("GET / HTTP/1.1\r\nAuthorization: Bearer abc");

@@ -46,4 +46,21 @@ pub struct PipelineStats {
     pub connections_opened: u64,
     pub connections_evicted: u64,
     pub connections_idle_closed: u64,
+    /// TLS connections whose plaintext was never seen (a TLS library we do not probe), by
+    /// process name; at most MAX_BLIND_SPOT_PROCESSES names, the rest under "__other__".
+    pub tls_blind_spots: std::collections::BTreeMap<String, u64>,
+}
+
+const MAX_BLIND_SPOT_PROCESSES: usize = 256;
+
+impl PipelineStats {
+    pub fn record_tls_blind_spot(&mut self, comm: &str) {
+        let full = self.tls_blind_spots.len() >= MAX_BLIND_SPOT_PROCESSES;
+        let key = if full && !self.tls_blind_spots.contains_key(comm) {
+            "__other__"
+        } else {
+            comm
+        };
+        *self.tls_blind_spots.entry(key.to_string()).or_default() += 1;
+    }
 }

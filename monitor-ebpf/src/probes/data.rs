@@ -7,14 +7,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    CAPTURE_MAX, CAPTURE_SMALL, CLASS_HTTP, CLASS_OTHER, CLASS_UNKNOWN, ConnInfo, ConnKey,
-    DATA_FLAG_SENDFILE, DATA_FLAG_VECTORED, DIR_EGRESS, DIR_INGRESS, DataEvent, DataHeader, EVENT_DATA, Stat,
+    CAPTURE_MAX, CAPTURE_SMALL, CLASS_HTTP, CLASS_OTHER, CLASS_TLS, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo,
+    ConnKey, DATA_FLAG_SENDFILE, DATA_FLAG_TLS, DATA_FLAG_VECTORED, DIR_EGRESS, DIR_INGRESS, DataEvent,
+    DataHeader, EVENT_CONN_TLS, EVENT_DATA, Stat,
 };
 
 use super::traced_pid_tgid;
 use crate::maps::{
     ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CAPTURE_BYTES, CONNS, DATA_ARGS, DataArgs, EVENTS,
-    STATS, WAKEUP_BYTES, count, global_u32, global_u64,
+    SSL_ARGS, SSL_FD, STATS, SslKey, WAKEUP_BYTES, count, global_u32, global_u64,
 };
 
 /// Submit without waking the reader unless enough data waits: a wakeup per record would cost
@@ -43,9 +44,24 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
         tgid: (id >> 32) as u32,
         fd: fd as u32,
     };
-    match unsafe { CONNS.get(key) } {
-        Some(info) if info.class != CLASS_OTHER => {}
-        _ => return,
+    let Some(info) = (unsafe { CONNS.get(key) }) else {
+        return;
+    };
+    // A syscall made inside SSL_read/SSL_write tells which socket that SSL object uses.
+    if let Some(ssl) = SSL_ARGS.get_ptr_mut(id) {
+        unsafe {
+            (*ssl).fd = fd as u32;
+            let k = SslKey {
+                tgid: key.tgid,
+                _pad: 0,
+                ssl: (*ssl).ssl,
+            };
+            let _ = SSL_FD.insert(k, fd as u32, 0);
+        }
+    }
+    // Rejected connections, and TLS ones whose syscall bytes are ciphertext, stop here.
+    if info.class == CLASS_OTHER || info.class == CLASS_TLS {
+        return;
     }
     let Ok(ptr) = (unsafe { ctx.read_at::<u64>(ptr_off) }) else {
         return;
@@ -134,7 +150,7 @@ pub fn exit_data(ctx: TracePointContext) -> u32 {
     if args.kind == ARGS_SENDFILE {
         // File bytes are never copied; the count keeps the stream's byte accounting exact.
         if unsafe { (*info).class } == CLASS_HTTP {
-            emit::<CAPTURE_SMALL>(key, &args, total, 0, 0, DATA_FLAG_SENDFILE, info);
+            emit::<CAPTURE_SMALL>(key, args.direction, total, 0, 0, DATA_FLAG_SENDFILE, info);
         }
         return 0;
     }
@@ -167,9 +183,9 @@ pub fn exit_data(ctx: TracePointContext) -> u32 {
         count(Stat::VectoredPartial, 1);
     }
     if want <= CAPTURE_SMALL as u64 {
-        emit::<CAPTURE_SMALL>(key, &args, total, src, want, flags, info);
+        emit::<CAPTURE_SMALL>(key, args.direction, total, src, want, flags, info);
     } else {
-        emit::<CAPTURE_MAX>(key, &args, total, src, want, flags, info);
+        emit::<CAPTURE_MAX>(key, args.direction, total, src, want, flags, info);
     }
     0
 }
@@ -187,9 +203,9 @@ fn first_iovec(iov: u64) -> Option<(u64, u64)> {
 }
 
 #[inline(always)]
-fn emit<const N: usize>(
+pub fn emit<const N: usize>(
     key: ConnKey,
-    args: &DataArgs,
+    direction: u32,
     total: u64,
     src: u64,
     want: u64,
@@ -217,12 +233,43 @@ fn emit<const N: usize>(
         }
     }
 
-    let class = unsafe { (*info).class };
-    if class == CLASS_UNKNOWN {
-        let http = captured >= 4
-            && looks_like_http(unsafe { core::ptr::read((*ev).data.as_ptr().cast::<[u8; 4]>()) });
-        if http {
+    let first: [u8; 4] = if captured >= 4 {
+        unsafe { core::ptr::read((*ev).data.as_ptr().cast::<[u8; 4]>()) }
+    } else {
+        [0; 4]
+    };
+    if flags & DATA_FLAG_TLS != 0 {
+        // Plaintext from the SSL uprobes: the syscall bytes of this socket are ciphertext.
+        unsafe {
+            if (*info).class == CLASS_UNKNOWN {
+                (*info).class = CLASS_TLS;
+            }
+        }
+        let plain = unsafe { (*info).plain_class };
+        if plain == CLASS_OTHER {
+            entry.discard(0);
+            return;
+        }
+        if plain == CLASS_UNKNOWN {
+            if looks_like_http(first) {
+                unsafe { (*info).plain_class = CLASS_HTTP };
+            } else {
+                // HTTP/2 over TLS ("PRI * HTTP/2.0") and other protocols: not ours.
+                unsafe { (*info).plain_class = CLASS_OTHER };
+                count(Stat::ConnNotHttp, 1);
+                entry.discard(0);
+                return;
+            }
+        }
+    } else if unsafe { (*info).class } == CLASS_UNKNOWN {
+        if looks_like_http(first) {
             unsafe { (*info).class = CLASS_HTTP };
+        } else if first[0] == 0x16 && first[1] == 0x03 {
+            // A TLS handshake record: from now on only the SSL uprobes speak for this socket.
+            unsafe { (*info).class = CLASS_TLS };
+            entry.discard(0);
+            emit_tls_mark(key);
+            return;
         } else {
             let left = unsafe { (*info).tries_left };
             if left <= 1 {
@@ -239,7 +286,7 @@ fn emit<const N: usize>(
     unsafe {
         (*ev).header = DataHeader {
             kind: EVENT_DATA,
-            direction: args.direction,
+            direction,
             tgid: key.tgid,
             fd: key.fd,
             ts_ns: bpf_ktime_get_ns(),
@@ -253,6 +300,25 @@ fn emit<const N: usize>(
     if total > captured as u64 {
         count(Stat::BytesNotCopied, total - captured as u64);
     }
+}
+
+/// Tells userspace the connection is TLS, so it can count blind spots (TLS it never sees the
+/// plaintext of).
+#[inline(always)]
+fn emit_tls_mark(key: ConnKey) {
+    let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
+        count(Stat::RingFull, 1);
+        return;
+    };
+    entry.write(ConnCloseEvent {
+        kind: EVENT_CONN_TLS,
+        _pad: 0,
+        tgid: key.tgid,
+        fd: key.fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    entry.submit(wakeup_flags());
+    count(Stat::EventsSubmitted, 1);
 }
 
 /// HTTP/1.x starts with a method token or, for a response, "HTTP".

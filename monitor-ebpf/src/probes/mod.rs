@@ -1,5 +1,6 @@
 pub mod data;
 pub mod sockets;
+pub mod tls;
 
 /// The calling process, unless it is the agent itself.
 #[inline(always)]

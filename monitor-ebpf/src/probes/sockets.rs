@@ -234,7 +234,8 @@ fn open_conn(id: u64, fd: u32, role: u32, local: SockAddr, peer: SockAddr, liste
         role,
         class: CLASS_UNKNOWN,
         tries_left: 1,
-        _pad: [0; 2],
+        plain_class: CLASS_UNKNOWN,
+        _pad: 0,
     };
     if CONNS.insert(key, info, 0).is_err() {
         count(Stat::ConnMapInsertFailed, 1);

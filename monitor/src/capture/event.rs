@@ -54,6 +54,8 @@ pub struct DataChunk {
     /// Bytes the syscall moved; `bytes` holds the first of them.
     pub total_len: u64,
     pub bytes: Vec<u8>,
+    /// Plaintext of a TLS connection (from the OpenSSL uprobes).
+    pub tls: bool,
 }
 
 impl DataChunk {
@@ -67,7 +69,15 @@ impl DataChunk {
 pub enum CaptureEvent {
     Open(ConnOpen),
     Data(DataChunk),
-    Close { ts_ns: u64, id: ConnId },
+    Close {
+        ts_ns: u64,
+        id: ConnId,
+    },
+    /// The connection began with a TLS handshake.
+    Tls {
+        ts_ns: u64,
+        id: ConnId,
+    },
 }
 
 impl CaptureEvent {
@@ -75,7 +85,7 @@ impl CaptureEvent {
         match self {
             CaptureEvent::Open(o) => o.ts_ns,
             CaptureEvent::Data(d) => d.ts_ns,
-            CaptureEvent::Close { ts_ns, .. } => *ts_ns,
+            CaptureEvent::Close { ts_ns, .. } | CaptureEvent::Tls { ts_ns, .. } => *ts_ns,
         }
     }
 }
@@ -132,14 +142,19 @@ impl Decoder {
                     seeded: false,
                 }))
             }
-            common::EVENT_CONN_CLOSE => {
+            common::EVENT_CONN_CLOSE | common::EVENT_CONN_TLS => {
                 let ev: common::ConnCloseEvent = read_struct(rec)?;
-                Ok(CaptureEvent::Close {
-                    ts_ns: self.unix(ev.ts_ns),
-                    id: ConnId {
+                let (ts_ns, id) = (
+                    self.unix(ev.ts_ns),
+                    ConnId {
                         tgid: ev.tgid,
                         fd: ev.fd,
                     },
+                );
+                Ok(if kind == common::EVENT_CONN_TLS {
+                    CaptureEvent::Tls { ts_ns, id }
+                } else {
+                    CaptureEvent::Close { ts_ns, id }
                 })
             }
             common::EVENT_DATA => {
@@ -165,6 +180,7 @@ impl Decoder {
                     },
                     total_len: h.total_len,
                     bytes: rec[hdr..hdr + h.captured as usize].to_vec(),
+                    tls: h.flags & common::DATA_FLAG_TLS != 0,
                 }))
             }
             k => Err(DecodeError::UnknownKind(k)),

@@ -62,6 +62,8 @@ impl Default for KernelConfig {
     }
 }
 
+const TLS_RESCAN: Duration = Duration::from_secs(30);
+
 /// (program, tracepoint category, tracepoint names) - one program may serve several syscalls.
 const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     (
@@ -128,7 +130,9 @@ impl KernelStats {
 
 pub struct KernelCapture {
     // Keeps the programs loaded and attached for as long as the capture lives.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
+    tls: super::tls::TlsProbes,
+    last_tls_scan: std::time::Instant,
     ring: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
     decoder: Decoder,
@@ -175,6 +179,9 @@ impl KernelCapture {
             }
         }
 
+        let mut tls = super::tls::TlsProbes::default();
+        tls.scan(&mut ebpf);
+
         // Seed after attaching, so a connection accepted meanwhile is not missed.
         let decoder = Decoder::new();
         let now = unix_now_ns();
@@ -198,7 +205,8 @@ impl KernelCapture {
                     },
                     class: CLASS_UNKNOWN,
                     tries_left: SEEDED_CLASSIFY_TRIES,
-                    _pad: [0; 2],
+                    plain_class: CLASS_UNKNOWN,
+                    _pad: 0,
                 };
                 // BPF_NOEXIST: an entry the probes made meanwhile is newer than ours.
                 let _ = conns.insert(key, info, 1);
@@ -220,7 +228,9 @@ impl KernelCapture {
         let ring = unsafe { AsyncFd::register(ring) }
             .map_err(|e| CaptureError::Io(std::io::Error::other(e.to_string())))?;
         let capture = Self {
-            _ebpf: ebpf,
+            ebpf,
+            tls,
+            last_tls_scan: std::time::Instant::now(),
             ring,
             stats,
             decoder,
@@ -258,6 +268,19 @@ impl KernelCapture {
                 }
             }
         }
+    }
+
+    /// Looks for libssl files loaded since the last scan (new processes, new containers);
+    /// at most every `TLS_RESCAN`.
+    pub fn rescan_tls(&mut self) {
+        if self.last_tls_scan.elapsed() >= TLS_RESCAN {
+            self.last_tls_scan = std::time::Instant::now();
+            self.tls.scan(&mut self.ebpf);
+        }
+    }
+
+    pub fn tls_libraries(&self) -> &[std::path::PathBuf] {
+        &self.tls.libraries
     }
 
     pub fn kernel_stats(&self) -> KernelStats {

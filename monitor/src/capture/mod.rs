@@ -2,5 +2,6 @@
 pub mod event;
 pub mod kernel;
 pub mod procfs;
+pub mod tls;
 
 pub use event::{CaptureEvent, ConnId, ConnOpen, DataChunk, Decoder, Direction, Role};

@@ -57,6 +57,10 @@ struct Conn {
     /// Head of the response in progress; None for 1xx or before any.
     response: Option<(u16, u8, bool)>,
     last_ts: u64,
+    /// The connection is TLS (handshake seen, or plaintext from the SSL uprobes).
+    tls: bool,
+    /// Plaintext of this TLS connection was seen: it is not a blind spot.
+    tls_plaintext_seen: bool,
 }
 
 impl Conn {
@@ -79,6 +83,8 @@ impl Conn {
             request_open: false,
             response: None,
             last_ts: 0,
+            tls: false,
+            tls_plaintext_seen: false,
         }
     }
 
@@ -125,6 +131,11 @@ impl ConnTable {
             CaptureEvent::Close { ts_ns, id } => {
                 if let Some(conn) = self.conns.remove(&id) {
                     self.close_conn(id, conn, ts_ns, stats, out);
+                }
+            }
+            CaptureEvent::Tls { id, .. } => {
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.tls = true;
                 }
             }
         }
@@ -212,6 +223,10 @@ impl ConnTable {
             return;
         };
         conn.last_ts = chunk.ts_ns;
+        if chunk.tls {
+            conn.tls = true;
+            conn.tls_plaintext_seen = true;
+        }
         let parser = match chunk.direction {
             Direction::Ingress => &mut conn.ingress,
             Direction::Egress => &mut conn.egress,
@@ -252,6 +267,9 @@ impl ConnTable {
                 handle(id, &mut conn, dir, ev, stats, out);
             }
             self.events = events;
+        }
+        if conn.tls && !conn.tls_plaintext_seen {
+            stats.record_tls_blind_spot(&conn.comm);
         }
         // Requests that never got a response still happened: report them without a status.
         while let Some(req) = conn.pending.0.pop_front() {
@@ -403,7 +421,7 @@ fn build_exchange(
         role: conn.role.unwrap_or(Role::Server),
         local: conn.local,
         peer: conn.peer,
-        tls: false,
+        tls: conn.tls,
         method: head.method,
         path: head.path,
         query_keys: head.query_keys,

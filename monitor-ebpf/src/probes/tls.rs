@@ -1,0 +1,120 @@
+//! OpenSSL uprobes: the plaintext of TLS connections. Entry probes save (SSL*, buffer); return
+//! probes copy what was read or written. The socket is learnt from the syscall the SSL call
+//! makes inside itself (see data::save_args), or from an earlier call on the same SSL object.
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{uprobe, uretprobe},
+    programs::{ProbeContext, RetProbeContext},
+};
+use monitor_common::{CAPTURE_MAX, CAPTURE_SMALL, ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, Stat};
+
+use super::data::emit;
+use super::traced_pid_tgid;
+use crate::maps::{CAPTURE_BYTES, CONNS, SSL_ARGS, SSL_FD, SslArgs, SslKey, count, global_u32};
+
+#[inline(always)]
+fn enter(ctx: &ProbeContext, direction: u32, ex: bool) {
+    let Some(id) = traced_pid_tgid() else { return };
+    // SSL_read(SSL *ssl, void *buf, int num); SSL_read_ex(SSL *ssl, void *buf, size_t num,
+    // size_t *readbytes); the write twins alike.
+    let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {
+        return;
+    };
+    let count_ptr = if ex { ctx.arg::<u64>(3).unwrap_or(0) } else { 0 };
+    let key = SslKey {
+        tgid: (id >> 32) as u32,
+        _pad: 0,
+        ssl,
+    };
+    let fd = unsafe { SSL_FD.get(key) }.copied().unwrap_or(u32::MAX);
+    let args = SslArgs {
+        ssl,
+        buf,
+        count_ptr,
+        direction,
+        fd,
+    };
+    if SSL_ARGS.insert(id, args, 0).is_err() {
+        count(Stat::ArgsMapFull, 1);
+    }
+}
+
+#[inline(always)]
+fn exit(ctx: &RetProbeContext) {
+    let id = bpf_get_current_pid_tgid();
+    let Some(args) = (unsafe { SSL_ARGS.get(id) }).copied() else {
+        return;
+    };
+    let _ = SSL_ARGS.remove(id);
+    // All four return a C int: read 32 bits, or a -1 (WANT_READ) reads as 4 GiB.
+    let ret = ctx.ret::<i32>() as i64;
+    let bytes = if args.count_ptr != 0 {
+        // The _ex variants return 1 on success and the count through a pointer.
+        if ret != 1 {
+            return;
+        }
+        match unsafe { bpf_probe_read_user(args.count_ptr as *const u64) } {
+            Ok(n) => n,
+            Err(_) => {
+                count(Stat::ReadUserFailed, 1);
+                return;
+            }
+        }
+    } else if ret > 0 {
+        ret as u64
+    } else {
+        return;
+    };
+    if bytes == 0 {
+        return;
+    }
+    if args.fd == u32::MAX {
+        count(Stat::TlsFdUnknown, 1);
+        return;
+    }
+    let key = ConnKey {
+        tgid: (id >> 32) as u32,
+        fd: args.fd,
+    };
+    let Some(info) = CONNS.get_ptr_mut(key) else {
+        return;
+    };
+    let limit = global_u32(&CAPTURE_BYTES) as u64;
+    let want = if bytes > limit { limit } else { bytes };
+    if want <= CAPTURE_SMALL as u64 {
+        emit::<CAPTURE_SMALL>(key, args.direction, bytes, args.buf, want, DATA_FLAG_TLS, info);
+    } else {
+        emit::<CAPTURE_MAX>(key, args.direction, bytes, args.buf, want, DATA_FLAG_TLS, info);
+    }
+}
+
+#[uprobe]
+pub fn ssl_read(ctx: ProbeContext) -> u32 {
+    enter(&ctx, DIR_INGRESS, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, DIR_INGRESS, true);
+    0
+}
+
+#[uprobe]
+pub fn ssl_write(ctx: ProbeContext) -> u32 {
+    enter(&ctx, DIR_EGRESS, false);
+    0
+}
+
+#[uprobe]
+pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
+    enter(&ctx, DIR_EGRESS, true);
+    0
+}
+
+/// One return probe for all four: the saved arguments say which.
+#[uretprobe]
+pub fn ssl_return(ctx: RetProbeContext) -> u32 {
+    exit(&ctx);
+    0
+}
