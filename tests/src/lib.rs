@@ -142,6 +142,15 @@ impl Nginx {
 
     /// `locations`: extra nginx `location` blocks (e.g. fixed-status API endpoints).
     pub fn start_with(files: &[(&str, &[u8])], locations: &str) -> Self {
+        Self::start_full(files, locations, false)
+    }
+
+    /// nginx speaking TLS with a self-signed certificate made for the test.
+    pub fn start_tls(files: &[(&str, &[u8])]) -> Self {
+        Self::start_full(files, "", true)
+    }
+
+    fn start_full(files: &[(&str, &[u8])], locations: &str, tls: bool) -> Self {
         let dir = TempDir::new("nginx");
         let port = free_port();
         let www = dir.path().join("www");
@@ -150,13 +159,19 @@ impl Nginx {
             std::fs::write(www.join(name), body).unwrap();
         }
         let d = dir.path().display();
+        let ssl = if tls {
+            self_signed_cert(dir.path());
+            format!(" ssl;\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem")
+        } else {
+            String::new()
+        };
         let conf = format!(
             "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log {d}/access.log;\n  sendfile on;\n  keepalive_timeout 65;\n  keepalive_requests 1000000;\n  log_not_found off;\n\
              client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port};\n    root {d}/www;\n    location / {{ }}\n    {locations}\n  }}\n}}\n"
+             server {{\n    listen 127.0.0.1:{port}{ssl};\n    root {d}/www;\n    location / {{ }}\n    {locations}\n  }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -185,6 +200,31 @@ impl Nginx {
             .map(|s| s.lines().count())
             .unwrap_or(0)
     }
+}
+
+/// A self-signed certificate and key (cert.pem, key.pem) in `dir`, made with the openssl CLI.
+pub fn self_signed_cert(dir: &Path) {
+    let st = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("openssl");
+    assert!(st.success());
 }
 
 /// `python3 -m http.server` on 127.0.0.1:port serving a temp dir with `files`.

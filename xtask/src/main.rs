@@ -38,6 +38,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "curl",
     "wrk",
     "hey",
+    "wget",
+    "openssl",
     "python3",
     "iproute2",
     "procps",
@@ -211,6 +213,8 @@ fn test() -> Result<()> {
         "apiwatch-tests",
         "--test",
         "kernel",
+        "--test",
+        "tls",
         "--",
         "--test-threads=1",
     ])?;

@@ -97,6 +97,7 @@ pub struct Metrics {
     dropped: IntCounterVec,
     parse_errors: IntCounterVec,
     bytes_not_seen: IntCounter,
+    tls_blind_spots: IntCounterVec,
     connections: IntGauge,
     ring_fill: Gauge,
     ring_bytes: f64,
@@ -132,12 +133,14 @@ fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
     c
 }
 
+/// `url_scheme` is https when apiwatch saw the exchange through the TLS probes (OTel url.scheme).
 const SERVER_LABELS: &[&str] = &[
     "service",
     "http_request_method",
     "http_route",
     "http_response_status_code",
     "server_port",
+    "url_scheme",
 ];
 const CLIENT_LABELS: &[&str] = &[
     "service",
@@ -146,6 +149,7 @@ const CLIENT_LABELS: &[&str] = &[
     "http_response_status_code",
     "server_address",
     "server_port",
+    "url_scheme",
 ];
 const SIZE_LABELS: &[&str] = &["service", "http_request_method", "http_route"];
 
@@ -255,6 +259,12 @@ impl Metrics {
                 "HTTP parse errors, by kind.",
                 &["kind"],
             ),
+            tls_blind_spots: counter_vec(
+                &r,
+                "apiwatch_tls_blind_spot_connections_total",
+                "TLS connections whose plaintext apiwatch could not see (a TLS library it does not probe, e.g. statically linked), by process.",
+                &["process"],
+            ),
             bytes_not_seen: counter(
                 &r,
                 "apiwatch_bytes_not_captured_total",
@@ -289,6 +299,7 @@ impl Metrics {
             "_OTHER".into()
         };
         let status = ex.status.map(|s| s.to_string()).unwrap_or_default();
+        let scheme = if ex.tls { "https" } else { "http" }.to_string();
         let seconds = ex.latency_us.unwrap_or(0) as f64 / 1e6;
         let size_labels = vec![ex.service.clone(), method.clone(), ex.route.clone()];
         let max = self.max_series;
@@ -299,7 +310,7 @@ impl Metrics {
                     let port = ex.local.map(|a| a.port().to_string()).unwrap_or_default();
                     if ex.status.is_some() {
                         f.server_duration.observe(
-                            vec![ex.service.clone(), method, ex.route.clone(), status, port],
+                            vec![ex.service.clone(), method, ex.route.clone(), status, port, scheme],
                             seconds,
                             max,
                             over,
@@ -317,7 +328,15 @@ impl Metrics {
                     };
                     if ex.status.is_some() {
                         f.client_duration.observe(
-                            vec![ex.service.clone(), method, ex.route.clone(), status, addr, port],
+                            vec![
+                                ex.service.clone(),
+                                method,
+                                ex.route.clone(),
+                                status,
+                                addr,
+                                port,
+                                scheme,
+                            ],
                             seconds,
                             max,
                             over,
@@ -367,6 +386,12 @@ impl Metrics {
             .with_label_values(&["connection_evicted"])
             .inc_by(s.connections_evicted.saturating_sub(p.connections_evicted));
         self.routes_folded.inc_by(routes_folded.saturating_sub(last.2));
+        for (process, n) in &s.tls_blind_spots {
+            let before = p.tls_blind_spots.get(process).copied().unwrap_or(0);
+            self.tls_blind_spots
+                .with_label_values(&[process])
+                .inc_by(n.saturating_sub(before));
+        }
         self.connections.set(s.connections as i64);
         last.0 = s.clone();
         last.2 = routes_folded;
