@@ -103,7 +103,10 @@ impl RouteTable {
             service = OVERFLOW_SERVICE.to_string();
         }
         let route = template(&ex.path);
-        let routes = self.routes.entry(service.clone()).or_default();
+        let routes = match self.routes.get_mut(&service) {
+            Some(r) => r,
+            None => self.routes.entry(service.clone()).or_default(),
+        };
         ex.route = if routes.contains(&route) {
             route
         } else if routes.len() < self.max_routes_per_service {

@@ -8,6 +8,8 @@ use serde::Serialize;
 
 /// Headers parsed per head; more than this and the head is treated as malformed.
 const MAX_HEADERS: usize = 128;
+/// httparse has no uninitialised variant for responses: a smaller array keeps zeroing cheap.
+const MAX_RESPONSE_HEADERS: usize = 64;
 /// Query keys kept per request (names only), and the longest key kept.
 const MAX_QUERY_KEYS: usize = 32;
 const MAX_KEY_LEN: usize = 64;
@@ -179,9 +181,10 @@ pub fn parse_truncated_head(buf: &[u8]) -> Option<Head> {
 }
 
 fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Uninitialised: zeroing 128 headers (4 KiB) per parse showed up in profiles.
+    let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
         Err(httparse::Error::TooManyHeaders) => {
@@ -266,7 +269,7 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
 }
 
 fn parse_response(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut headers = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
