@@ -150,6 +150,25 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// A serde_norway error as a located ConfigError (syntax and type errors carry a position).
+pub fn located_serde_error(file: &str, e: &serde_norway::Error) -> ConfigError {
+    let loc = e.location();
+    let msg = e.to_string();
+    // serde_norway prefixes the field path ("capture.bytes: ...") when it knows it.
+    let (field, message) = match msg.split_once(": ") {
+        Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
+        _ => ("-".to_string(), msg.clone()),
+    };
+    let message = message.split(" at line ").next().unwrap_or(&message).to_string();
+    ConfigError {
+        file: file.to_string(),
+        line: loc.as_ref().map(|l| l.line()),
+        column: loc.as_ref().map(|l| l.column()),
+        field,
+        message,
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let file = path.display().to_string();
@@ -169,23 +188,7 @@ impl Config {
         let cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_norway::from_str(text).map_err(|e| {
-                let loc = e.location();
-                let msg = e.to_string();
-                // serde_norway prefixes the field path ("capture.bytes: ...") when it knows it.
-                let (field, message) = match msg.split_once(": ") {
-                    Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
-                    _ => ("-".to_string(), msg.clone()),
-                };
-                let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-                ConfigErrors(vec![ConfigError {
-                    file: file.to_string(),
-                    line: loc.as_ref().map(|l| l.line()),
-                    column: loc.as_ref().map(|l| l.column()),
-                    field,
-                    message,
-                }])
-            })?
+            serde_norway::from_str(text).map_err(|e| ConfigErrors(vec![located_serde_error(file, &e)]))?
         };
         let errors = cfg.validate(file, text);
         if errors.is_empty() {

@@ -35,6 +35,12 @@ pub struct Exchange {
     pub resp_body_bytes: u64,
     pub latency_us: Option<u64>,
     pub auth_scheme: AuthScheme,
+    /// Keyed fingerprint of the credential (12 hex digits), never the credential.
+    pub fingerprint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwt: Option<crate::http::identity::JwtClaims>,
+    /// Detectors that fired on the URL (`email`, `card_number`, `jwt`, `aws_access_key`, ...).
+    pub url_detectors: Vec<&'static str>,
     pub http_version: &'static str,
     pub user_agent: Option<String>,
     /// A head was cut by the capture prefix: some fields may be missing.
@@ -98,6 +104,9 @@ pub(crate) mod tests {
             resp_body_bytes: 200,
             latency_us: Some(1500),
             auth_scheme: AuthScheme::Bearer,
+            fingerprint: Some("0123456789ab".into()),
+            jwt: None,
+            url_detectors: Vec::new(),
             http_version: "1.1",
             user_agent: None,
             truncated: false,

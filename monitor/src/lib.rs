@@ -4,6 +4,7 @@
 //! (per-connection reassembly, request/response pairing, using `http`) -> `exchange` records ->
 //! `output` sinks. `record`/`redact` write the capture stream to disk; `agent` wires it all.
 pub mod agent;
+pub mod boundary;
 pub mod capture;
 pub mod cli;
 pub mod config;
@@ -16,3 +17,4 @@ pub mod record;
 pub mod redact;
 pub mod stats;
 pub mod stream;
+pub mod yaml_locate;

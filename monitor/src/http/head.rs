@@ -6,6 +6,8 @@
 
 use serde::Serialize;
 
+use super::identity::{JwtClaims, decode_jwt, fingerprint, url_detectors};
+
 /// Headers parsed per head; more than this and the head is treated as malformed.
 const MAX_HEADERS: usize = 128;
 /// httparse has no uninitialised variant for responses: a smaller array keeps zeroing cheap.
@@ -86,6 +88,12 @@ pub struct RequestHead {
     pub upgrade: bool,
     /// The head was cut short (beyond the captured prefix); fields may be missing.
     pub truncated: bool,
+    /// Keyed fingerprint of the credential (see identity::fingerprint); never the credential.
+    pub fingerprint: Option<String>,
+    /// Header and claims subset of a bearer JWT, decoded without verification.
+    pub jwt: Option<JwtClaims>,
+    /// Names of the detectors that fired on the path or query values (never the values).
+    pub url_detectors: Vec<&'static str>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +216,9 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
         expect_continue: false,
         upgrade: false,
         truncated,
+        fingerprint: None,
+        jwt: None,
+        url_detectors: Vec::new(),
     };
     let (authority, path, query) = split_target(target);
     head.path = truncate_str(path, MAX_PATH_LEN);
@@ -215,11 +226,13 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
     if let Some(q) = query {
         head.query_keys = query_keys(q);
     }
+    url_detectors(path, query, &mut head.url_detectors);
 
     let mut content_length = None;
     let mut chunked = false;
     let mut has_cookie = false;
     let mut has_api_key = false;
+    let (mut cookie_fp, mut api_key_fp) = (None, None);
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("host") {
@@ -232,10 +245,22 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
             chunked = last_coding_is_chunked(h.value);
         } else if name.eq_ignore_ascii_case("authorization") {
             head.auth_scheme = auth_scheme_of(h.value);
+            let credential = h
+                .value
+                .splitn(2, |&b| b == b' ')
+                .nth(1)
+                .unwrap_or(h.value)
+                .trim_ascii();
+            head.fingerprint = Some(fingerprint(credential));
+            if head.auth_scheme == AuthScheme::Bearer {
+                head.jwt = std::str::from_utf8(credential).ok().and_then(decode_jwt);
+            }
         } else if name.eq_ignore_ascii_case("cookie") {
             has_cookie = true;
+            cookie_fp = Some(fingerprint(h.value));
         } else if API_KEY_HEADERS.iter().any(|k| name.eq_ignore_ascii_case(k)) {
             has_api_key = true;
+            api_key_fp = Some(fingerprint(h.value));
         } else if name.eq_ignore_ascii_case("user-agent") {
             head.user_agent = std::str::from_utf8(h.value)
                 .ok()
@@ -250,8 +275,10 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
     if head.auth_scheme == AuthScheme::None {
         if has_api_key {
             head.auth_scheme = AuthScheme::Apikey;
+            head.fingerprint = api_key_fp;
         } else if has_cookie {
             head.auth_scheme = AuthScheme::Cookie;
+            head.fingerprint = cookie_fp;
         }
     }
     head.framing = if chunked {

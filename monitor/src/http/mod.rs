@@ -1,5 +1,6 @@
 //! HTTP/1.x: heads and the incremental message parser.
 pub mod head;
+pub mod identity;
 pub mod parser;
 
 pub use head::{AuthScheme, Head, RequestHead, ResponseHead};

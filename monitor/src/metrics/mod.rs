@@ -32,7 +32,7 @@ const SIZE_BUCKETS: &[f64] = &[
 ];
 
 /// Methods kept as label values; others become `_OTHER` (OTel convention).
-const KNOWN_METHODS: &[&str] = &[
+pub const KNOWN_METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 

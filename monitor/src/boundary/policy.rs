@@ -1,0 +1,629 @@
+//! The policy file: zones, services, endpoints and their rules. Parsed with serde (unknown
+//! fields rejected), then compiled; every problem is reported at once with file, line, column and
+//! field.
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::config::{ConfigError, ConfigErrors};
+use crate::yaml_locate::locate;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    zones: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    services: Vec<ServiceSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceSpec {
+    name: String,
+    #[serde(rename = "match")]
+    matcher: MatchSpec,
+    /// What an endpoint not declared below is: `allow` or `alert` (a shadow API).
+    #[serde(default)]
+    undeclared: Option<String>,
+    #[serde(default)]
+    defaults: RuleSpec,
+    #[serde(default)]
+    endpoints: Vec<EndpointSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MatchSpec {
+    port: Option<u16>,
+    process: Option<String>,
+    cgroup: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    allowed_sources: Option<Vec<String>>,
+    auth: Option<AuthSpec>,
+    tls_required: Option<bool>,
+    sensitive: Option<bool>,
+    deprecated: Option<bool>,
+    rate_limit: Option<RateSpec>,
+    forbidden_query_keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointSpec {
+    route: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    allowed_sources: Option<Vec<String>>,
+    auth: Option<AuthSpec>,
+    tls_required: Option<bool>,
+    sensitive: Option<bool>,
+    deprecated: Option<bool>,
+    rate_limit: Option<RateSpec>,
+    forbidden_query_keys: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum AuthSpec {
+    Scheme(String),
+    Detailed(AuthDetail),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthDetail {
+    scheme: String,
+    #[serde(default)]
+    jwt: Option<JwtSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JwtSpec {
+    issuer: Option<String>,
+    audience: Option<String>,
+    #[serde(default)]
+    scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateSpec {
+    /// "100/min", "10/s", "5000/hour".
+    limit: String,
+    /// `source` (peer address) or `identity` (credential fingerprint).
+    #[serde(default = "default_per")]
+    per: String,
+}
+
+fn default_per() -> String {
+    "source".into()
+}
+
+/// What authentication an endpoint requires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AuthRequirement {
+    None,
+    Any,
+    Scheme(crate::http::AuthScheme),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JwtRequirement {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateKey {
+    Source,
+    Identity,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    pub limit: u32,
+    pub window_secs: u64,
+    pub per: RateKey,
+    /// As written, for evidence ("100/min").
+    pub text: String,
+}
+
+/// The effective rules of an endpoint (endpoint fields over service defaults over built-ins).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// Indexes into Policy::zones; None = any source.
+    pub allowed_zones: Option<Vec<usize>>,
+    pub auth: AuthRequirement,
+    pub jwt: Option<JwtRequirement>,
+    pub tls_required: bool,
+    pub sensitive: bool,
+    pub deprecated: bool,
+    pub rate_limit: Option<RateLimit>,
+    pub forbidden_query_keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Param,
+    /// `**`: zero or more segments.
+    Rest,
+}
+
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub route: String,
+    pub pattern: Vec<Segment>,
+    pub methods: Vec<String>,
+    pub rules: Rules,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: String,
+    pub port: Option<u16>,
+    pub process: Option<String>,
+    pub cgroup: Option<String>,
+    pub alert_undeclared: bool,
+    pub defaults: Rules,
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub zones: Vec<(String, Vec<IpNet>)>,
+    pub services: Vec<Service>,
+}
+
+impl Policy {
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: file.clone(),
+                line: None,
+                column: None,
+                field: "-".into(),
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        Self::parse(&file, &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigErrors> {
+        let spec: PolicyFile = if text.trim().is_empty() {
+            PolicyFile::default()
+        } else {
+            serde_norway::from_str(text)
+                .map_err(|e| ConfigErrors(vec![crate::config::located_serde_error(file, &e)]))?
+        };
+        let mut errors = Vec::new();
+        let policy = compile(spec, &mut |path: &[String], message: String| {
+            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+            let pos = locate(text, &refs);
+            errors.push(ConfigError {
+                file: file.to_string(),
+                line: pos.map(|p| p.0),
+                column: pos.map(|p| p.1),
+                field: path.join("."),
+                message,
+            });
+        });
+        if errors.is_empty() {
+            Ok(policy)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Zones containing an address (names).
+    pub fn zones_of(&self, ip: IpAddr) -> Vec<&str> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.zones
+            .iter()
+            .filter(|(_, nets)| nets.iter().any(|n| n.contains(&ip)))
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+}
+
+type Report<'a> = dyn FnMut(&[String], String) + 'a;
+
+fn compile(spec: PolicyFile, report: &mut Report) -> Policy {
+    let mut zones = Vec::new();
+    for (name, cidrs) in spec.zones {
+        let mut nets = Vec::new();
+        for (i, c) in cidrs.iter().enumerate() {
+            match parse_net(c) {
+                Some(n) => nets.push(n),
+                None => report(
+                    &["zones".into(), name.clone()],
+                    format!(
+                        "entry {} ({c:?}) is not an address or CIDR (10.0.0.0/8, fd00::/8, 127.0.0.1)",
+                        i + 1
+                    ),
+                ),
+            }
+        }
+        zones.push((name, nets));
+    }
+    let zone_names: Vec<String> = zones.iter().map(|(n, _)| n.clone()).collect();
+    let builtin = Rules {
+        allowed_zones: None,
+        auth: AuthRequirement::None,
+        jwt: None,
+        tls_required: false,
+        sensitive: false,
+        deprecated: false,
+        rate_limit: None,
+        forbidden_query_keys: Vec::new(),
+    };
+    let mut services = Vec::new();
+    for (si, s) in spec.services.into_iter().enumerate() {
+        let at = |rest: &[&str]| -> Vec<String> {
+            let mut p = vec!["services".to_string(), si.to_string()];
+            p.extend(rest.iter().map(|s| s.to_string()));
+            p
+        };
+        if s.matcher.port.is_none() && s.matcher.process.is_none() && s.matcher.cgroup.is_none() {
+            report(
+                &at(&["match"]),
+                "give at least one of port, process, cgroup".into(),
+            );
+        }
+        let alert_undeclared = match s.undeclared.as_deref() {
+            None | Some("alert") => true,
+            Some("allow") => false,
+            Some(other) => {
+                report(
+                    &at(&["undeclared"]),
+                    format!("must be allow or alert, is {other:?}"),
+                );
+                true
+            }
+        };
+        let defaults = rules(
+            &builtin,
+            RuleFields::from_defaults(&s.defaults),
+            &zone_names,
+            &mut |field, msg| report(&at(&["defaults", field]), msg),
+        );
+        let mut endpoints = Vec::new();
+        for (ei, e) in s.endpoints.iter().enumerate() {
+            let at_e = |field: &str| at(&["endpoints", &ei.to_string(), field]);
+            let pattern = match parse_route(&e.route) {
+                Ok(p) => p,
+                Err(msg) => {
+                    report(&at_e("route"), msg);
+                    Vec::new()
+                }
+            };
+            let mut methods = Vec::new();
+            for m in &e.methods {
+                let up = m.to_ascii_uppercase();
+                if !crate::metrics::KNOWN_METHODS.contains(&up.as_str()) {
+                    report(&at_e("methods"), format!("{m:?} is not an HTTP method"));
+                }
+                methods.push(up);
+            }
+            let r = rules(
+                &defaults,
+                RuleFields::from_endpoint(e),
+                &zone_names,
+                &mut |field, msg| report(&at_e(field), msg),
+            );
+            endpoints.push(Endpoint {
+                route: e.route.clone(),
+                pattern,
+                methods,
+                rules: r,
+            });
+        }
+        services.push(Service {
+            name: s.name,
+            port: s.matcher.port,
+            process: s.matcher.process,
+            cgroup: s.matcher.cgroup,
+            alert_undeclared,
+            defaults,
+            endpoints,
+        });
+    }
+    Policy { zones, services }
+}
+
+struct RuleFields<'a> {
+    allowed_sources: Option<&'a Vec<String>>,
+    auth: Option<&'a AuthSpec>,
+    tls_required: Option<bool>,
+    sensitive: Option<bool>,
+    deprecated: Option<bool>,
+    rate_limit: Option<&'a RateSpec>,
+    forbidden_query_keys: Option<&'a Vec<String>>,
+}
+
+impl<'a> RuleFields<'a> {
+    fn from_defaults(r: &'a RuleSpec) -> Self {
+        Self {
+            allowed_sources: r.allowed_sources.as_ref(),
+            auth: r.auth.as_ref(),
+            tls_required: r.tls_required,
+            sensitive: r.sensitive,
+            deprecated: r.deprecated,
+            rate_limit: r.rate_limit.as_ref(),
+            forbidden_query_keys: r.forbidden_query_keys.as_ref(),
+        }
+    }
+    fn from_endpoint(e: &'a EndpointSpec) -> Self {
+        Self {
+            allowed_sources: e.allowed_sources.as_ref(),
+            auth: e.auth.as_ref(),
+            tls_required: e.tls_required,
+            sensitive: e.sensitive,
+            deprecated: e.deprecated,
+            rate_limit: e.rate_limit.as_ref(),
+            forbidden_query_keys: e.forbidden_query_keys.as_ref(),
+        }
+    }
+}
+
+fn rules(base: &Rules, f: RuleFields, zones: &[String], report: &mut dyn FnMut(&str, String)) -> Rules {
+    let mut r = base.clone();
+    if let Some(sources) = f.allowed_sources {
+        if sources.iter().any(|s| s == "any") {
+            r.allowed_zones = None;
+        } else {
+            let mut idx = Vec::new();
+            for s in sources {
+                match zones.iter().position(|z| z == s) {
+                    Some(i) => idx.push(i),
+                    None => report(
+                        "allowed_sources",
+                        format!("unknown zone {s:?} (declared: {})", zones.join(", ")),
+                    ),
+                }
+            }
+            r.allowed_zones = Some(idx);
+        }
+    }
+    if let Some(a) = f.auth {
+        let (scheme, jwt) = match a {
+            AuthSpec::Scheme(s) => (s.as_str(), None),
+            AuthSpec::Detailed(d) => (d.scheme.as_str(), d.jwt.clone()),
+        };
+        use crate::http::AuthScheme as S;
+        r.auth = match scheme {
+            "none" => AuthRequirement::None,
+            "any" => AuthRequirement::Any,
+            "bearer" => AuthRequirement::Scheme(S::Bearer),
+            "basic" => AuthRequirement::Scheme(S::Basic),
+            "apikey" => AuthRequirement::Scheme(S::Apikey),
+            "cookie" => AuthRequirement::Scheme(S::Cookie),
+            other => {
+                report(
+                    "auth",
+                    format!("unknown scheme {other:?} (none, any, bearer, basic, apikey, cookie)"),
+                );
+                AuthRequirement::Any
+            }
+        };
+        r.jwt = jwt.map(|j| JwtRequirement {
+            issuer: j.issuer,
+            audience: j.audience,
+            scopes: j.scopes,
+        });
+    }
+    if let Some(v) = f.tls_required {
+        r.tls_required = v;
+    }
+    if let Some(v) = f.sensitive {
+        r.sensitive = v;
+    }
+    if let Some(v) = f.deprecated {
+        r.deprecated = v;
+    }
+    if let Some(rate) = f.rate_limit {
+        match parse_rate(&rate.limit) {
+            Some((limit, window_secs)) => {
+                let per = match rate.per.as_str() {
+                    "source" => RateKey::Source,
+                    "identity" => RateKey::Identity,
+                    other => {
+                        report(
+                            "rate_limit",
+                            format!("per must be source or identity, is {other:?}"),
+                        );
+                        RateKey::Source
+                    }
+                };
+                r.rate_limit = Some(RateLimit {
+                    limit,
+                    window_secs,
+                    per,
+                    text: rate.limit.clone(),
+                });
+            }
+            None => report(
+                "rate_limit",
+                format!("limit {:?} is not N/s, N/min or N/hour", rate.limit),
+            ),
+        }
+    }
+    if let Some(keys) = f.forbidden_query_keys {
+        r.forbidden_query_keys = keys.clone();
+    }
+    r
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+fn parse_rate(s: &str) -> Option<(u32, u64)> {
+    let (n, unit) = s.split_once('/')?;
+    let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3600,
+        _ => return None,
+    };
+    Some((n, secs))
+}
+
+/// `/users/{id}/orders/**` -> segments.
+fn parse_route(route: &str) -> Result<Vec<Segment>, String> {
+    if !route.starts_with('/') {
+        return Err(format!("route {route:?} must start with /"));
+    }
+    let mut out = Vec::new();
+    for seg in route.split('/').filter(|s| !s.is_empty()) {
+        out.push(if seg == "**" {
+            Segment::Rest
+        } else if seg.starts_with('{') && seg.ends_with('}') && seg.len() > 2 {
+            Segment::Param
+        } else if seg.contains(['{', '}', '*']) {
+            return Err(format!(
+                "segment {seg:?} of {route:?}: use {{name}} for one segment or ** for any number"
+            ));
+        } else {
+            Segment::Literal(seg.to_string())
+        });
+    }
+    Ok(out)
+}
+
+/// Whether a request path matches a route pattern.
+pub fn route_matches(pattern: &[Segment], path: &str) -> bool {
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    fn go(p: &[Segment], s: &[&str]) -> bool {
+        match p.first() {
+            None => s.is_empty(),
+            Some(Segment::Rest) => (0..=s.len()).any(|k| go(&p[1..], &s[k..])),
+            Some(Segment::Param) => !s.is_empty() && go(&p[1..], &s[1..]),
+            Some(Segment::Literal(l)) => s.first() == Some(&l.as_str()) && go(&p[1..], &s[1..]),
+        }
+    }
+    go(pattern, &segs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const EXAMPLE: &str = r#"zones:
+  internal: [10.0.0.0/8, 127.0.0.0/8, "::1/128"]
+  partners: [203.0.113.0/24]
+services:
+  - name: orders
+    match:
+      port: 8080
+    undeclared: alert
+    defaults:
+      allowed_sources: [internal]
+      auth: any
+    endpoints:
+      - route: /api/orders/{id}
+        methods: [GET, PUT]
+        auth:
+          scheme: bearer
+          jwt:
+            issuer: https://idp.example
+            scopes: [orders:read]
+        sensitive: true
+        rate_limit:
+          limit: 100/min
+          per: identity
+      - route: /api/health
+        methods: [GET]
+        auth: none
+        allowed_sources: [any]
+      - route: /api/v1/**
+        deprecated: true
+        forbidden_query_keys: [password]
+"#;
+
+    #[test]
+    fn compiles_the_example() {
+        let p = Policy::parse("p.yml", EXAMPLE).unwrap();
+        assert_eq!(p.zones.len(), 2);
+        let s = &p.services[0];
+        assert_eq!(s.port, Some(8080));
+        assert!(s.alert_undeclared);
+        assert_eq!(s.endpoints.len(), 3);
+        let e = &s.endpoints[0];
+        assert_eq!(e.methods, vec!["GET", "PUT"]);
+        assert_eq!(
+            e.rules.auth,
+            AuthRequirement::Scheme(crate::http::AuthScheme::Bearer)
+        );
+        assert_eq!(
+            e.rules.allowed_zones,
+            Some(vec![0]),
+            "inherits the service default"
+        );
+        assert_eq!(e.rules.rate_limit.as_ref().unwrap().limit, 100);
+        assert_eq!(s.endpoints[1].rules.allowed_zones, None);
+        assert_eq!(p.zones_of("127.0.0.1".parse().unwrap()), vec!["internal"]);
+        assert_eq!(
+            p.zones_of("::ffff:203.0.113.9".parse().unwrap()),
+            vec!["partners"]
+        );
+        assert!(p.zones_of("192.0.2.1".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn routes_match() {
+        let r = |s: &str| parse_route(s).unwrap();
+        assert!(route_matches(&r("/api/orders/{id}"), "/api/orders/42"));
+        assert!(!route_matches(&r("/api/orders/{id}"), "/api/orders/42/items"));
+        assert!(route_matches(&r("/api/v1/**"), "/api/v1"));
+        assert!(route_matches(&r("/api/v1/**"), "/api/v1/a/b/c"));
+        assert!(route_matches(&r("/**/health"), "/x/y/health"));
+        assert!(!route_matches(&r("/a"), "/b"));
+        assert!(parse_route("/a/{x").is_err());
+        assert!(parse_route("no-slash").is_err());
+    }
+
+    #[test]
+    fn every_error_with_its_position() {
+        let bad = "zones:\n  internal: [10.0.0.0/33]\nservices:\n  - name: a\n    match: {}\n    undeclared: maybe\n    endpoints:\n      - route: /x/{id\n        methods: [GET, FETCH]\n        allowed_sources: [nowhere]\n        rate_limit:\n          limit: 5/fortnight\n";
+        let errs = Policy::parse("p.yml", bad).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        for want in [
+            "p.yml:2:3: zones.internal:",
+            "p.yml:5:5: services.0.match: give at least one",
+            "p.yml:6:5: services.0.undeclared:",
+            "p.yml:8:9: services.0.endpoints.0.route:",
+            "p.yml:9:9: services.0.endpoints.0.methods: \"FETCH\"",
+            "p.yml:10:9: services.0.endpoints.0.allowed_sources: unknown zone \"nowhere\"",
+            "p.yml:11:9: services.0.endpoints.0.rate_limit:",
+        ] {
+            assert!(
+                shown.iter().any(|s| s.starts_with(want)),
+                "missing {want:?} in {shown:#?}"
+            );
+        }
+        assert_eq!(shown.len(), 7, "{shown:#?}");
+        let syntax = Policy::parse("p.yml", "services:\n  - name: a\n    colour: red\n")
+            .unwrap_err()
+            .0;
+        assert_eq!(syntax.len(), 1);
+        assert_eq!(syntax[0].file, "p.yml");
+        assert!(syntax[0].line.is_some());
+    }
+}
