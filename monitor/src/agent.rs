@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::boundary::{Evaluator, Finding, Policy};
 use crate::capture::CaptureEvent;
 use crate::capture::kernel::{CaptureError, KernelCapture, KernelConfig, KernelStats, unix_now_ns};
 use crate::enrich::RouteTable;
 use crate::metrics::Metrics;
-use crate::output::ExchangeSink;
+use crate::output::{ExchangeSink, FindingSink};
 use crate::record::{RecordError, RecordReader, RecordWriter};
 use crate::redact::Redactor;
 use crate::stats::PipelineStats;
@@ -31,6 +32,9 @@ pub struct AgentOptions {
     pub pids: Vec<u32>,
     /// Where exchanges and counters are also recorded for /metrics, when enabled.
     pub metrics: Option<Arc<Metrics>>,
+    /// The boundary policy, when one is configured, and the file it is reloaded from.
+    pub policy: Option<Arc<Policy>>,
+    pub policy_path: Option<std::path::PathBuf>,
 }
 
 /// Bounds of the enrich stage's route table.
@@ -71,13 +75,16 @@ impl Summary {
 
 enum Msg {
     Events(Vec<CaptureEvent>),
+    /// A reloaded policy (rate and burst state carry over).
+    Policy(Arc<Policy>),
     /// Wall-clock time, so idle connections expire when no events come.
     Tick(u64),
 }
 
 /// What consumes capture events on the pipeline thread.
 pub enum Consumer {
-    Exchanges(Box<dyn ExchangeSink>),
+    /// Exchanges to the first sink; findings, when a policy is set, to the second.
+    Exchanges(Box<dyn ExchangeSink>, Option<Box<dyn FindingSink>>),
     Record(RecordWriter<Box<dyn std::io::Write + Send>>),
 }
 
@@ -88,19 +95,30 @@ pub struct Pipeline {
     metrics: Option<Arc<Metrics>>,
     pub stats: PipelineStats,
     sink: Box<dyn ExchangeSink>,
+    evaluator: Option<Evaluator>,
+    finding_sink: Option<Box<dyn FindingSink>>,
+    findings: Vec<Finding>,
     pids: Vec<u32>,
     pub filtered_events: u64,
     scratch: Vec<crate::exchange::Exchange>,
 }
 
 impl Pipeline {
-    pub fn new(opts: &AgentOptions, sink: Box<dyn ExchangeSink>) -> Self {
+    pub fn new(
+        opts: &AgentOptions,
+        sink: Box<dyn ExchangeSink>,
+        finding_sink: Option<Box<dyn FindingSink>>,
+    ) -> Self {
         Self {
             table: ConnTable::new(opts.stream.clone()),
             routes: RouteTable::new(opts.routes.max_services, opts.routes.max_routes_per_service),
             metrics: opts.metrics.clone(),
             stats: PipelineStats::default(),
             sink,
+            // Without a policy the built-in detectors still run (secrets and PII in URLs, JWTs).
+            evaluator: Some(Evaluator::new(opts.policy.clone().unwrap_or_default())),
+            finding_sink,
+            findings: Vec::new(),
             pids: opts.pids.clone(),
             filtered_events: 0,
             scratch: Vec::new(),
@@ -128,9 +146,19 @@ impl Pipeline {
         self.sink.flush();
     }
 
-    /// After a batch: flush the sink, bring the metrics' counters up to date.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        match &mut self.evaluator {
+            Some(e) => e.set_policy(policy),
+            None => self.evaluator = Some(Evaluator::new(policy)),
+        }
+    }
+
+    /// After a batch: flush the sinks, bring the metrics' counters up to date.
     pub fn end_batch(&mut self) {
         self.sink.flush();
+        if let Some(f) = &mut self.finding_sink {
+            f.flush();
+        }
         if let Some(m) = &self.metrics {
             m.update_pipeline(&self.stats, self.routes.routes_folded);
         }
@@ -141,6 +169,18 @@ impl Pipeline {
             self.routes.enrich(&mut ex);
             if let Some(m) = &self.metrics {
                 m.observe(&ex);
+            }
+            if let Some(eval) = &mut self.evaluator {
+                eval.evaluate(&ex, &mut self.findings);
+                for f in self.findings.drain(..) {
+                    self.stats.findings += 1;
+                    if let Some(m) = &self.metrics {
+                        m.observe_finding(&f);
+                    }
+                    if let Some(sink) = &mut self.finding_sink {
+                        sink.write(&f);
+                    }
+                }
             }
             self.sink.write(&ex);
         }
@@ -160,10 +200,11 @@ pub fn replay<R: BufRead>(
     input: R,
     opts: &AgentOptions,
     sink: Box<dyn ExchangeSink>,
+    findings: Option<Box<dyn FindingSink>>,
 ) -> Result<Summary, RecordError> {
     let start = Instant::now();
     let mut reader = RecordReader::new(input)?;
-    let mut pipeline = Pipeline::new(opts, sink);
+    let mut pipeline = Pipeline::new(opts, sink, findings);
     let mut last_ts = 0;
     while let Some(ev) = reader.next_event()? {
         last_ts = ev.ts_ns();
@@ -255,10 +296,17 @@ async fn capture_loop(
     }
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut policy_mtime = opts.policy_path.as_deref().and_then(mtime);
     let mut batch = Vec::with_capacity(BATCH_EVENTS);
     loop {
         tokio::select! {
             _ = &mut stop => break,
+            _ = hangup.recv() => {
+                if let Some(path) = &opts.policy_path {
+                    reload_policy(path, &tx);
+                }
+            }
             r = capture.next_batch(&mut batch, BATCH_EVENTS) => {
                 r?;
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
@@ -270,6 +318,14 @@ async fn capture_loop(
             _ = tick.tick() => {
                 let _ = tx.send(Msg::Tick(unix_now_ns()));
                 capture.rescan_tls();
+                // Reload the policy when its file changes.
+                if let Some(path) = &opts.policy_path {
+                    let now = mtime(path);
+                    if now != policy_mtime {
+                        policy_mtime = now;
+                        reload_policy(path, &tx);
+                    }
+                }
                 if let Some(m) = &opts.metrics {
                     let k = capture.kernel_stats();
                     m.update_kernel(&k, k.get(monitor_common::Stat::RingAvailBytes));
@@ -298,11 +354,34 @@ async fn capture_loop(
     })
 }
 
+fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// A broken policy never takes the agent down: the last good one stays, every error is logged.
+fn reload_policy(path: &std::path::Path, tx: &SyncSender<Msg>) {
+    match Policy::load(path) {
+        Ok(p) => {
+            log::info!(
+                "policy reloaded from {} ({} services)",
+                path.display(),
+                p.services.len()
+            );
+            let _ = tx.send(Msg::Policy(Arc::new(p)));
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                log::error!("policy not reloaded, the last good one stays: {e}");
+            }
+        }
+    }
+}
+
 fn consume(rx: Receiver<Msg>, consumer: Consumer, opts: &AgentOptions) -> (PipelineStats, u64) {
     let pids = &opts.pids;
     match consumer {
-        Consumer::Exchanges(sink) => {
-            let mut p = Pipeline::new(opts, sink);
+        Consumer::Exchanges(sink, findings) => {
+            let mut p = Pipeline::new(opts, sink, findings);
             while let Ok(msg) = rx.recv() {
                 match msg {
                     Msg::Events(batch) => {
@@ -312,6 +391,7 @@ fn consume(rx: Receiver<Msg>, consumer: Consumer, opts: &AgentOptions) -> (Pipel
                         p.end_batch();
                     }
                     Msg::Tick(now) => p.tick(now),
+                    Msg::Policy(policy) => p.set_policy(policy),
                 }
             }
             p.finish(unix_now_ns());

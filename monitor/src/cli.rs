@@ -8,10 +8,11 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::agent::{self, AgentOptions, Consumer, LiveAgent, Summary};
+use crate::boundary::Policy;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::metrics::server::MetricsServer;
-use crate::output::{ExchangeSink, JsonLines};
+use crate::output::{ExchangeSink, FindingSink, JsonLines};
 use crate::record::RecordWriter;
 use std::sync::Arc;
 
@@ -46,6 +47,9 @@ pub struct CommonArgs {
     /// Only watch these processes (repeatable).
     #[arg(long = "pid")]
     pub pids: Vec<u32>,
+    /// Boundary policy file; overrides `policy` in the configuration.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +66,9 @@ pub struct RunArgs {
     /// metrics.listen.
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// Where finding lines go (a file path, or - for standard output, with the exchanges).
+    #[arg(long, default_value = "-")]
+    pub findings: String,
 }
 
 #[derive(Args, Debug)]
@@ -79,14 +86,22 @@ pub struct ReplayArgs {
     pub file: PathBuf,
     #[arg(long)]
     pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
     #[arg(long, default_value = "-")]
     pub exchanges: String,
+    #[arg(long, default_value = "-")]
+    pub findings: String,
 }
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
+    /// Configuration file (its policy, if it names one, is checked too).
+    #[arg(long, required_unless_present = "policy")]
+    pub config: Option<PathBuf>,
+    /// Policy file.
     #[arg(long)]
-    pub config: PathBuf,
+    pub policy: Option<PathBuf>,
 }
 
 pub fn main() -> Result<()> {
@@ -111,14 +126,49 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 
 fn options(common: &CommonArgs) -> Result<(AgentOptions, Config)> {
     let cfg = load_config(common.config.as_ref())?;
+    let policy_path = common
+        .policy
+        .clone()
+        .or_else(|| cfg.policy_path(common.config.as_deref()));
     let opts = AgentOptions {
         kernel: cfg.kernel(),
         stream: cfg.stream(),
         routes: cfg.routes(),
         pids: common.pids.clone(),
         metrics: None,
+        policy: load_policy(policy_path.as_deref())?,
+        policy_path,
     };
     Ok((opts, cfg))
+}
+
+fn load_policy(path: Option<&std::path::Path>) -> Result<Option<Arc<Policy>>> {
+    match path {
+        Some(p) => Ok(Some(Arc::new(
+            Policy::load(p).map_err(|e| anyhow::anyhow!("invalid policy:\n{e}"))?,
+        ))),
+        None => Ok(None),
+    }
+}
+
+/// The per-install key of credential fingerprints, from the state directory.
+fn install_key(cfg: &Config) {
+    match crate::http::identity::load_or_create_install_key(std::path::Path::new(&cfg.state_dir)) {
+        Ok(key) => crate::http::identity::set_install_key(key),
+        Err(e) => log::warn!(
+            "cannot keep the fingerprint key in {} ({e}): fingerprints will not be unique to this install",
+            cfg.state_dir
+        ),
+    }
+}
+
+fn finding_sink(target: &str) -> Result<Box<dyn FindingSink>> {
+    Ok(if target == "-" {
+        Box::new(JsonLines::new(std::io::stdout()))
+    } else {
+        let f = File::create(target).with_context(|| format!("cannot create {target}"))?;
+        Box::new(JsonLines::new(BufWriter::new(f)))
+    })
 }
 
 fn exchange_sink(target: &str) -> Result<Box<dyn ExchangeSink>> {
@@ -151,7 +201,9 @@ fn run(a: RunArgs) -> Result<()> {
             cfg.metrics.listen
         );
     }
-    let agent = LiveAgent::start(opts, Consumer::Exchanges(exchange_sink(&a.exchanges)?))?;
+    install_key(&cfg);
+    let consumer = Consumer::Exchanges(exchange_sink(&a.exchanges)?, Some(finding_sink(&a.findings)?));
+    let agent = LiveAgent::start(opts, consumer)?;
     log::info!("apiwatch is watching HTTP traffic on this host");
     wait(a.duration)?;
     finish(agent.stop()?)
@@ -169,29 +221,48 @@ fn record(a: RecordArgs) -> Result<()> {
 
 fn replay(a: ReplayArgs) -> Result<()> {
     let cfg = load_config(a.config.as_ref())?;
+    let policy_path = a.policy.clone().or_else(|| cfg.policy_path(a.config.as_deref()));
     let opts = AgentOptions {
         stream: cfg.stream(),
         routes: cfg.routes(),
+        policy: load_policy(policy_path.as_deref())?,
         ..AgentOptions::default()
     };
     let file = File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?;
-    let summary = agent::replay(BufReader::new(file), &opts, exchange_sink(&a.exchanges)?)?;
+    let findings = Some(finding_sink(&a.findings)?);
+    let summary = agent::replay(
+        BufReader::new(file),
+        &opts,
+        exchange_sink(&a.exchanges)?,
+        findings,
+    )?;
     finish(summary)
 }
 
 fn check(a: CheckArgs) -> Result<()> {
-    match Config::load(&a.config) {
-        Ok(_) => {
-            println!("{}: ok", a.config.display());
-            Ok(())
-        }
-        Err(errors) => {
-            for e in &errors.0 {
-                eprintln!("{e}");
-            }
-            anyhow::bail!("{} error(s) in {}", errors.0.len(), a.config.display())
+    let mut errors = Vec::new();
+    let mut policy = a.policy.clone();
+    if let Some(path) = &a.config {
+        match Config::load(path) {
+            Ok(cfg) => policy = policy.or_else(|| cfg.policy_path(Some(path))),
+            Err(e) => errors.extend(e.0),
         }
     }
+    if let Some(path) = &policy {
+        if let Err(e) = Policy::load(path) {
+            errors.extend(e.0);
+        }
+    }
+    if errors.is_empty() {
+        for f in a.config.iter().chain(policy.iter()) {
+            println!("{}: ok", f.display());
+        }
+        return Ok(());
+    }
+    for e in &errors {
+        eprintln!("{e}");
+    }
+    anyhow::bail!("{} error(s)", errors.len())
 }
 
 /// Until the duration passes or SIGINT/SIGTERM arrives.

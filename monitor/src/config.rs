@@ -34,6 +34,11 @@ metrics:
   max_routes_per_service: 200
   # (service, route, method) entries in /api/v1/routes.
   max_inventory_routes: 4096
+# Boundary policy (see docs/policy.md); without one only the built-in detectors run
+# (secrets and personal data in URLs, unsigned and expired JWTs).
+policy: null
+# State kept across restarts: the key that makes credential fingerprints unique to this install.
+state_dir: /var/lib/apiwatch
 "#;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -42,6 +47,11 @@ pub struct Config {
     pub capture: CaptureSection,
     pub stream: StreamSection,
     pub metrics: MetricsSection,
+    /// Boundary policy file (zones, services, endpoints, rules); relative paths are relative to
+    /// the configuration file. None: only the built-in detectors run.
+    pub policy: Option<String>,
+    /// Where apiwatch keeps state across restarts (the credential-fingerprint key).
+    pub state_dir: String,
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -87,6 +97,8 @@ impl Default for Config {
             capture: CaptureSection::default(),
             stream: StreamSection::default(),
             metrics: MetricsSection::default(),
+            policy: None,
+            state_dir: "/var/lib/apiwatch".into(),
         }
     }
 }
@@ -170,6 +182,15 @@ pub fn located_serde_error(file: &str, e: &serde_norway::Error) -> ConfigError {
 }
 
 impl Config {
+    /// The policy file's path, resolved against the directory of the configuration file.
+    pub fn policy_path(&self, config_file: Option<&Path>) -> Option<std::path::PathBuf> {
+        let p = Path::new(self.policy.as_deref()?);
+        Some(match config_file.and_then(Path::parent) {
+            Some(dir) if p.is_relative() => dir.join(p),
+            _ => p.to_path_buf(),
+        })
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| {

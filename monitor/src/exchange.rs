@@ -56,7 +56,7 @@ impl Exchange {
     }
 }
 
-fn rfc3339<S: Serializer>(ts: &u64, s: S) -> Result<S::Ok, S::Error> {
+pub fn rfc3339<S: Serializer>(ts: &u64, s: S) -> Result<S::Ok, S::Error> {
     let t = time::OffsetDateTime::from_unix_timestamp_nanos(*ts as i128)
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     // RFC 3339 with a fixed six-digit fraction, so lines sort as text.

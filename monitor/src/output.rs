@@ -2,11 +2,35 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use crate::boundary::Finding;
 use crate::exchange::Exchange;
 
-pub trait ExchangeSink: Send {
-    fn write(&mut self, ex: &Exchange);
+/// Where records of one kind go.
+pub trait Sink<T>: Send {
+    fn write(&mut self, record: &T);
     fn flush(&mut self) {}
+}
+
+pub trait ExchangeSink: Sink<Exchange> {}
+impl<S: Sink<Exchange>> ExchangeSink for S {}
+pub trait FindingSink: Sink<Finding> {}
+impl<S: Sink<Finding>> FindingSink for S {}
+
+/// A record that is written as one JSON line.
+pub trait JsonLine {
+    fn json_line(&self) -> String;
+}
+
+impl JsonLine for Exchange {
+    fn json_line(&self) -> String {
+        self.to_json()
+    }
+}
+
+impl JsonLine for Finding {
+    fn json_line(&self) -> String {
+        self.to_json()
+    }
 }
 
 /// One JSON object per line. Write errors (a closed pipe) are counted, never fatal.
@@ -21,9 +45,9 @@ impl<W: Write + Send> JsonLines<W> {
     }
 }
 
-impl<W: Write + Send> ExchangeSink for JsonLines<W> {
-    fn write(&mut self, ex: &Exchange) {
-        let mut line = ex.to_json();
+impl<T: JsonLine, W: Write + Send> Sink<T> for JsonLines<W> {
+    fn write(&mut self, record: &T) {
+        let mut line = record.json_line();
         line.push('\n');
         if self.out.write_all(line.as_bytes()).is_err() {
             self.write_errors += 1;
@@ -37,20 +61,31 @@ impl<W: Write + Send> ExchangeSink for JsonLines<W> {
     }
 }
 
-/// Collects exchanges in memory, for tests and for callers embedding the pipeline.
-#[derive(Clone, Default)]
-pub struct SharedVec(pub Arc<Mutex<Vec<Exchange>>>);
+/// Collects records in memory, for tests and for callers embedding the pipeline.
+pub struct SharedVec<T = Exchange>(pub Arc<Mutex<Vec<T>>>);
 
-impl SharedVec {
-    pub fn snapshot(&self) -> Vec<Exchange> {
+impl<T> Default for SharedVec<T> {
+    fn default() -> Self {
+        Self(Arc::new(Mutex::new(Vec::new())))
+    }
+}
+
+impl<T> Clone for SharedVec<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<T: Clone> SharedVec<T> {
+    pub fn snapshot(&self) -> Vec<T> {
         self.0.lock().map(|v| v.clone()).unwrap_or_default()
     }
 }
 
-impl ExchangeSink for SharedVec {
-    fn write(&mut self, ex: &Exchange) {
+impl<T: Clone + Send> Sink<T> for SharedVec<T> {
+    fn write(&mut self, record: &T) {
         if let Ok(mut v) = self.0.lock() {
-            v.push(ex.clone());
+            v.push(record.clone());
         }
     }
 }

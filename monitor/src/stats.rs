@@ -49,6 +49,7 @@ pub struct PipelineStats {
     /// TLS connections whose plaintext was never seen (a TLS library we do not probe), by
     /// process name; at most MAX_BLIND_SPOT_PROCESSES names, the rest under "__other__".
     pub tls_blind_spots: std::collections::BTreeMap<String, u64>,
+    pub findings: u64,
 }
 
 const MAX_BLIND_SPOT_PROCESSES: usize = 256;

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use monitor::agent::{AgentOptions, Consumer, LiveAgent, Summary};
+use monitor::boundary::Finding;
 use monitor::exchange::Exchange;
 use monitor::output::SharedVec;
 
@@ -91,10 +92,11 @@ impl Drop for Proc {
     }
 }
 
-/// The agent, started in this process, collecting exchanges in memory.
+/// The agent, started in this process, collecting exchanges and findings in memory.
 pub struct Agent {
     live: Option<LiveAgent>,
     pub exchanges: SharedVec,
+    pub findings: SharedVec<Finding>,
 }
 
 impl Agent {
@@ -105,18 +107,27 @@ impl Agent {
     pub fn start_with(opts: AgentOptions) -> Self {
         require_root();
         let exchanges = SharedVec::default();
-        let live = LiveAgent::start(opts, Consumer::Exchanges(Box::new(exchanges.clone())))
-            .unwrap_or_else(|e| panic!("the agent did not start: {e}"));
+        let findings = SharedVec::default();
+        let consumer = Consumer::Exchanges(Box::new(exchanges.clone()), Some(Box::new(findings.clone())));
+        let live =
+            LiveAgent::start(opts, consumer).unwrap_or_else(|e| panic!("the agent did not start: {e}"));
         Self {
             live: Some(live),
             exchanges,
+            findings,
         }
     }
 
     /// Stops the agent (draining what the kernel wrote) and returns exchanges and summary.
-    pub fn stop(mut self) -> (Vec<Exchange>, Summary) {
+    pub fn stop(self) -> (Vec<Exchange>, Summary) {
+        let (ex, _, summary) = self.stop_all();
+        (ex, summary)
+    }
+
+    /// Exchanges, findings and summary.
+    pub fn stop_all(mut self) -> (Vec<Exchange>, Vec<Finding>, Summary) {
         let summary = self.live.take().unwrap().stop().expect("agent stop");
-        (self.exchanges.snapshot(), summary)
+        (self.exchanges.snapshot(), self.findings.snapshot(), summary)
     }
 }
 
@@ -150,7 +161,16 @@ impl Nginx {
         Self::start_full(files, "", true)
     }
 
+    /// Also listening on `extra_listen` (an address of a test network namespace's veth peer).
+    pub fn start_on(files: &[(&str, &[u8])], locations: &str, extra_listen: &str) -> Self {
+        Self::start_full_on(files, locations, false, extra_listen)
+    }
+
     fn start_full(files: &[(&str, &[u8])], locations: &str, tls: bool) -> Self {
+        Self::start_full_on(files, locations, tls, "")
+    }
+
+    fn start_full_on(files: &[(&str, &[u8])], locations: &str, tls: bool, extra_listen: &str) -> Self {
         let dir = TempDir::new("nginx");
         let port = free_port();
         let www = dir.path().join("www");
@@ -165,13 +185,18 @@ impl Nginx {
         } else {
             String::new()
         };
+        let extra = if extra_listen.is_empty() {
+            String::new()
+        } else {
+            format!("\n    listen {extra_listen}:{port};")
+        };
         let conf = format!(
             "daemon off;\nuser root;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{\n  access_log {d}/access.log;\n  sendfile on;\n  keepalive_timeout 65;\n  keepalive_requests 1000000;\n  log_not_found off;\n\
              client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n\
              uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
-             server {{\n    listen 127.0.0.1:{port}{ssl};\n    root {d}/www;\n    location / {{ }}\n    {locations}\n  }}\n}}\n"
+             server {{\n    listen 127.0.0.1:{port}{ssl};{extra}\n    root {d}/www;\n    location / {{ }}\n    {locations}\n  }}\n}}\n"
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
@@ -421,4 +446,94 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// A network namespace with a veth pair: the host end has `host_ip`/24, the namespace end
+/// `ns_ip`/24. Removed on drop. Traffic stays between this host and its own namespace.
+pub struct NetNs {
+    pub name: String,
+    pub host_ip: String,
+    pub ns_ip: String,
+    host_if: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str, subnet: u8) -> Self {
+        let id = std::process::id() % 10000;
+        let name = format!("aw-{tag}-{id}");
+        let host_if = format!("awh{subnet}-{id}");
+        let ns_if = format!("awn{subnet}-{id}");
+        let host_ip = format!("10.231.{subnet}.1");
+        let ns_ip = format!("10.231.{subnet}.2");
+        let ip = |args: &[&str]| {
+            let st = Command::new("ip").args(args).status().expect("ip (iproute2)");
+            assert!(st.success(), "ip {args:?} failed");
+        };
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]);
+        ip(&["link", "set", &ns_if, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &host_if]);
+        ip(&["link", "set", &host_if, "up"]);
+        ip(&[
+            "netns",
+            "exec",
+            &name,
+            "ip",
+            "addr",
+            "add",
+            &format!("{ns_ip}/24"),
+            "dev",
+            &ns_if,
+        ]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", &ns_if, "up"]);
+        ip(&["netns", "exec", &name, "ip", "link", "set", "lo", "up"]);
+        Self {
+            name,
+            host_ip,
+            ns_ip,
+            host_if,
+        }
+    }
+
+    /// curl run inside the namespace.
+    pub fn curl(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.name,
+                "curl",
+                "-s",
+                "-S",
+                "--max-time",
+                "10",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl in {}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .stderr(Stdio::null())
+            .status();
+    }
 }

@@ -19,6 +19,7 @@ fn replay_fixture() -> (Vec<monitor::exchange::Exchange>, monitor::agent::Summar
         BufReader::new(file),
         &AgentOptions::default(),
         Box::new(sink.clone()),
+        None,
     )
     .unwrap();
     (sink.snapshot(), summary)

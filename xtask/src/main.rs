@@ -215,6 +215,8 @@ fn test() -> Result<()> {
         "kernel",
         "--test",
         "tls",
+        "--test",
+        "boundary",
         "--",
         "--test-threads=1",
     ])?;

@@ -1,4 +1,9 @@
 //! Boundary: every server-side exchange checked against the declared policy.
+pub mod evaluate;
 pub mod policy;
 
+pub use evaluate::{Evaluator, Finding, Severity};
 pub use policy::Policy;
+
+#[cfg(test)]
+mod tests;

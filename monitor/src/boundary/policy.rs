@@ -522,7 +522,7 @@ pub fn route_matches(pattern: &[Segment], path: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     pub const EXAMPLE: &str = r#"zones:

@@ -98,6 +98,8 @@ pub struct Metrics {
     parse_errors: IntCounterVec,
     bytes_not_seen: IntCounter,
     tls_blind_spots: IntCounterVec,
+    findings: IntCounterVec,
+    finding_series: Mutex<HashSet<Vec<String>>>,
     connections: IntGauge,
     ring_fill: Gauge,
     ring_bytes: f64,
@@ -259,6 +261,13 @@ impl Metrics {
                 "HTTP parse errors, by kind.",
                 &["kind"],
             ),
+            findings: counter_vec(
+                &r,
+                "apiwatch_findings_total",
+                "Boundary findings, by kind, rule, severity and service.",
+                &["kind", "rule", "severity", "service"],
+            ),
+            finding_series: Mutex::new(HashSet::new()),
             tls_blind_spots: counter_vec(
                 &r,
                 "apiwatch_tls_blind_spot_connections_total",
@@ -352,6 +361,28 @@ impl Metrics {
         if let Ok(mut inv) = self.inventory.lock() {
             inv.observe(ex);
         }
+    }
+
+    /// Counts one finding (label sets capped like the HTTP families).
+    pub fn observe_finding(&self, f: &crate::boundary::Finding) {
+        let mut labels = vec![
+            f.kind.to_string(),
+            f.rule.clone(),
+            f.severity.as_str().to_string(),
+            f.service.clone(),
+        ];
+        if let Ok(mut seen) = self.finding_series.lock() {
+            if !seen.contains(&labels) {
+                if seen.len() < self.max_series {
+                    seen.insert(labels.clone());
+                } else {
+                    self.series_overflow.inc();
+                    labels = vec![OVERFLOW.to_string(); 4];
+                }
+            }
+        }
+        let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
+        self.findings.with_label_values(&refs).inc();
     }
 
     /// Brings the counters up to the pipeline's totals (called after each batch).

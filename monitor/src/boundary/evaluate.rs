@@ -1,0 +1,438 @@
+//! Checking exchanges against the policy: one Finding per boundary crossed, with the evidence to
+//! act on it (redacted: names of keys and detectors, fingerprints, never a value).
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::policy::{AuthRequirement, Endpoint, Policy, RateKey, Rules, Service, route_matches};
+use crate::capture::Role;
+use crate::exchange::Exchange;
+use crate::http::AuthScheme;
+use crate::http::identity::is_secret_detector;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Warning,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// The finding contract: a boundary violation or anomaly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    #[serde(rename = "type")]
+    pub record: &'static str,
+    #[serde(serialize_with = "crate::exchange::rfc3339")]
+    pub ts: u64,
+    pub kind: &'static str,
+    /// Which declaration was crossed: `service` or `service route`, or a built-in detector.
+    pub rule: String,
+    pub severity: Severity,
+    pub service: String,
+    pub route: String,
+    pub method: String,
+    pub source: Option<String>,
+    pub source_zones: Vec<String>,
+    pub identity: Option<String>,
+    pub pid: u32,
+    pub comm: String,
+    pub evidence: String,
+}
+
+impl Finding {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Keys tracked at most by the rate limiter and the auth-failure tracker each; beyond, the
+/// least recently seen half is dropped (counted).
+const MAX_TRACKED_KEYS: usize = 100_000;
+/// 401/403 answers to one source or identity within AUTH_FAILURE_WINDOW that make a burst.
+pub const AUTH_FAILURE_BURST: u32 = 20;
+const AUTH_FAILURE_WINDOW_NS: u64 = 60_000_000_000;
+
+struct Window {
+    start_ns: u64,
+    count: u32,
+    reported: bool,
+    last_ns: u64,
+}
+
+/// Fixed windows per key, bounded in keys.
+#[derive(Default)]
+struct Windows {
+    map: HashMap<String, Window>,
+    evicted: u64,
+}
+
+impl Windows {
+    /// Counts one hit; true the first time the window's count exceeds `limit`.
+    fn hit(&mut self, key: &str, now: u64, window_ns: u64, limit: u32) -> (bool, u32) {
+        if !self.map.contains_key(key) && self.map.len() >= MAX_TRACKED_KEYS {
+            self.evict_half();
+        }
+        let w = self.map.entry(key.to_string()).or_insert(Window {
+            start_ns: now,
+            count: 0,
+            reported: false,
+            last_ns: now,
+        });
+        if now.saturating_sub(w.start_ns) >= window_ns {
+            *w = Window {
+                start_ns: now,
+                count: 0,
+                reported: false,
+                last_ns: now,
+            };
+        }
+        w.count += 1;
+        w.last_ns = now;
+        if w.count > limit && !w.reported {
+            w.reported = true;
+            return (true, w.count);
+        }
+        (false, w.count)
+    }
+
+    fn evict_half(&mut self) {
+        let mut ages: Vec<u64> = self.map.values().map(|w| w.last_ns).collect();
+        ages.sort_unstable();
+        let cut = ages[ages.len() / 2];
+        let before = self.map.len();
+        self.map.retain(|_, w| w.last_ns > cut);
+        self.evicted += (before - self.map.len()) as u64;
+    }
+}
+
+pub struct Evaluator {
+    policy: Arc<Policy>,
+    rates: Windows,
+    auth_failures: Windows,
+    cgroups: HashMap<u32, String>,
+}
+
+impl Evaluator {
+    pub fn new(policy: Arc<Policy>) -> Self {
+        Self {
+            policy,
+            rates: Windows::default(),
+            auth_failures: Windows::default(),
+            cgroups: HashMap::new(),
+        }
+    }
+
+    /// A new policy (reload): rate and burst state carry over.
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.policy = policy;
+    }
+
+    pub fn evaluate(&mut self, ex: &Exchange, out: &mut Vec<Finding>) {
+        // The serving side is where a boundary is crossed; a client-side exchange to a local
+        // server is seen again from the server's side.
+        if ex.role != Role::Server {
+            return;
+        }
+        let policy = self.policy.clone();
+        let source_ip = ex.peer.map(|p| p.ip());
+        let zones: Vec<String> = source_ip
+            .map(|ip| policy.zones_of(ip).into_iter().map(String::from).collect())
+            .unwrap_or_default();
+        let mut emit = |kind: &'static str, rule: String, severity: Severity, evidence: String| {
+            out.push(Finding {
+                record: "finding",
+                ts: ex.ts,
+                kind,
+                rule,
+                severity,
+                service: ex.service.clone(),
+                route: ex.route.clone(),
+                method: ex.method.clone(),
+                source: source_ip.map(|ip| ip.to_string()),
+                source_zones: zones.clone(),
+                identity: ex.fingerprint.clone(),
+                pid: ex.pid,
+                comm: ex.comm.clone(),
+                evidence,
+            })
+        };
+
+        // Built-in detectors run with or without a policy.
+        for d in &ex.url_detectors {
+            if is_secret_detector(d) {
+                emit(
+                    "secret_in_url",
+                    format!("detector:{d}"),
+                    Severity::High,
+                    format!("detector {d} fired on the URL"),
+                );
+            } else {
+                emit(
+                    "pii_in_url",
+                    format!("detector:{d}"),
+                    Severity::Warning,
+                    format!("detector {d} fired on the URL"),
+                );
+            }
+        }
+        if let Some(jwt) = &ex.jwt {
+            if jwt.alg.eq_ignore_ascii_case("none") {
+                emit(
+                    "jwt_alg_none",
+                    "builtin:jwt".into(),
+                    Severity::Critical,
+                    "JWT with alg none (unsigned) accepted by the client".into(),
+                );
+            }
+            if let Some(exp) = jwt.exp {
+                let now_s = (ex.ts / 1_000_000_000) as i64;
+                if exp < now_s {
+                    emit(
+                        "jwt_expired",
+                        "builtin:jwt".into(),
+                        Severity::Warning,
+                        format!("JWT expired {}s before the request", now_s - exp),
+                    );
+                }
+            }
+        }
+
+        let Some(service) = self.service_for(&policy, ex) else {
+            return;
+        };
+        let endpoint = service
+            .endpoints
+            .iter()
+            .find(|e| route_matches(&e.pattern, &ex.path));
+        let (rule_name, rules) = match endpoint {
+            Some(e) => (format!("{} {}", service.name, e.route), &e.rules),
+            None => (service.name.clone(), &service.defaults),
+        };
+        if endpoint.is_none() && service.alert_undeclared {
+            emit(
+                "undeclared_endpoint",
+                service.name.clone(),
+                Severity::Warning,
+                format!(
+                    "{} {} is not declared in service {}",
+                    ex.method, ex.route, service.name
+                ),
+            );
+        }
+        if let Some(e) = endpoint {
+            check_endpoint(e, ex, &rule_name, &mut emit);
+        }
+        check_rules(rules, &policy, ex, &zones, &rule_name, &mut emit);
+
+        let key_of = |per: RateKey| match per {
+            RateKey::Identity => ex.fingerprint.clone().or(source_ip.map(|i| i.to_string())),
+            RateKey::Source => source_ip.map(|i| i.to_string()),
+        };
+        if let Some(rate) = &rules.rate_limit {
+            if let Some(who) = key_of(rate.per) {
+                let key = format!("{rule_name}\u{0}{who}");
+                let (fired, n) = self
+                    .rates
+                    .hit(&key, ex.ts, rate.window_secs * 1_000_000_000, rate.limit);
+                if fired {
+                    let by = if rate.per == RateKey::Identity {
+                        "identity"
+                    } else {
+                        "source"
+                    };
+                    emit(
+                        "rate_limit_exceeded",
+                        rule_name.clone(),
+                        Severity::Warning,
+                        format!("{n} requests in the window from one {by}, limit {}", rate.text),
+                    );
+                }
+            }
+        }
+        if matches!(ex.status, Some(401) | Some(403)) {
+            if let Some(who) = ex.fingerprint.clone().or(source_ip.map(|i| i.to_string())) {
+                let key = format!("{}\u{0}{who}", service.name);
+                let (fired, n) =
+                    self.auth_failures
+                        .hit(&key, ex.ts, AUTH_FAILURE_WINDOW_NS, AUTH_FAILURE_BURST - 1);
+                if fired {
+                    emit(
+                        "auth_failure_burst",
+                        service.name.clone(),
+                        Severity::High,
+                        format!("{n} answers 401/403 within 60s to one source or identity"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn service_for<'p>(&mut self, policy: &'p Policy, ex: &Exchange) -> Option<&'p Service> {
+        let port = ex.local.map(|a| a.port());
+        let mut cgroup = None;
+        policy.services.iter().find(|s| {
+            s.port.is_none_or(|p| Some(p) == port)
+                && s.process.as_ref().is_none_or(|p| *p == ex.comm)
+                && s.cgroup.as_ref().is_none_or(|c| {
+                    let cg = cgroup.get_or_insert_with(|| self.cgroup_of(ex.pid));
+                    cg.starts_with(c.as_str())
+                })
+        })
+    }
+
+    /// The process's cgroup v2 path, cached (bounded: cleared when large).
+    fn cgroup_of(&mut self, pid: u32) -> String {
+        if self.cgroups.len() > 10_000 {
+            self.cgroups.clear();
+        }
+        self.cgroups
+            .entry(pid)
+            .or_insert_with(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                    .ok()
+                    .and_then(|s| s.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string)))
+                    .unwrap_or_default()
+            })
+            .clone()
+    }
+}
+
+fn check_endpoint(
+    e: &Endpoint,
+    ex: &Exchange,
+    rule: &str,
+    emit: &mut dyn FnMut(&'static str, String, Severity, String),
+) {
+    if !e.methods.is_empty() && !e.methods.iter().any(|m| *m == ex.method) {
+        emit(
+            "method_not_allowed",
+            rule.to_string(),
+            Severity::Warning,
+            format!("{} not in {}", ex.method, e.methods.join(",")),
+        );
+    }
+}
+
+fn check_rules(
+    r: &Rules,
+    policy: &Policy,
+    ex: &Exchange,
+    zones: &[String],
+    rule: &str,
+    emit: &mut dyn FnMut(&'static str, String, Severity, String),
+) {
+    if let Some(allowed) = &r.allowed_zones {
+        let names: Vec<&str> = allowed.iter().map(|i| policy.zones[*i].0.as_str()).collect();
+        if !zones.iter().any(|z| names.contains(&z.as_str())) {
+            let src = ex
+                .peer
+                .map(|p| p.ip().to_string())
+                .unwrap_or_else(|| "unknown".into());
+            emit(
+                "source_outside_boundary",
+                rule.to_string(),
+                Severity::Critical,
+                format!("source {src} is not in {}", names.join(", ")),
+            );
+        }
+    }
+    match &r.auth {
+        AuthRequirement::None => {}
+        AuthRequirement::Any if ex.auth_scheme == AuthScheme::None => emit(
+            "missing_auth",
+            rule.to_string(),
+            Severity::High,
+            "no credential on a route that requires one".into(),
+        ),
+        AuthRequirement::Any => {}
+        AuthRequirement::Scheme(want) if ex.auth_scheme == AuthScheme::None => emit(
+            "missing_auth",
+            rule.to_string(),
+            Severity::High,
+            format!("no credential; {} required", want.as_str()),
+        ),
+        AuthRequirement::Scheme(want) if ex.auth_scheme != *want => emit(
+            "wrong_auth_scheme",
+            rule.to_string(),
+            Severity::Warning,
+            format!("{} used; {} required", ex.auth_scheme.as_str(), want.as_str()),
+        ),
+        AuthRequirement::Scheme(_) => {}
+    }
+    if let (Some(req), Some(jwt)) = (&r.jwt, &ex.jwt) {
+        if let Some(iss) = &req.issuer {
+            if jwt.iss.as_ref() != Some(iss) {
+                emit(
+                    "wrong_auth_scheme",
+                    rule.to_string(),
+                    Severity::High,
+                    format!("JWT issuer {:?} is not {iss:?}", jwt.iss),
+                );
+            }
+        }
+        if let Some(aud) = &req.audience {
+            if !jwt.aud.contains(aud) {
+                emit(
+                    "wrong_auth_scheme",
+                    rule.to_string(),
+                    Severity::High,
+                    format!("JWT audience {:?} lacks {aud:?}", jwt.aud),
+                );
+            }
+        }
+        let missing: Vec<&str> = req
+            .scopes
+            .iter()
+            .filter(|s| !jwt.scope.contains(s))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            emit(
+                "jwt_scope_missing",
+                rule.to_string(),
+                Severity::High,
+                format!("JWT lacks scope {}", missing.join(", ")),
+            );
+        }
+    }
+    if (r.sensitive || r.tls_required) && !ex.tls {
+        emit(
+            "cleartext_sensitive",
+            rule.to_string(),
+            Severity::High,
+            "sensitive route served without TLS".into(),
+        );
+    }
+    if r.deprecated {
+        emit(
+            "deprecated_endpoint",
+            rule.to_string(),
+            Severity::Info,
+            format!("{} {} is deprecated", ex.method, ex.route),
+        );
+    }
+    for k in &ex.query_keys {
+        if r.forbidden_query_keys.iter().any(|f| f.eq_ignore_ascii_case(k)) {
+            emit(
+                "secret_in_url",
+                rule.to_string(),
+                Severity::High,
+                format!("forbidden query key {k:?}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Every finding kind, from crafted exchanges against the example policy.
+use std::sync::Arc;
+
+use super::policy::tests::EXAMPLE;
+use super::*;
+use crate::exchange::Exchange;
+use crate::http::AuthScheme;
+use crate::http::identity::JwtClaims;
+
+const NOW: u64 = 1_800_000_000_000_000_000;
+
+fn evaluator() -> Evaluator {
+    Evaluator::new(Arc::new(Policy::parse("p.yml", EXAMPLE).unwrap()))
+}
+
+/// A compliant request to /api/orders/7 from inside, with a good bearer JWT over TLS.
+fn good() -> Exchange {
+    let mut ex = crate::exchange::tests::sample();
+    ex.ts = NOW;
+    ex.local = Some("127.0.0.1:8080".parse().unwrap());
+    ex.peer = Some("10.1.2.3:5555".parse().unwrap());
+    ex.path = "/api/orders/7".into();
+    ex.route = "/api/orders/{id}".into();
+    ex.service = "nginx:8080".into();
+    ex.method = "GET".into();
+    ex.tls = true;
+    ex.query_keys = vec![];
+    ex.auth_scheme = AuthScheme::Bearer;
+    ex.jwt = Some(JwtClaims {
+        alg: "RS256".into(),
+        iss: Some("https://idp.example".into()),
+        sub: Some("u1".into()),
+        aud: vec![],
+        exp: Some((NOW / 1_000_000_000) as i64 + 600),
+        scope: vec!["orders:read".into()],
+    });
+    ex
+}
+
+fn kinds(e: &mut Evaluator, ex: &Exchange) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    e.evaluate(ex, &mut out);
+    out.iter().map(|f| f.kind).collect()
+}
+
+#[test]
+fn a_compliant_exchange_has_no_finding() {
+    assert!(kinds(&mut evaluator(), &good()).is_empty());
+}
+
+#[test]
+fn each_kind() {
+    let mut e = evaluator();
+    let cases: Vec<(&str, Box<dyn Fn(&mut Exchange)>)> = vec![
+        (
+            "source_outside_boundary",
+            Box::new(|x| x.peer = Some("192.0.2.7:1000".parse().unwrap())),
+        ),
+        (
+            "missing_auth",
+            Box::new(|x| {
+                x.auth_scheme = AuthScheme::None;
+                x.jwt = None;
+            }),
+        ),
+        (
+            "wrong_auth_scheme",
+            Box::new(|x| {
+                x.auth_scheme = AuthScheme::Basic;
+                x.jwt = None;
+            }),
+        ),
+        ("method_not_allowed", Box::new(|x| x.method = "DELETE".into())),
+        (
+            "undeclared_endpoint",
+            Box::new(|x| x.path = "/internal/debug".into()),
+        ),
+        (
+            "deprecated_endpoint",
+            Box::new(|x| x.path = "/api/v1/things".into()),
+        ),
+        ("cleartext_sensitive", Box::new(|x| x.tls = false)),
+        (
+            "secret_in_url",
+            Box::new(|x| x.url_detectors = vec!["aws_access_key"]),
+        ),
+        ("pii_in_url", Box::new(|x| x.url_detectors = vec!["email"])),
+        (
+            "jwt_alg_none",
+            Box::new(|x| x.jwt.as_mut().unwrap().alg = "none".into()),
+        ),
+        (
+            "jwt_expired",
+            Box::new(|x| x.jwt.as_mut().unwrap().exp = Some(1000)),
+        ),
+        (
+            "jwt_scope_missing",
+            Box::new(|x| x.jwt.as_mut().unwrap().scope = vec!["orders:write".into()]),
+        ),
+    ];
+    for (want, mutate) in cases {
+        let mut ex = good();
+        mutate(&mut ex);
+        let got = kinds(&mut e, &ex);
+        assert!(got.contains(&want), "{want}: got {got:?}");
+    }
+    // A forbidden query key on the deprecated tree: its name is evidence, never a value.
+    let mut ex = good();
+    ex.path = "/api/v1/login".into();
+    ex.query_keys = vec!["password".into()];
+    let mut out = Vec::new();
+    e.evaluate(&ex, &mut out);
+    let f = out.iter().find(|f| f.kind == "secret_in_url").unwrap();
+    assert_eq!(f.evidence, "forbidden query key \"password\"");
+    assert_eq!(f.rule, "orders /api/v1/**");
+}
+
+#[test]
+fn rate_limit_fires_once_per_window_per_identity() {
+    let mut e = evaluator();
+    let mut fired = 0;
+    for i in 0..250u64 {
+        let mut ex = good();
+        ex.ts = NOW + i * 1_000_000; // 250 requests in 0.25 s
+        fired += kinds(&mut e, &ex)
+            .iter()
+            .filter(|k| **k == "rate_limit_exceeded")
+            .count();
+    }
+    assert_eq!(fired, 1);
+    // Another identity has its own budget.
+    let mut other = good();
+    other.fingerprint = Some("ffffffffffff".into());
+    assert!(!kinds(&mut e, &other).contains(&"rate_limit_exceeded"));
+    // The next window starts clean.
+    let mut later = good();
+    later.ts = NOW + 61_000_000_000;
+    assert!(!kinds(&mut e, &later).contains(&"rate_limit_exceeded"));
+}
+
+#[test]
+fn auth_failure_burst() {
+    let mut e = evaluator();
+    let mut fired = 0;
+    for i in 0..50u64 {
+        let mut ex = good();
+        ex.path = "/api/health".into();
+        ex.status = Some(401);
+        ex.fingerprint = None;
+        ex.ts = NOW + i * 10_000_000;
+        fired += kinds(&mut e, &ex)
+            .iter()
+            .filter(|k| **k == "auth_failure_burst")
+            .count();
+    }
+    assert_eq!(fired, 1, "20 failures make a burst, reported once per window");
+}
+
+#[test]
+fn client_side_exchanges_are_not_judged() {
+    let mut ex = good();
+    ex.role = crate::capture::Role::Client;
+    ex.peer = Some("192.0.2.7:8080".parse().unwrap());
+    assert!(kinds(&mut evaluator(), &ex).is_empty());
+}
+
+#[test]
+fn findings_carry_no_secret() {
+    let mut e = evaluator();
+    let mut ex = good();
+    ex.url_detectors = vec!["jwt", "card_number"];
+    ex.auth_scheme = AuthScheme::None;
+    let mut out = Vec::new();
+    e.evaluate(&ex, &mut out);
+    let json: String = out.iter().map(|f| f.to_json()).collect();
+    assert!(json.contains(r#""type":"finding""#));
+    assert!(json.contains(r#""identity":"0123456789ab""#));
+    assert!(!json.contains("eyJ"));
+}
