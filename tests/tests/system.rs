@@ -258,3 +258,29 @@ fn without_privileges_the_error_says_what_is_needed() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("must run as root or with CAP_BPF"), "{err}");
 }
+
+#[test]
+fn check_reports_every_policy_error_and_accepts_the_documented_example() {
+    let example = workspace_root().join("deploy/policy/example.yml");
+    let out = Command::new(apiwatch()).args(["check", "--policy", example.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let dir = TempDir::new("policy-check");
+    let bad = dir.path().join("bad-policy.yml");
+    std::fs::write(
+        &bad,
+        "zones:\n  lan: [10.0.0.0/40]\nservices:\n  - name: a\n    match:\n      port: 80\n    endpoints:\n      - route: /x\n        methods: [GRAB]\n        allowed_sources: [wan]\n",
+    )
+    .unwrap();
+    let out = Command::new(apiwatch()).args(["check", "--policy", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let b = bad.display();
+    for want in [
+        format!("{b}:2:3: zones.lan:"),
+        format!("{b}:9:9: services.0.endpoints.0.methods:"),
+        format!("{b}:10:9: services.0.endpoints.0.allowed_sources: unknown zone \"wan\""),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+}
