@@ -67,7 +67,21 @@ fn every_dashboard_query_and_alert_rule_returns_data_from_real_prometheus() {
     require_root();
     let nginx = Nginx::start_with(&[("index.json", b"{\"ok\":true}")], API_LOCATIONS);
     let metrics_port = free_port();
-    let _agent = start_agent_binary(metrics_port, &[]);
+    // A policy that loopback traffic crosses, so the trust-boundaries board has findings to show.
+    let dir = TempDir::new("monpolicy");
+    let policy = dir.path().join("policy.yml");
+    std::fs::write(
+        &policy,
+        format!(
+            "zones:\n  corp: [\"10.0.0.0/8\"]\nservices:\n  - name: shop\n    match:\n      port: {}\n    defaults:\n      allowed_sources: [corp]\n    endpoints:\n      - route: /api/users/{{id}}\n        methods: [GET]\n        auth: bearer\n",
+            nginx.port
+        ),
+    )
+    .unwrap();
+    let _agent = start_agent_binary(
+        metrics_port,
+        &["--policy", policy.to_str().unwrap(), "--findings", "/dev/null"],
+    );
     let rules = workspace_root().join("deploy/prometheus/apiwatch-rules.yml");
     let prom = Prometheus::start(&format!("127.0.0.1:{metrics_port}"), &[rules.clone()]);
     traffic(&format!("http://127.0.0.1:{}", nginx.port), 8);
@@ -177,6 +191,8 @@ fn every_dashboard_query_and_alert_rule_returns_data_from_real_prometheus() {
     assert_eq!(fail.len(), 1);
     let users = prom.query(r#"http_server_request_duration_seconds_count{http_route="/api/users/{id}"}"#);
     assert_eq!(users.len(), 1, "numeric ids fold into one route: {users:?}");
+    let outside = prom.query(r#"apiwatch_findings_total{kind="source_outside_boundary", rule="shop /api/users/{id}", severity="critical", source_zone="none"}"#);
+    assert_eq!(outside.len(), 1, "{outside:?}");
 }
 
 #[test]

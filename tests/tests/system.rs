@@ -262,7 +262,10 @@ fn without_privileges_the_error_says_what_is_needed() {
 #[test]
 fn check_reports_every_policy_error_and_accepts_the_documented_example() {
     let example = workspace_root().join("deploy/policy/example.yml");
-    let out = Command::new(apiwatch()).args(["check", "--policy", example.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(apiwatch())
+        .args(["check", "--policy", example.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let dir = TempDir::new("policy-check");
@@ -272,7 +275,10 @@ fn check_reports_every_policy_error_and_accepts_the_documented_example() {
         "zones:\n  lan: [10.0.0.0/40]\nservices:\n  - name: a\n    match:\n      port: 80\n    endpoints:\n      - route: /x\n        methods: [GRAB]\n        allowed_sources: [wan]\n",
     )
     .unwrap();
-    let out = Command::new(apiwatch()).args(["check", "--policy", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(apiwatch())
+        .args(["check", "--policy", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     let b = bad.display();

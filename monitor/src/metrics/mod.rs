@@ -264,8 +264,8 @@ impl Metrics {
             findings: counter_vec(
                 &r,
                 "apiwatch_findings_total",
-                "Boundary findings, by kind, rule, severity and service.",
-                &["kind", "rule", "severity", "service"],
+                "Boundary findings, by kind, rule, severity, service and source zone.",
+                &["kind", "rule", "severity", "service", "source_zone"],
             ),
             finding_series: Mutex::new(HashSet::new()),
             tls_blind_spots: counter_vec(
@@ -365,11 +365,14 @@ impl Metrics {
 
     /// Counts one finding (label sets capped like the HTTP families).
     pub fn observe_finding(&self, f: &crate::boundary::Finding) {
+        // The source as its zone (bounded by the policy), never the address (unbounded).
+        let zone = f.source_zones.first().cloned().unwrap_or_else(|| "none".into());
         let mut labels = vec![
             f.kind.to_string(),
             f.rule.clone(),
             f.severity.as_str().to_string(),
             f.service.clone(),
+            zone,
         ];
         if let Ok(mut seen) = self.finding_series.lock() {
             if !seen.contains(&labels) {
@@ -377,7 +380,7 @@ impl Metrics {
                     seen.insert(labels.clone());
                 } else {
                     self.series_overflow.inc();
-                    labels = vec![OVERFLOW.to_string(); 4];
+                    labels = vec![OVERFLOW.to_string(); 5];
                 }
             }
         }
