@@ -37,6 +37,8 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Validate a configuration file; print every error with its location.
     Check(CheckArgs),
+    /// Observe traffic and write a policy draft (services, routes, methods, auth, sources).
+    Learn(LearnArgs),
 }
 
 #[derive(Args, Debug)]
@@ -95,6 +97,18 @@ pub struct ReplayArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct LearnArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// How long to observe, in seconds.
+    #[arg(long)]
+    pub duration: f64,
+    /// Where the draft is written.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct CheckArgs {
     /// Configuration file (its policy, if it names one, is checked too).
     #[arg(long, required_unless_present = "policy")]
@@ -114,6 +128,7 @@ pub fn main() -> Result<()> {
         Command::Record(a) => record(a),
         Command::Replay(a) => replay(a),
         Command::Check(a) => check(a),
+        Command::Learn(a) => learn(a),
     }
 }
 
@@ -239,6 +254,23 @@ fn replay(a: ReplayArgs) -> Result<()> {
     finish(summary)
 }
 
+fn learn(a: LearnArgs) -> Result<()> {
+    let (opts, _) = options(&a.common)?;
+    let learner = Arc::new(std::sync::Mutex::new(crate::boundary::learn::Learner::default()));
+    let sink = Box::new(crate::output::Shared(learner.clone()));
+    let agent = LiveAgent::start(opts, Consumer::Exchanges(sink, None))?;
+    log::info!("learning from traffic for {}s", a.duration);
+    wait(Some(a.duration))?;
+    let summary = agent.stop()?;
+    let draft = learner.lock().map(|l| l.draft()).unwrap_or_default();
+    std::fs::write(&a.out, draft).with_context(|| format!("cannot write {}", a.out.display()))?;
+    log::info!(
+        "policy draft written to {}: review it, then `apiwatch check --policy` it",
+        a.out.display()
+    );
+    finish(summary)
+}
+
 fn check(a: CheckArgs) -> Result<()> {
     let mut errors = Vec::new();
     let mut policy = a.policy.clone();
@@ -262,7 +294,9 @@ fn check(a: CheckArgs) -> Result<()> {
     for e in &errors {
         eprintln!("{e}");
     }
-    anyhow::bail!("{} error(s)", errors.len())
+    // The errors are the report: exit non-zero without wrapping them in another error.
+    eprintln!("{} error(s)", errors.len());
+    std::process::exit(1)
 }
 
 /// Until the duration passes or SIGINT/SIGTERM arrives.

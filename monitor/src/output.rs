@@ -89,3 +89,14 @@ impl<T: Clone + Send> Sink<T> for SharedVec<T> {
         }
     }
 }
+
+/// A sink shared with its owner, who reads it back after the pipeline is done.
+pub struct Shared<S>(pub Arc<Mutex<S>>);
+
+impl<T, S: Sink<T> + Send> Sink<T> for Shared<S> {
+    fn write(&mut self, record: &T) {
+        if let Ok(mut s) = self.0.lock() {
+            s.write(record);
+        }
+    }
+}

@@ -290,3 +290,41 @@ fn check_reports_every_policy_error_and_accepts_the_documented_example() {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
 }
+
+#[test]
+fn learn_writes_a_policy_draft_that_check_accepts() {
+    require_root();
+    let nginx = Nginx::start(&[("a.json", b"{}")]);
+    let dir = TempDir::new("learn");
+    let draft = dir.path().join("draft.yml");
+    let learn = Command::new(apiwatch())
+        .args(["learn", "--duration", "3", "--out", draft.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..3 {
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{}/orders/{i}", nginx.port),
+        ]);
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-H",
+            "Authorization: Bearer t",
+            &format!("http://127.0.0.1:{}/a.json", nginx.port),
+        ]);
+    }
+    assert!(learn.wait_with_output().unwrap().status.success());
+    let text = std::fs::read_to_string(&draft).unwrap();
+    assert!(text.contains(&format!("port: {}", nginx.port)), "{text}");
+    assert!(text.contains("route: \"/orders/{id}\""), "{text}");
+    assert!(text.contains("127.0.0.0/8"), "{text}");
+    let out = Command::new(apiwatch())
+        .args(["check", "--policy", draft.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

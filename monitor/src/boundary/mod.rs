@@ -1,5 +1,6 @@
 //! Boundary: every server-side exchange checked against the declared policy.
 pub mod evaluate;
+pub mod learn;
 pub mod policy;
 
 pub use evaluate::{Evaluator, Finding, Severity};
