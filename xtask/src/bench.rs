@@ -81,6 +81,12 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         ring_drops(&summary)
     );
 
+    println!("\n== boundary policy alone: evaluations per second, one core ==");
+    let out = Command::new(bin)
+        .args(["bench-policy", "--routes", "1000"])
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+
     println!("\n== userspace pipeline alone: replay of a recording of real traffic, one core ==");
     let rec = work.join("bench.rec");
     let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::policy::{AuthRequirement, Endpoint, Policy, RateKey, Rules, Service, route_matches};
+use super::policy::{AuthRequirement, Endpoint, Policy, RateKey, Rules, Service};
 use crate::capture::Role;
 use crate::exchange::Exchange;
 use crate::http::AuthScheme;
@@ -214,10 +214,7 @@ impl Evaluator {
         let Some(service) = self.service_for(&policy, ex) else {
             return;
         };
-        let endpoint = service
-            .endpoints
-            .iter()
-            .find(|e| route_matches(&e.pattern, &ex.path));
+        let endpoint = service.endpoint_for(&ex.path);
         let (rule_name, rules) = match endpoint {
             Some(e) => (format!("{} {}", service.name, e.route), &e.rules),
             None => (service.name.clone(), &service.defaults),

@@ -176,6 +176,76 @@ pub struct Service {
     pub alert_undeclared: bool,
     pub defaults: Rules,
     pub endpoints: Vec<Endpoint>,
+    /// The endpoints' route patterns as a segment trie: a lookup walks the path once.
+    trie: RouteTrie,
+}
+
+impl Service {
+    /// The first declared endpoint matching the path.
+    pub fn endpoint_for(&self, path: &str) -> Option<&Endpoint> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        self.trie
+            .first_match(&segs, &self.endpoints)
+            .map(|i| &self.endpoints[i])
+    }
+}
+
+/// Literal segments branch by name, `{param}` by a single child; a pattern with `**` stops at
+/// that depth and its tail is matched in place (few patterns have one). Among all matches the
+/// lowest index wins: the first declared endpoint.
+#[derive(Clone, Debug, Default)]
+struct RouteTrie {
+    here: Vec<usize>,
+    literal: std::collections::HashMap<String, RouteTrie>,
+    param: Option<Box<RouteTrie>>,
+    /// (endpoint, depth of its `**`)
+    rest: Vec<(usize, usize)>,
+}
+
+impl RouteTrie {
+    fn insert(&mut self, idx: usize, pattern: &[Segment], depth: usize) {
+        match pattern.get(depth) {
+            None => self.here.push(idx),
+            Some(Segment::Literal(l)) => {
+                self.literal
+                    .entry(l.clone())
+                    .or_default()
+                    .insert(idx, pattern, depth + 1)
+            }
+            Some(Segment::Param) => {
+                self.param
+                    .get_or_insert_with(Default::default)
+                    .insert(idx, pattern, depth + 1)
+            }
+            Some(Segment::Rest) => self.rest.push((idx, depth)),
+        }
+    }
+
+    fn first_match(&self, segs: &[&str], endpoints: &[Endpoint]) -> Option<usize> {
+        fn min(a: Option<usize>, b: Option<usize>) -> Option<usize> {
+            match (a, b) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            }
+        }
+        let mut best = match segs.first() {
+            None => self.here.iter().copied().min(),
+            Some(first) => min(
+                self.literal
+                    .get(*first)
+                    .and_then(|c| c.first_match(&segs[1..], endpoints)),
+                self.param
+                    .as_ref()
+                    .and_then(|c| c.first_match(&segs[1..], endpoints)),
+            ),
+        };
+        for &(i, depth) in &self.rest {
+            if best.is_none_or(|b| i < b) && segments_match(&endpoints[i].pattern[depth..], segs) {
+                best = Some(i);
+            }
+        }
+        best
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -331,7 +401,12 @@ fn compile(spec: PolicyFile, report: &mut Report) -> Policy {
                 rules: r,
             });
         }
+        let mut trie = RouteTrie::default();
+        for (i, e) in endpoints.iter().enumerate() {
+            trie.insert(i, &e.pattern, 0);
+        }
         services.push(Service {
+            trie,
             name: s.name,
             port: s.matcher.port,
             process: s.matcher.process,
@@ -510,15 +585,16 @@ fn parse_route(route: &str) -> Result<Vec<Segment>, String> {
 /// Whether a request path matches a route pattern.
 pub fn route_matches(pattern: &[Segment], path: &str) -> bool {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    fn go(p: &[Segment], s: &[&str]) -> bool {
-        match p.first() {
-            None => s.is_empty(),
-            Some(Segment::Rest) => (0..=s.len()).any(|k| go(&p[1..], &s[k..])),
-            Some(Segment::Param) => !s.is_empty() && go(&p[1..], &s[1..]),
-            Some(Segment::Literal(l)) => s.first() == Some(&l.as_str()) && go(&p[1..], &s[1..]),
-        }
+    segments_match(pattern, &segs)
+}
+
+fn segments_match(p: &[Segment], s: &[&str]) -> bool {
+    match p.first() {
+        None => s.is_empty(),
+        Some(Segment::Rest) => (0..=s.len()).any(|k| segments_match(&p[1..], &s[k..])),
+        Some(Segment::Param) => !s.is_empty() && segments_match(&p[1..], &s[1..]),
+        Some(Segment::Literal(l)) => s.first() == Some(&l.as_str()) && segments_match(&p[1..], &s[1..]),
     }
-    go(pattern, &segs)
 }
 
 #[cfg(test)]
@@ -584,6 +660,20 @@ services:
             vec!["partners"]
         );
         assert!(p.zones_of("192.0.2.1".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn first_declared_endpoint_wins_through_the_index() {
+        let text = "services:\n  - name: s\n    match: {port: 1}\n    endpoints:\n      - route: /**\n        deprecated: true\n      - route: /a/{x}\n      - route: /b\n";
+        let p = Policy::parse("p", text).unwrap();
+        let s = &p.services[0];
+        assert_eq!(s.endpoint_for("/a/1").unwrap().route, "/**");
+        let text = "services:\n  - name: s\n    match: {port: 1}\n    endpoints:\n      - route: /a/{x}\n      - route: /**\n      - route: /b\n";
+        let p = Policy::parse("p", text).unwrap();
+        let s = &p.services[0];
+        assert_eq!(s.endpoint_for("/a/1").unwrap().route, "/a/{x}");
+        assert_eq!(s.endpoint_for("/b").unwrap().route, "/**");
+        assert_eq!(s.endpoint_for("/c/d").unwrap().route, "/**");
     }
 
     #[test]
