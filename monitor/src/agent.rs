@@ -35,6 +35,8 @@ pub struct AgentOptions {
     /// The boundary policy, when one is configured, and the file it is reloaded from.
     pub policy: Option<Arc<Policy>>,
     pub policy_path: Option<std::path::PathBuf>,
+    /// Where the last good policy is kept (see Policy::load_or_last_good).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Bounds of the enrich stage's route table.
@@ -304,7 +306,7 @@ async fn capture_loop(
             _ = &mut stop => break,
             _ = hangup.recv() => {
                 if let Some(path) = &opts.policy_path {
-                    reload_policy(path, &tx);
+                    reload_policy(path, opts.state_dir.as_deref(), &tx);
                 }
             }
             r = capture.next_batch(&mut batch, BATCH_EVENTS) => {
@@ -323,7 +325,7 @@ async fn capture_loop(
                     let now = mtime(path);
                     if now != policy_mtime {
                         policy_mtime = now;
-                        reload_policy(path, &tx);
+                        reload_policy(path, opts.state_dir.as_deref(), &tx);
                     }
                 }
                 if let Some(m) = &opts.metrics {
@@ -358,8 +360,8 @@ fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
 
-/// A broken policy never takes the agent down: the last good one stays, every error is logged.
-fn reload_policy(path: &std::path::Path, tx: &SyncSender<Msg>) {
+/// A broken policy never takes the agent down: the policy in use stays, every error is logged.
+fn reload_policy(path: &std::path::Path, state_dir: Option<&std::path::Path>, tx: &SyncSender<Msg>) {
     match Policy::load(path) {
         Ok(p) => {
             log::info!(
@@ -367,11 +369,15 @@ fn reload_policy(path: &std::path::Path, tx: &SyncSender<Msg>) {
                 path.display(),
                 p.services.len()
             );
+            // Keep it as the last good policy for the next start.
+            if let (Some(dir), Ok(text)) = (state_dir, std::fs::read_to_string(path)) {
+                let _ = std::fs::write(dir.join("last-good-policy.yml"), text);
+            }
             let _ = tx.send(Msg::Policy(Arc::new(p)));
         }
         Err(errors) => {
             for e in &errors.0 {
-                log::error!("policy not reloaded, the last good one stays: {e}");
+                log::error!("policy not reloaded, the one in use stays: {e}");
             }
         }
     }

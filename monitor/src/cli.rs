@@ -167,8 +167,12 @@ fn options(common: &CommonArgs) -> Result<(AgentOptions, Config)> {
         routes: cfg.routes(),
         pids: common.pids.clone(),
         metrics: None,
-        policy: load_policy(policy_path.as_deref())?,
+        policy: policy_path
+            .as_deref()
+            .and_then(|p| Policy::load_or_last_good(p, Some(std::path::Path::new(&cfg.state_dir))))
+            .map(Arc::new),
         policy_path,
+        state_dir: Some(cfg.state_dir.clone().into()),
     };
     Ok((opts, cfg))
 }

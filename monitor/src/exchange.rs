@@ -41,6 +41,9 @@ pub struct Exchange {
     pub jwt: Option<crate::http::identity::JwtClaims>,
     /// Detectors that fired on the URL (`email`, `card_number`, `jwt`, `aws_access_key`, ...).
     pub url_detectors: Vec<&'static str>,
+    /// The API-key header used, if any (name only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_header: Option<String>,
     pub http_version: &'static str,
     pub user_agent: Option<String>,
     /// A head was cut by the capture prefix: some fields may be missing.
@@ -107,6 +110,7 @@ pub(crate) mod tests {
             fingerprint: Some("0123456789ab".into()),
             jwt: None,
             url_detectors: Vec::new(),
+            api_key_header: None,
             http_version: "1.1",
             user_agent: None,
             truncated: false,

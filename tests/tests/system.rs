@@ -328,3 +328,54 @@ fn learn_writes_a_policy_draft_that_check_accepts() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn a_broken_policy_at_start_does_not_stop_the_agent() {
+    require_root();
+    let dir = TempDir::new("fallback");
+    let state = dir.path().join("state");
+    let config = dir.path().join("apiwatch.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy: policy.yml\nstate_dir: {}\nmetrics:\n  listen: \"off\"\n",
+            state.display()
+        ),
+    )
+    .unwrap();
+    let policy = dir.path().join("policy.yml");
+    let run = || {
+        Command::new(apiwatch())
+            .args([
+                "run",
+                "--duration",
+                "1",
+                "--exchanges",
+                "/dev/null",
+                "--config",
+                config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    };
+    // Broken, and no good one seen before: it runs with the built-in detectors and says so.
+    std::fs::write(&policy, "services: [ broken").unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("only the built-in detectors run"), "{err}");
+    assert!(
+        err.contains("policy.yml:"),
+        "the error is reported with its place: {err}"
+    );
+    // A good one is kept as the last good policy...
+    std::fs::write(&policy, "zones:\n  lan: [\"10.0.0.0/8\"]\n").unwrap();
+    assert!(run().status.success());
+    assert!(state.join("last-good-policy.yml").exists());
+    // ...and used when the file breaks before the next start.
+    std::fs::write(&policy, "zones: {lan: [not-an-address]}\n").unwrap();
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("running with the last good one"), "{err}");
+}

@@ -368,7 +368,22 @@ fn check_rules(
             Severity::Warning,
             format!("{} used; {} required", ex.auth_scheme.as_str(), want.as_str()),
         ),
-        AuthRequirement::Scheme(_) => {}
+        AuthRequirement::Scheme(_) => {
+            if !r.api_key_headers.is_empty() {
+                let used = ex.api_key_header.as_deref().unwrap_or("");
+                if !r.api_key_headers.iter().any(|h| h == used) {
+                    emit(
+                        "wrong_auth_scheme",
+                        rule.to_string(),
+                        Severity::Warning,
+                        format!(
+                            "API key in header {used:?}; accepted: {}",
+                            r.api_key_headers.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
     }
     if let (Some(req), Some(jwt)) = (&r.jwt, &ex.jwt) {
         if let Some(iss) = &req.issuer {

@@ -48,6 +48,7 @@ pub fn bench(routes: usize, evaluations: usize) -> (usize, f64, usize) {
         fingerprint: Some("0123456789ab".into()),
         jwt: None,
         url_detectors: Vec::new(),
+        api_key_header: None,
         http_version: "1.1",
         user_agent: None,
         truncated: false,

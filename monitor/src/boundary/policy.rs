@@ -80,6 +80,9 @@ enum AuthSpec {
 #[serde(deny_unknown_fields)]
 struct AuthDetail {
     scheme: String,
+    /// For `apikey`: the header names that may carry the key.
+    #[serde(default)]
+    headers: Vec<String>,
     #[serde(default)]
     jwt: Option<JwtSpec>,
 }
@@ -143,6 +146,8 @@ pub struct Rules {
     /// Indexes into Policy::zones; None = any source.
     pub allowed_zones: Option<Vec<usize>>,
     pub auth: AuthRequirement,
+    /// For an API-key requirement: the accepted header names (lowercase); empty = any.
+    pub api_key_headers: Vec<String>,
     pub jwt: Option<JwtRequirement>,
     pub tls_required: bool,
     pub sensitive: bool,
@@ -288,11 +293,70 @@ impl Policy {
                 message,
             });
         });
-        if errors.is_empty() {
-            Ok(policy)
-        } else {
-            Err(ConfigErrors(errors))
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
         }
+        // Header names the policy declares for API keys carry secrets from now on, everywhere.
+        crate::http::head::add_api_key_headers(policy.api_key_headers());
+        Ok(policy)
+    }
+
+    /// Loads a policy for a running agent: on success the text is also kept as the last good
+    /// policy in `state_dir`; on failure every error is logged and the last good policy kept there
+    /// (from an earlier run) is used, so a broken file never leaves the host unwatched.
+    pub fn load_or_last_good(path: &std::path::Path, state_dir: Option<&std::path::Path>) -> Option<Self> {
+        let last_good = state_dir.map(|d| d.join("last-good-policy.yml"));
+        match Self::load(path) {
+            Ok(p) => {
+                if let (Some(lg), Ok(text)) = (&last_good, std::fs::read_to_string(path)) {
+                    let _ = std::fs::create_dir_all(lg.parent().unwrap_or(std::path::Path::new(".")));
+                    if let Err(e) = std::fs::write(lg, text) {
+                        log::warn!("cannot keep a copy of the policy in {}: {e}", lg.display());
+                    }
+                }
+                Some(p)
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    log::error!("{e}");
+                }
+                match last_good.as_deref().map(Self::load) {
+                    Some(Ok(p)) => {
+                        log::error!(
+                            "the policy {} is broken: running with the last good one ({})",
+                            path.display(),
+                            last_good
+                                .as_deref()
+                                .map(|p| p.display().to_string())
+                                .unwrap_or_default()
+                        );
+                        Some(p)
+                    }
+                    _ => {
+                        log::error!(
+                            "the policy {} is broken and no earlier good one is kept: only the built-in detectors run",
+                            path.display()
+                        );
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every API-key header name the policy declares (so their values are treated as secrets).
+    pub fn api_key_headers(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for s in &self.services {
+            for r in std::iter::once(&s.defaults).chain(s.endpoints.iter().map(|e| &e.rules)) {
+                for h in &r.api_key_headers {
+                    if !out.contains(h) {
+                        out.push(h.clone());
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Zones containing an address (names).
@@ -333,6 +397,7 @@ fn compile(spec: PolicyFile, report: &mut Report) -> Policy {
     let builtin = Rules {
         allowed_zones: None,
         auth: AuthRequirement::None,
+        api_key_headers: Vec::new(),
         jwt: None,
         tls_required: false,
         sensitive: false,
@@ -474,10 +539,14 @@ fn rules(base: &Rules, f: RuleFields, zones: &[String], report: &mut dyn FnMut(&
         }
     }
     if let Some(a) = f.auth {
-        let (scheme, jwt) = match a {
-            AuthSpec::Scheme(s) => (s.as_str(), None),
-            AuthSpec::Detailed(d) => (d.scheme.as_str(), d.jwt.clone()),
+        let (scheme, jwt, headers) = match a {
+            AuthSpec::Scheme(s) => (s.as_str(), None, Vec::new()),
+            AuthSpec::Detailed(d) => (d.scheme.as_str(), d.jwt.clone(), d.headers.clone()),
         };
+        if !headers.is_empty() && scheme != "apikey" {
+            report("auth", format!("headers are for scheme apikey, not {scheme}"));
+        }
+        r.api_key_headers = headers.iter().map(|h| h.to_ascii_lowercase()).collect();
         use crate::http::AuthScheme as S;
         r.auth = match scheme {
             "none" => AuthRequirement::None,

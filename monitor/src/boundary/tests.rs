@@ -177,3 +177,33 @@ fn findings_carry_no_secret() {
     assert!(json.contains(r#""identity":"0123456789ab""#));
     assert!(!json.contains("eyJ"));
 }
+
+#[test]
+fn api_key_in_a_declared_custom_header() {
+    let text = "services:\n  - name: shop\n    match:\n      port: 8080\n    undeclared: allow\n    defaults:\n      auth:\n        scheme: apikey\n        headers: [X-Shop-Key]\n";
+    let policy = Policy::parse("p.yml", text).unwrap();
+    // The custom header is now a secret header: fingerprinted, reported by name only, redacted.
+    let head = b"GET /cart HTTP/1.1\r\nX-Shop-Key: shopkey-VALUE-123\r\n\r\n";
+    let req = match crate::http::head::parse_head(head).unwrap() {
+        crate::http::head::HeadParse::Complete {
+            head: crate::http::Head::Request(r),
+            ..
+        } => r,
+        _ => panic!(),
+    };
+    assert_eq!(req.auth_scheme, AuthScheme::Apikey);
+    assert_eq!(req.api_key_header.as_deref(), Some("x-shop-key"));
+    assert!(req.fingerprint.is_some());
+    let mut raw = head.to_vec();
+    crate::redact::redact_bytes(&mut raw);
+    assert!(!String::from_utf8_lossy(&raw).contains("shopkey-VALUE"));
+
+    let mut e = Evaluator::new(Arc::new(policy));
+    let mut ex = good();
+    ex.jwt = None;
+    ex.auth_scheme = AuthScheme::Apikey;
+    ex.api_key_header = Some("x-shop-key".into());
+    assert!(kinds(&mut e, &ex).is_empty());
+    ex.api_key_header = Some("x-api-key".into());
+    assert_eq!(kinds(&mut e, &ex), vec!["wrong_auth_scheme"]);
+}

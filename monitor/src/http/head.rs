@@ -35,7 +35,30 @@ pub fn is_secret_header(name: &str) -> bool {
         || name.eq_ignore_ascii_case("proxy-authorization")
         || name.eq_ignore_ascii_case("cookie")
         || name.eq_ignore_ascii_case("set-cookie")
-        || API_KEY_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || is_api_key_header(name)
+}
+
+/// API-key header names a policy declares beyond the built-in ones (lowercase).
+static EXTRA_API_KEY_HEADERS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+
+/// Declares more API-key header names (from the policy): their values become secrets everywhere
+/// (fingerprinted, never output, blanked in recordings).
+pub fn add_api_key_headers<I: IntoIterator<Item = String>>(names: I) {
+    if let Ok(mut extra) = EXTRA_API_KEY_HEADERS.write() {
+        for n in names {
+            let n = n.to_ascii_lowercase();
+            if !API_KEY_HEADERS.contains(&n.as_str()) && !extra.contains(&n) && extra.len() < 64 {
+                extra.push(n);
+            }
+        }
+    }
+}
+
+pub fn is_api_key_header(name: &str) -> bool {
+    API_KEY_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
+        || EXTRA_API_KEY_HEADERS
+            .read()
+            .is_ok_and(|extra| extra.iter().any(|h| name.eq_ignore_ascii_case(h)))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
@@ -94,6 +117,8 @@ pub struct RequestHead {
     pub jwt: Option<JwtClaims>,
     /// Names of the detectors that fired on the path or query values (never the values).
     pub url_detectors: Vec<&'static str>,
+    /// Which API-key header carried the key (its name, lowercase; never its value).
+    pub api_key_header: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,6 +244,7 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
         fingerprint: None,
         jwt: None,
         url_detectors: Vec::new(),
+        api_key_header: None,
     };
     let (authority, path, query) = split_target(target);
     head.path = truncate_str(path, MAX_PATH_LEN);
@@ -258,8 +284,9 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
         } else if name.eq_ignore_ascii_case("cookie") {
             has_cookie = true;
             cookie_fp = Some(fingerprint(h.value));
-        } else if API_KEY_HEADERS.iter().any(|k| name.eq_ignore_ascii_case(k)) {
+        } else if is_api_key_header(name) {
             has_api_key = true;
+            head.api_key_header = Some(name.to_ascii_lowercase());
             api_key_fp = Some(fingerprint(h.value));
         } else if name.eq_ignore_ascii_case("user-agent") {
             head.user_agent = std::str::from_utf8(h.value)

@@ -438,6 +438,7 @@ fn build_exchange(
         fingerprint: head.fingerprint,
         jwt: head.jwt,
         url_detectors: head.url_detectors,
+        api_key_header: head.api_key_header,
         http_version: version_str(head.version),
         user_agent: head.user_agent,
         truncated: head.truncated,
