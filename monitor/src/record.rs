@@ -339,7 +339,7 @@ mod tests {
         for cut in MAGIC.len()..file.len() {
             let mut r = RecordReader::new(&file[..cut]).unwrap();
             let mut n = 0;
-            while let Some(_) = r.next_event().unwrap() {
+            while r.next_event().unwrap().is_some() {
                 n += 1;
             }
             assert!(n < events().len());

@@ -83,7 +83,7 @@ fn every_dashboard_query_and_alert_rule_returns_data_from_real_prometheus() {
         &["--policy", policy.to_str().unwrap(), "--findings", "/dev/null"],
     );
     let rules = workspace_root().join("deploy/prometheus/apiwatch-rules.yml");
-    let prom = Prometheus::start(&format!("127.0.0.1:{metrics_port}"), &[rules.clone()]);
+    let prom = Prometheus::start(&format!("127.0.0.1:{metrics_port}"), std::slice::from_ref(&rules));
     traffic(&format!("http://127.0.0.1:{}", nginx.port), 8);
     // A burst from wrk too, so the client-side families see a second caller.
     let out = Command::new("wrk")

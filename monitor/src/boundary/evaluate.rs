@@ -314,7 +314,7 @@ fn check_endpoint(
     rule: &str,
     emit: &mut dyn FnMut(&'static str, String, Severity, String),
 ) {
-    if !e.methods.is_empty() && !e.methods.iter().any(|m| *m == ex.method) {
+    if !e.methods.is_empty() && !e.methods.contains(&ex.method) {
         emit(
             "method_not_allowed",
             rule.to_string(),

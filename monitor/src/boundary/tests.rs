@@ -51,7 +51,8 @@ fn a_compliant_exchange_has_no_finding() {
 #[test]
 fn each_kind() {
     let mut e = evaluator();
-    let cases: Vec<(&str, Box<dyn Fn(&mut Exchange)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut Exchange)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         (
             "source_outside_boundary",
             Box::new(|x| x.peer = Some("192.0.2.7:1000".parse().unwrap())),

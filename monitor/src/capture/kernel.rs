@@ -27,14 +27,14 @@ pub enum CaptureError {
     #[error("tracefs is not available at /sys/kernel/tracing and mounting it failed: {0}")]
     NoTracefs(String),
     #[error("loading the eBPF programs failed (does this kernel support BPF ring buffers, 5.8+?): {0}")]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("attaching {program} to {category}:{name} failed: {source}")]
     Attach {
         program: &'static str,
         category: &'static str,
         name: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("eBPF map {0} is missing or has the wrong type: {1}")]
     Map(&'static str, String),
@@ -154,7 +154,7 @@ impl KernelCapture {
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor")))
-            .map_err(CaptureError::Load)?;
+            .map_err(|e| CaptureError::Load(Box::new(e)))?;
 
         for (program, category, names) in ATTACHMENTS {
             let prog: &mut TracePoint = ebpf
@@ -166,7 +166,7 @@ impl KernelCapture {
                 program,
                 category,
                 name: "load",
-                source,
+                source: Box::new(source),
             })?;
             for name in *names {
                 prog.attach(category, name)
@@ -174,7 +174,7 @@ impl KernelCapture {
                         program,
                         category,
                         name,
-                        source,
+                        source: Box::new(source),
                     })?;
             }
         }

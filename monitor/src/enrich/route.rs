@@ -29,9 +29,8 @@ pub fn template(path: &str) -> String {
             out.push_str(seg);
         }
     }
-    if out.is_empty() {
-        out.push('/');
-    } else if path.ends_with('/') && path.len() > 1 {
+    // "/" itself, and a trailing slash kept ("/dir/").
+    if out.is_empty() || (path.ends_with('/') && path.len() > 1) {
         out.push('/');
     }
     out
