@@ -162,6 +162,32 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// A file's name (for messages) and text, or a located read error.
+pub fn read_file(path: &Path) -> Result<(String, String), ConfigErrors> {
+    let file = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((file, text)),
+        Err(e) => Err(ConfigErrors(vec![ConfigError {
+            file,
+            line: None,
+            column: None,
+            field: "-".into(),
+            message: format!("cannot read: {e}"),
+        }])),
+    }
+}
+
+/// YAML into `T` (an empty file is `T::default()`), syntax and type errors located.
+pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(
+    file: &str,
+    text: &str,
+) -> Result<T, ConfigErrors> {
+    if text.trim().is_empty() {
+        return Ok(T::default());
+    }
+    serde_norway::from_str(text).map_err(|e| ConfigErrors(vec![located_serde_error(file, &e)]))
+}
+
 /// A serde_norway error as a located ConfigError (syntax and type errors carry a position).
 pub fn located_serde_error(file: &str, e: &serde_norway::Error) -> ConfigError {
     let loc = e.location();
@@ -192,25 +218,12 @@ impl Config {
     }
 
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.clone(),
-                line: None,
-                column: None,
-                field: "-".into(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let (file, text) = read_file(path)?;
         Self::parse(&file, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigErrors> {
-        let cfg: Config = if text.trim().is_empty() {
-            Config::default()
-        } else {
-            serde_norway::from_str(text).map_err(|e| ConfigErrors(vec![located_serde_error(file, &e)]))?
-        };
+        let cfg: Config = parse_yaml(file, text)?;
         let errors = cfg.validate(file, text);
         if errors.is_empty() {
             Ok(cfg)
@@ -224,10 +237,11 @@ impl Config {
         let mut errors = Vec::new();
         let mut check = |ok: bool, path: &[&str], message: String| {
             if !ok {
+                let pos = crate::yaml_locate::locate(text, path);
                 errors.push(ConfigError {
                     file: file.to_string(),
-                    line: locate(text, path),
-                    column: None,
+                    line: pos.map(|p| p.0),
+                    column: pos.map(|p| p.1),
                     field: path.join("."),
                     message,
                 });
@@ -318,35 +332,6 @@ impl Config {
     }
 }
 
-/// The 1-based line of a nested key (`capture:` then an indented `bytes:`), if present.
-fn locate(text: &str, path: &[&str]) -> Option<usize> {
-    let mut depth = 0;
-    let mut indent = None::<usize>;
-    for (i, line) in text.lines().enumerate() {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with('#') || trimmed.is_empty() {
-            continue;
-        }
-        let ind = line.len() - trimmed.len();
-        if let Some(parent) = indent {
-            if ind <= parent {
-                return None; // left the parent section without finding the key
-            }
-        }
-        if trimmed
-            .strip_prefix(path[depth])
-            .is_some_and(|r| r.trim_start().starts_with(':'))
-        {
-            depth += 1;
-            if depth == path.len() {
-                return Some(i + 1);
-            }
-            indent = Some(ind);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,15 +352,15 @@ mod tests {
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
         assert_eq!(shown.len(), 3, "{shown:?}");
         assert!(
-            shown[0].starts_with("agent.yml:2: capture.bytes: must be between 64"),
+            shown[0].starts_with("agent.yml:2:3: capture.bytes: must be between 64"),
             "{shown:?}"
         );
         assert!(
-            shown[1].starts_with("agent.yml:3: capture.ring_bytes:"),
+            shown[1].starts_with("agent.yml:3:3: capture.ring_bytes:"),
             "{shown:?}"
         );
         assert!(
-            shown[2].starts_with("agent.yml:5: stream.idle_timeout_secs:"),
+            shown[2].starts_with("agent.yml:5:3: stream.idle_timeout_secs:"),
             "{shown:?}"
         );
     }

@@ -216,9 +216,9 @@ fn check_reports_every_error_with_its_location() {
     let err = String::from_utf8_lossy(&out.stderr);
     let b = bad.display();
     for want in [
-        format!("{b}:2: capture.bytes:"),
-        format!("{b}:3: capture.ring_bytes:"),
-        format!("{b}:5: stream.max_connections:"),
+        format!("{b}:2:3: capture.bytes:"),
+        format!("{b}:3:3: capture.ring_bytes:"),
+        format!("{b}:5:3: stream.max_connections:"),
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
@@ -235,7 +235,7 @@ fn check_reports_every_error_with_its_location() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{b}:2: capture.bytes:")));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{b}:2:3: capture.bytes:")));
 }
 
 #[test]

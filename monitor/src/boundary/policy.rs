@@ -261,26 +261,12 @@ pub struct Policy {
 
 impl Policy {
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigErrors> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![ConfigError {
-                file: file.clone(),
-                line: None,
-                column: None,
-                field: "-".into(),
-                message: format!("cannot read: {e}"),
-            }])
-        })?;
+        let (file, text) = crate::config::read_file(path)?;
         Self::parse(&file, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigErrors> {
-        let spec: PolicyFile = if text.trim().is_empty() {
-            PolicyFile::default()
-        } else {
-            serde_norway::from_str(text)
-                .map_err(|e| ConfigErrors(vec![crate::config::located_serde_error(file, &e)]))?
-        };
+        let spec: PolicyFile = crate::config::parse_yaml(file, text)?;
         let mut errors = Vec::new();
         let policy = compile(spec, &mut |path: &[String], message: String| {
             let refs: Vec<&str> = path.iter().map(String::as_str).collect();
