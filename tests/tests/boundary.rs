@@ -14,6 +14,7 @@ const LOCATIONS: &str = r#"
 "#;
 const BEARER: &str = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJib2IifQ.c2lnLXMzY3IzdA";
 const PASSWORD: &str = "hunter2-Pa55";
+const API_KEY: &str = "ak_live_7f3c9e1d5b";
 
 fn policy_text(port: u16, ns_subnet: &str, allow_ns: bool) -> String {
     let users_sources = if allow_ns { "[local, partners]" } else { "[local]" };
@@ -92,7 +93,7 @@ fn violations_from_a_namespace_and_loopback_with_reload() {
         "-X",
         "POST",
         "-H",
-        "X-API-Key: k",
+        &format!("X-API-Key: {API_KEY}"),
         &format!("{local}/api/orders?password={PASSWORD}"),
     ]);
     curl(&["-o", "/dev/null", &format!("{local}/index.html")]);
@@ -157,7 +158,7 @@ fn violations_from_a_namespace_and_loopback_with_reload() {
         .map(|f| f.to_json())
         .chain(ex.iter().map(|e| e.to_json()))
         .collect();
-    for secret in [BEARER, "c2lnLXMzY3IzdA", PASSWORD] {
+    for secret in [BEARER, "c2lnLXMzY3IzdA", PASSWORD, API_KEY] {
         assert!(!all.contains(secret), "{secret} leaked");
     }
     assert!(
