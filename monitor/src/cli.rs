@@ -39,6 +39,16 @@ pub enum Command {
     Check(CheckArgs),
     /// Observe traffic and write a policy draft (services, routes, methods, auth, sources).
     Learn(LearnArgs),
+    /// Run the anomaly detector over a CSV history (timestamp,value): what would have fired.
+    Backtest(BacktestArgs),
+    /// Detector updates per second on one core (used by `cargo xtask bench`).
+    #[command(hide = true)]
+    BenchDetector {
+        #[arg(long, default_value_t = 1000)]
+        series: usize,
+        #[arg(long, default_value_t = 2000)]
+        points: usize,
+    },
     /// Policy evaluations per second on one core (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchPolicy {
@@ -105,6 +115,19 @@ pub struct ReplayArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct BacktestArgs {
+    /// CSV with a header line and rows `timestamp,value` (ISO 8601 or epoch seconds).
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Width of a seasonal bucket in seconds (default one hour; 168 of them make a week).
+    #[arg(long, default_value_t = 3600)]
+    pub interval: u64,
+    /// Where rows `timestamp,value,score,anomaly` go (default standard output).
+    #[arg(long, default_value = "-")]
+    pub out: String,
+}
+
+#[derive(Args, Debug)]
 pub struct LearnArgs {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -137,6 +160,30 @@ pub fn main() -> Result<()> {
         Command::Replay(a) => replay(a),
         Command::Check(a) => check(a),
         Command::Learn(a) => learn(a),
+        Command::Backtest(a) => backtest(a),
+        Command::BenchDetector { series, points } => {
+            let cfg = crate::baseline::DetectorConfig::default();
+            let mut ds: Vec<crate::baseline::Detector> = (0..series)
+                .map(|_| crate::baseline::Detector::new(&cfg))
+                .collect();
+            let start = std::time::Instant::now();
+            let mut anomalies = 0usize;
+            for p in 0..points {
+                for (i, d) in ds.iter_mut().enumerate() {
+                    let x = 100.0 + ((p * 7 + i * 13) % 17) as f64;
+                    anomalies += d.update(&cfg, p as u64 * 300, x).anomaly as usize;
+                }
+            }
+            let secs = start.elapsed().as_secs_f64();
+            let n = series * points;
+            let bytes = serde_json::to_vec(&ds[0]).map(|v| v.len()).unwrap_or(0);
+            let mem = std::mem::size_of::<crate::baseline::Detector>() + cfg.season_buckets * 24;
+            println!(
+                "detector: {n} updates over {series} series in {secs:.3}s = {:.0} updates/s on one core; {mem} bytes of memory per series ({bytes} bytes as JSON); {anomalies} anomalies on steady input",
+                n as f64 / secs
+            );
+            Ok(())
+        }
         Command::BenchPolicy { routes, evaluations } => {
             let (n, secs, findings) = crate::boundary::bench(routes, evaluations);
             println!(
@@ -272,6 +319,28 @@ fn replay(a: ReplayArgs) -> Result<()> {
         findings,
     )?;
     finish(summary)
+}
+
+fn backtest(a: BacktestArgs) -> Result<()> {
+    let input = File::open(&a.csv).with_context(|| format!("cannot open {}", a.csv.display()))?;
+    let cfg = crate::baseline::DetectorConfig {
+        bucket_secs: a.interval.max(1),
+        ..Default::default()
+    };
+    let out: Box<dyn std::io::Write> = if a.out == "-" {
+        Box::new(std::io::stdout())
+    } else {
+        Box::new(BufWriter::new(
+            File::create(&a.out).with_context(|| format!("cannot create {}", a.out))?,
+        ))
+    };
+    let s = crate::baseline::backtest::run(BufReader::new(input), out, &cfg)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", a.csv.display()))?;
+    eprintln!(
+        "backtest: {} rows, {} anomalous ({} episodes), {} while warming up",
+        s.rows, s.anomalies, s.episodes, s.warming_up
+    );
+    Ok(())
 }
 
 fn learn(a: LearnArgs) -> Result<()> {

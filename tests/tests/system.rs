@@ -379,3 +379,35 @@ fn a_broken_policy_at_start_does_not_stop_the_agent() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("running with the last good one"), "{err}");
 }
+
+#[test]
+fn backtest_scores_every_row_of_a_csv_history() {
+    let dir = TempDir::new("backtest");
+    let csv = dir.path().join("history.csv");
+    let mut text = String::from("timestamp,value\n");
+    // Three weeks of hourly values with a daily cycle, then a spike.
+    for h in 0..(21 * 24) {
+        let v = if h == 20 * 24 + 10 {
+            900.0
+        } else {
+            100.0 + 50.0 * ((h % 24) as f64 / 24.0 * std::f64::consts::TAU).sin()
+        };
+        text.push_str(&format!("{},{v:.1}\n", 1_700_000_000 + h * 3600));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let out = Command::new(apiwatch())
+        .args(["backtest", "--csv", csv.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(rows[0], "timestamp,value,score,anomaly");
+    assert_eq!(rows.len(), 21 * 24 + 1);
+    let flagged: Vec<&String> = rows.iter().filter(|r| r.ends_with(",true")).collect();
+    assert_eq!(flagged.len(), 1, "{flagged:?}");
+    assert!(flagged[0].starts_with(&format!("{},900.0,", 1_700_000_000 + (20 * 24 + 10) * 3600)));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1 anomalous (1 episodes)"));
+}

@@ -87,6 +87,10 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
 
+    println!("\n== anomaly detector alone: updates per second, memory per series ==");
+    let out = Command::new(bin).args(["bench-detector"]).output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+
     println!("\n== userspace pipeline alone: replay of a recording of real traffic, one core ==");
     let rec = work.join("bench.rec");
     let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;

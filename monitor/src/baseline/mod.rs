@@ -1,0 +1,5 @@
+//! Baselines: the streaming anomaly detector and its backtest over CSV histories.
+pub mod backtest;
+pub mod detector;
+
+pub use detector::{Detector, DetectorConfig, Transition, Verdict};
