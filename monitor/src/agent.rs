@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::baseline::live::{BaselineOptions, Baselines};
 use crate::boundary::{Evaluator, Finding, Policy};
 use crate::capture::CaptureEvent;
 use crate::capture::kernel::{CaptureError, KernelCapture, KernelConfig, KernelStats, unix_now_ns};
@@ -37,6 +38,8 @@ pub struct AgentOptions {
     pub policy_path: Option<std::path::PathBuf>,
     /// Where the last good policy is kept (see Policy::load_or_last_good).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Rate, error, auth-failure and latency baselines, when enabled.
+    pub baselines: Option<BaselineOptions>,
 }
 
 /// Bounds of the enrich stage's route table.
@@ -98,6 +101,8 @@ pub struct Pipeline {
     pub stats: PipelineStats,
     sink: Box<dyn ExchangeSink>,
     evaluator: Option<Evaluator>,
+    baselines: Option<Baselines>,
+    baselines_saved_ns: u64,
     finding_sink: Option<Box<dyn FindingSink>>,
     findings: Vec<Finding>,
     pids: Vec<u32>,
@@ -120,6 +125,8 @@ impl Pipeline {
             // Without a policy the built-in detectors still run (secrets and PII in URLs, JWTs).
             evaluator: Some(Evaluator::new(opts.policy.clone().unwrap_or_default())),
             finding_sink,
+            baselines: opts.baselines.clone().map(Baselines::new),
+            baselines_saved_ns: 0,
             findings: Vec::new(),
             pids: opts.pids.clone(),
             filtered_events: 0,
@@ -139,13 +146,22 @@ impl Pipeline {
     pub fn tick(&mut self, now_ns: u64) {
         self.table.expire(now_ns, &mut self.stats, &mut self.scratch);
         self.emit();
+        self.baseline_tick(now_ns);
         self.sink.flush();
     }
 
     pub fn finish(&mut self, now_ns: u64) {
         self.table.flush(now_ns, &mut self.stats, &mut self.scratch);
         self.emit();
+        if let Some(b) = &self.baselines {
+            if let Err(e) = b.save() {
+                log::warn!("cannot save baselines: {e}");
+            }
+        }
         self.sink.flush();
+        if let Some(f) = &mut self.finding_sink {
+            f.flush();
+        }
     }
 
     pub fn set_policy(&mut self, policy: Arc<Policy>) {
@@ -167,25 +183,49 @@ impl Pipeline {
     }
 
     fn emit(&mut self) {
-        for mut ex in self.scratch.drain(..) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for mut ex in scratch.drain(..) {
             self.routes.enrich(&mut ex);
             if let Some(m) = &self.metrics {
                 m.observe(&ex);
             }
             if let Some(eval) = &mut self.evaluator {
                 eval.evaluate(&ex, &mut self.findings);
-                for f in self.findings.drain(..) {
-                    self.stats.findings += 1;
-                    if let Some(m) = &self.metrics {
-                        m.observe_finding(&f);
-                    }
-                    if let Some(sink) = &mut self.finding_sink {
-                        sink.write(&f);
-                    }
-                }
+            }
+            if let Some(b) = &mut self.baselines {
+                b.observe(&ex, &mut self.findings);
             }
             self.sink.write(&ex);
+            self.emit_findings();
         }
+        self.scratch = scratch;
+    }
+
+    /// Boundary and baseline findings go the same way: counted, into metrics, to the sink.
+    fn emit_findings(&mut self) {
+        for f in self.findings.drain(..) {
+            self.stats.findings += 1;
+            if let Some(m) = &self.metrics {
+                m.observe_finding(&f);
+            }
+            if let Some(sink) = &mut self.finding_sink {
+                sink.write(&f);
+            }
+        }
+    }
+
+    /// Baselines move on with the clock (a series that goes silent is seen) and are saved
+    /// every minute.
+    fn baseline_tick(&mut self, now_ns: u64) {
+        let Some(b) = &mut self.baselines else { return };
+        b.advance(now_ns, &mut self.findings);
+        if now_ns.saturating_sub(self.baselines_saved_ns) >= 60_000_000_000 {
+            self.baselines_saved_ns = now_ns;
+            if let Err(e) = b.save() {
+                log::warn!("cannot save baselines: {e}");
+            }
+        }
+        self.emit_findings();
     }
 }
 

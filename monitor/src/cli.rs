@@ -220,6 +220,7 @@ fn options(common: &CommonArgs) -> Result<(AgentOptions, Config)> {
             .map(Arc::new),
         policy_path,
         state_dir: Some(cfg.state_dir.clone().into()),
+        baselines: cfg.baselines(),
     };
     Ok((opts, cfg))
 }
@@ -308,6 +309,11 @@ fn replay(a: ReplayArgs) -> Result<()> {
         stream: cfg.stream(),
         routes: cfg.routes(),
         policy: load_policy(policy_path.as_deref())?,
+        // A replay learns from the recording only: nothing is read from or saved to state_dir.
+        baselines: cfg.baselines().map(|b| crate::baseline::live::BaselineOptions {
+            state_file: None,
+            ..b
+        }),
         ..AgentOptions::default()
     };
     let file = File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?;

@@ -37,8 +37,24 @@ metrics:
 # Boundary policy (see docs/policy.md); without one only the built-in detectors run
 # (secrets and personal data in URLs, unsigned and expired JWTs).
 policy: null
-# State kept across restarts: the key that makes credential fingerprints unique to this install.
+# State kept across restarts: the key that makes credential fingerprints unique to this install,
+# the last good policy, the learnt baselines.
 state_dir: /var/lib/apiwatch
+# Rate, 5xx-ratio, 401/403-ratio and p99-latency baselines per service and route (see
+# docs/anomaly-detection.md). Findings: rate_anomaly, error_ratio_anomaly, auth_failure_anomaly,
+# latency_anomaly, firing then resolved.
+baselines:
+  enabled: true
+  window_secs: 60
+  # 168 buckets of an hour: a weekly profile (daily included).
+  season_buckets: 168
+  bucket_secs: 3600
+  # Windows before any verdict.
+  warmup: 30
+  # z-score of an anomaly.
+  threshold: 4.0
+  # Series at most (4 per route).
+  max_series: 20000
 "#;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -50,9 +66,40 @@ pub struct Config {
     /// Boundary policy file (zones, services, endpoints, rules); relative paths are relative to
     /// the configuration file. None: only the built-in detectors run.
     pub policy: Option<String>,
-    /// Where apiwatch keeps state across restarts (the credential-fingerprint key).
+    /// Where apiwatch keeps state across restarts (the credential-fingerprint key, the last
+    /// good policy, the learnt baselines).
     pub state_dir: String,
+    pub baselines: BaselinesSection,
 }
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselinesSection {
+    pub enabled: bool,
+    pub window_secs: u64,
+    pub season_buckets: usize,
+    pub bucket_secs: u64,
+    pub warmup: u32,
+    pub threshold: f64,
+    pub max_series: usize,
+}
+
+impl Default for BaselinesSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_secs: 60,
+            season_buckets: 168,
+            bucket_secs: 3600,
+            warmup: 30,
+            threshold: 4.0,
+            max_series: 20_000,
+        }
+    }
+}
+
+// Only floats in BaselinesSection keep Config from deriving Eq; thresholds are never NaN.
+impl Eq for BaselinesSection {}
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -99,6 +146,7 @@ impl Default for Config {
             metrics: MetricsSection::default(),
             policy: None,
             state_dir: "/var/lib/apiwatch".into(),
+            baselines: BaselinesSection::default(),
         }
     }
 }
@@ -291,6 +339,27 @@ impl Config {
                 format!("must be at least {min}, is {value}"),
             );
         }
+        let b = &self.baselines;
+        check(
+            b.window_secs >= 1,
+            &["baselines", "window_secs"],
+            "must be at least 1".into(),
+        );
+        check(
+            b.season_buckets >= 1,
+            &["baselines", "season_buckets"],
+            "must be at least 1".into(),
+        );
+        check(
+            b.bucket_secs >= 1,
+            &["baselines", "bucket_secs"],
+            "must be at least 1".into(),
+        );
+        check(
+            b.threshold.is_finite() && b.threshold > 0.0,
+            &["baselines", "threshold"],
+            format!("must be a positive number, is {}", b.threshold),
+        );
         check(
             self.stream.idle_timeout_secs >= 1,
             &["stream", "idle_timeout_secs"],
@@ -322,6 +391,23 @@ impl Config {
             max_services: self.metrics.max_services,
             max_routes_per_service: self.metrics.max_routes_per_service,
         }
+    }
+
+    pub fn baselines(&self) -> Option<crate::baseline::live::BaselineOptions> {
+        let b = &self.baselines;
+        b.enabled.then(|| crate::baseline::live::BaselineOptions {
+            window_secs: b.window_secs,
+            detector: crate::baseline::DetectorConfig {
+                season_buckets: b.season_buckets,
+                bucket_secs: b.bucket_secs,
+                warmup: b.warmup,
+                threshold: b.threshold,
+                ..Default::default()
+            },
+            max_series: b.max_series,
+            state_file: Some(Path::new(&self.state_dir).join("baselines.json")),
+            ..Default::default()
+        })
     }
 
     pub fn stream(&self) -> StreamConfig {

@@ -217,6 +217,8 @@ fn test() -> Result<()> {
         "tls",
         "--test",
         "boundary",
+        "--test",
+        "baseline",
         "--",
         "--test-threads=1",
     ])?;

@@ -51,6 +51,9 @@ pub struct Finding {
     pub pid: u32,
     pub comm: String,
     pub evidence: String,
+    /// For findings with a lifecycle (anomalies): "firing", then "resolved".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
 }
 
 impl Finding {
@@ -168,6 +171,7 @@ impl Evaluator {
                 pid: ex.pid,
                 comm: ex.comm.clone(),
                 evidence,
+                state: None,
             })
         };
 

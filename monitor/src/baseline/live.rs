@@ -1,0 +1,432 @@
+//! Baselines in the live agent: per (service, route) windows of request count, 5xx ratio,
+//! 401/403 ratio and p99 latency, one detector per series, findings when a series starts and
+//! stops being anomalous. State persists across restarts (JSON, written atomically).
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::detector::{Detector, DetectorConfig, Transition, Verdict};
+use crate::boundary::{Finding, Severity};
+use crate::capture::Role;
+use crate::exchange::Exchange;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Signal {
+    Rate,
+    ErrorRatio,
+    AuthFailureRatio,
+    LatencyP99,
+}
+
+impl Signal {
+    fn kind(self) -> &'static str {
+        match self {
+            Signal::Rate => "rate_anomaly",
+            Signal::ErrorRatio => "error_ratio_anomaly",
+            Signal::AuthFailureRatio => "auth_failure_anomaly",
+            Signal::LatencyP99 => "latency_anomaly",
+        }
+    }
+    fn unit(self) -> &'static str {
+        match self {
+            Signal::Rate => "requests per window",
+            Signal::ErrorRatio => "share of 5xx",
+            Signal::AuthFailureRatio => "share of 401/403",
+            Signal::LatencyP99 => "ms p99",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaselineOptions {
+    pub window_secs: u64,
+    pub detector: DetectorConfig,
+    /// Series kept at most (4 per route); beyond, new routes are not baselined (counted).
+    pub max_series: usize,
+    /// Ratios and latency are judged only on windows with at least this many requests.
+    pub min_requests: u64,
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for BaselineOptions {
+    fn default() -> Self {
+        Self {
+            window_secs: 60,
+            detector: DetectorConfig::default(),
+            max_series: 20_000,
+            min_requests: 10,
+            state_file: None,
+        }
+    }
+}
+
+struct Window {
+    requests: u64,
+    errors: u64,
+    auth_failures: u64,
+    latency_us: Histogram<u32>,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            auth_failures: 0,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds are valid"),
+        }
+    }
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Saved {
+    window_secs: u64,
+    series: Vec<(String, String, Signal, Detector)>,
+}
+
+pub struct Baselines {
+    opts: BaselineOptions,
+    window_start_ns: u64,
+    current: HashMap<(String, String), Window>,
+    series: HashMap<(String, String, Signal), Detector>,
+    pub series_refused: u64,
+}
+
+impl Baselines {
+    /// Restores the saved state when there is one (a restart does not start the warm-up again).
+    pub fn new(opts: BaselineOptions) -> Self {
+        let mut b = Self {
+            opts,
+            window_start_ns: 0,
+            current: HashMap::new(),
+            series: HashMap::new(),
+            series_refused: 0,
+        };
+        if let Some(path) = b.opts.state_file.clone() {
+            match std::fs::read(&path).map(|bytes| serde_json::from_slice::<Saved>(&bytes)) {
+                Ok(Ok(saved)) if saved.window_secs == b.opts.window_secs => {
+                    for (service, route, signal, d) in saved.series.into_iter().take(b.opts.max_series) {
+                        b.series.insert((service, route, signal), d);
+                    }
+                    log::info!(
+                        "restored {} baseline series from {}",
+                        b.series.len(),
+                        path.display()
+                    );
+                }
+                Ok(Ok(_)) => log::warn!(
+                    "baselines in {} were learnt with another window: starting afresh",
+                    path.display()
+                ),
+                Ok(Err(e)) => log::warn!(
+                    "baselines in {} are unreadable ({e}): starting afresh",
+                    path.display()
+                ),
+                Err(_) => {}
+            }
+        }
+        b
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    fn window_ns(&self) -> u64 {
+        self.opts.window_secs.max(1) * 1_000_000_000
+    }
+
+    /// Counts one server-side exchange into its window (closing finished windows first).
+    pub fn observe(&mut self, ex: &Exchange, out: &mut Vec<Finding>) {
+        if ex.role != Role::Server {
+            return;
+        }
+        self.advance(ex.ts, out);
+        let w = self
+            .current
+            .entry((ex.service.clone(), ex.route.clone()))
+            .or_insert_with(Window::new);
+        w.requests += 1;
+        w.errors += ex.status.is_some_and(|s| s >= 500) as u64;
+        w.auth_failures += matches!(ex.status, Some(401) | Some(403)) as u64;
+        if let Some(us) = ex.latency_us {
+            w.latency_us.saturating_record(us.clamp(1, 60_000_000));
+        }
+    }
+
+    /// Closes the windows that ended before `now_ns` (also when no traffic came: a series that
+    /// drops to zero must be seen doing so).
+    pub fn advance(&mut self, now_ns: u64, out: &mut Vec<Finding>) {
+        let w = self.window_ns();
+        if self.window_start_ns == 0 {
+            self.window_start_ns = now_ns - now_ns % w;
+            return;
+        }
+        let mut closed = 0;
+        while now_ns >= self.window_start_ns + w {
+            self.close_window(out);
+            self.window_start_ns += w;
+            closed += 1;
+            if closed > 1000 {
+                // A long gap (a replay jump, a suspended host): restart the window clock.
+                self.window_start_ns = now_ns - now_ns % w;
+                break;
+            }
+        }
+    }
+
+    fn close_window(&mut self, out: &mut Vec<Finding>) {
+        let ts_secs = self.window_start_ns / 1_000_000_000;
+        let current = std::mem::take(&mut self.current);
+        // Every route with a rate series gets a point, zero if it had no traffic.
+        let mut routes: Vec<(String, String)> = self
+            .series
+            .keys()
+            .filter(|(_, _, s)| *s == Signal::Rate)
+            .map(|(a, b, _)| (a.clone(), b.clone()))
+            .collect();
+        routes.extend(
+            current
+                .keys()
+                .filter(|k| {
+                    !self
+                        .series
+                        .contains_key(&(k.0.clone(), k.1.clone(), Signal::Rate))
+                })
+                .cloned(),
+        );
+        for (service, route) in routes {
+            let w = current.get(&(service.clone(), route.clone()));
+            let requests = w.map_or(0, |w| w.requests);
+            let mut points = vec![(Signal::Rate, requests as f64)];
+            if let Some(w) = w.filter(|w| w.requests >= self.opts.min_requests) {
+                points.push((Signal::ErrorRatio, w.errors as f64 / w.requests as f64));
+                points.push((
+                    Signal::AuthFailureRatio,
+                    w.auth_failures as f64 / w.requests as f64,
+                ));
+                points.push((
+                    Signal::LatencyP99,
+                    w.latency_us.value_at_quantile(0.99) as f64 / 1000.0,
+                ));
+            }
+            for (signal, value) in points {
+                let key = (service.clone(), route.clone(), signal);
+                if !self.series.contains_key(&key) && self.series.len() >= self.opts.max_series {
+                    self.series_refused += 1;
+                    continue;
+                }
+                let mut cfg = self.opts.detector.clone();
+                cfg.counts = signal == Signal::Rate;
+                if signal != Signal::Rate {
+                    cfg.min_scale = if signal == Signal::LatencyP99 { 1.0 } else { 0.02 };
+                }
+                let d = self.series.entry(key).or_insert_with(|| Detector::new(&cfg));
+                let v = d.update(&cfg, ts_secs, value);
+                if let Some(t) = v.transition {
+                    out.push(finding(
+                        &service,
+                        &route,
+                        signal,
+                        value,
+                        &v,
+                        t,
+                        self.window_start_ns,
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Writes the state atomically (a temporary file renamed over the old one).
+    pub fn save(&self) -> std::io::Result<()> {
+        let Some(path) = &self.opts.state_file else {
+            return Ok(());
+        };
+        let saved = Saved {
+            window_secs: self.opts.window_secs,
+            series: self
+                .series
+                .iter()
+                .map(|((a, b, s), d)| (a.clone(), b.clone(), *s, d.clone()))
+                .collect(),
+        };
+        let tmp = path.with_extension("json.tmp");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&tmp, serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    pub fn state_file(&self) -> Option<&Path> {
+        self.opts.state_file.as_deref()
+    }
+}
+
+fn finding(
+    service: &str,
+    route: &str,
+    signal: Signal,
+    value: f64,
+    v: &Verdict,
+    t: Transition,
+    ts: u64,
+) -> Finding {
+    let (state, evidence) = match t {
+        Transition::Fired => (
+            "firing",
+            format!(
+                "{} observed {value:.3}, expected {:.3} (normal range {:.3}..{:.3})",
+                signal.unit(),
+                v.expected,
+                v.low,
+                v.high
+            ),
+        ),
+        Transition::Resolved => (
+            "resolved",
+            format!(
+                "{} back to normal: {value:.3}, expected {:.3}",
+                signal.unit(),
+                v.expected
+            ),
+        ),
+    };
+    Finding {
+        record: "finding",
+        ts,
+        kind: signal.kind(),
+        rule: format!("baseline:{}", signal.kind()),
+        severity: Severity::Warning,
+        service: service.to_string(),
+        route: route.to_string(),
+        method: String::new(),
+        source: None,
+        source_zones: Vec::new(),
+        identity: None,
+        pid: 0,
+        comm: String::new(),
+        evidence,
+        state: Some(state),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(ts_s: u64, status: u16) -> Exchange {
+        let mut e = crate::exchange::tests::sample();
+        e.ts = ts_s * 1_000_000_000;
+        e.service = "nginx:8080".into();
+        e.route = "/api/items".into();
+        e.status = Some(status);
+        e
+    }
+
+    fn opts(state_file: Option<PathBuf>) -> BaselineOptions {
+        BaselineOptions {
+            window_secs: 10,
+            detector: DetectorConfig {
+                season_buckets: 1,
+                warmup: 10,
+                ..DetectorConfig::default()
+            },
+            state_file,
+            ..BaselineOptions::default()
+        }
+    }
+
+    /// 20 requests per 10 s window (5% 401s), then `burst` windows of `rate` (with `auth` 401s).
+    fn drive(
+        b: &mut Baselines,
+        from: u64,
+        windows: u64,
+        rate: u64,
+        auth_401: u64,
+        out: &mut Vec<Finding>,
+    ) -> u64 {
+        let mut t = from;
+        for _ in 0..windows {
+            for i in 0..rate {
+                let status = if i < auth_401 { 401 } else { 200 };
+                b.observe(&ex(t + i * 10 / rate.max(1), status), out);
+            }
+            t += 10;
+        }
+        b.advance(t * 1_000_000_000, out);
+        t
+    }
+
+    #[test]
+    fn burst_fires_and_resolves_and_state_survives_a_restart() {
+        let dir = std::env::temp_dir().join(format!("aw-baseline-{}", std::process::id()));
+        let file = dir.join("baselines.json");
+        let mut b = Baselines::new(opts(Some(file.clone())));
+        let mut out = Vec::new();
+        let t = drive(&mut b, 1_000_000, 20, 20, 1, &mut out);
+        assert!(out.is_empty(), "steady traffic: {out:?}");
+        let t = drive(&mut b, t, 2, 200, 1, &mut out);
+        assert!(
+            out.iter()
+                .any(|f| f.kind == "rate_anomaly" && f.state == Some("firing")),
+            "{out:?}"
+        );
+        out.clear();
+        let t = drive(&mut b, t, 6, 20, 1, &mut out);
+        assert!(
+            out.iter()
+                .any(|f| f.kind == "rate_anomaly" && f.state == Some("resolved")),
+            "{out:?}"
+        );
+        out.clear();
+        let t = drive(&mut b, t, 2, 20, 15, &mut out);
+        assert!(
+            out.iter()
+                .any(|f| f.kind == "auth_failure_anomaly" && f.state == Some("firing")),
+            "{out:?}"
+        );
+        b.save().unwrap();
+
+        // A restart restores the learnt series: a burst fires at once, no warm-up again.
+        let mut again = Baselines::new(opts(Some(file.clone())));
+        assert_eq!(again.series_count(), b.series_count());
+        let mut out = Vec::new();
+        let t = drive(&mut again, t + 10, 1, 20, 0, &mut out);
+        drive(&mut again, t, 1, 300, 0, &mut out);
+        assert!(
+            out.iter()
+                .any(|f| f.kind == "rate_anomaly" && f.state == Some("firing")),
+            "{out:?}"
+        );
+        let fresh_ok = {
+            let mut fresh = Baselines::new(opts(None));
+            let mut o = Vec::new();
+            let t = drive(&mut fresh, 5_000_000, 1, 20, 0, &mut o);
+            drive(&mut fresh, t, 1, 300, 0, &mut o);
+            o.is_empty()
+        };
+        assert!(
+            fresh_ok,
+            "without the saved state the same burst is still warm-up"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_series_that_drops_to_zero_is_seen() {
+        let mut b = Baselines::new(opts(None));
+        let mut out = Vec::new();
+        let t = drive(&mut b, 2_000_000, 20, 30, 0, &mut out);
+        // No traffic at all for three windows: only the clock moves.
+        b.advance((t + 30) * 1_000_000_000, &mut out);
+        assert!(
+            out.iter()
+                .any(|f| f.kind == "rate_anomaly" && f.evidence.contains("observed 0.000")),
+            "{out:?}"
+        );
+    }
+}
