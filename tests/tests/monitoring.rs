@@ -78,19 +78,36 @@ fn every_dashboard_query_and_alert_rule_returns_data_from_real_prometheus() {
         ),
     )
     .unwrap();
+    // One-second baseline windows and a short warm-up, so the wrk burst below is a real anomaly.
+    let config = dir.path().join("apiwatch.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\nbaselines:\n  window_secs: 1\n  season_buckets: 1\n  warmup: 4\n",
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
     let _agent = start_agent_binary(
         metrics_port,
-        &["--policy", policy.to_str().unwrap(), "--findings", "/dev/null"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--findings",
+            "/dev/null",
+        ],
     );
     let rules = workspace_root().join("deploy/prometheus/apiwatch-rules.yml");
     let prom = Prometheus::start(&format!("127.0.0.1:{metrics_port}"), std::slice::from_ref(&rules));
     traffic(&format!("http://127.0.0.1:{}", nginx.port), 8);
-    // A burst from wrk too, so the client-side families see a second caller.
+    // A burst from wrk too: a second caller for the client-side families, and a rate anomaly.
     let out = Command::new("wrk")
         .args([
             "-t1",
             "-c2",
-            "-d1s",
+            "-d2s",
             &format!("http://127.0.0.1:{}/index.json", nginx.port),
         ])
         .output()
@@ -191,6 +208,12 @@ fn every_dashboard_query_and_alert_rule_returns_data_from_real_prometheus() {
     assert_eq!(fail.len(), 1);
     let users = prom.query(r#"http_server_request_duration_seconds_count{http_route="/api/users/{id}"}"#);
     assert_eq!(users.len(), 1, "numeric ids fold into one route: {users:?}");
+    let firing = prom.query(r#"apiwatch_anomalies_firing{kind="rate_anomaly", http_route="/index.json"}"#);
+    assert_eq!(
+        firing.len(),
+        1,
+        "the wrk burst on /index.json is a rate anomaly: {firing:?}"
+    );
     let outside = prom.query(r#"apiwatch_findings_total{kind="source_outside_boundary", rule="shop /api/users/{id}", severity="critical", source_zone="none"}"#);
     assert_eq!(outside.len(), 1, "{outside:?}");
 }

@@ -280,7 +280,7 @@ pub(crate) mod tests {
             if let Some(e) = event {
                 events.insert(*e);
             }
-            if verdict.anomaly && i >= 3906 && i < 3960 {
+            if verdict.anomaly && (3906..3960).contains(&i) {
                 continue; // the tail of the level shift, while the detector accepts it
             }
             if verdict.anomaly {

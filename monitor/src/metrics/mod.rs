@@ -100,6 +100,7 @@ pub struct Metrics {
     tls_blind_spots: IntCounterVec,
     findings: IntCounterVec,
     finding_series: Mutex<HashSet<Vec<String>>>,
+    anomalies_firing: prometheus::IntGaugeVec,
     connections: IntGauge,
     ring_fill: Gauge,
     ring_bytes: f64,
@@ -268,6 +269,18 @@ impl Metrics {
                 &["kind", "rule", "severity", "service", "source_zone"],
             ),
             finding_series: Mutex::new(HashSet::new()),
+            anomalies_firing: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "apiwatch_anomalies_firing",
+                        "Baseline anomalies firing now (1) or resolved (0), by service, route and kind.",
+                    ),
+                    &["service", "http_route", "kind"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
             tls_blind_spots: counter_vec(
                 &r,
                 "apiwatch_tls_blind_spot_connections_total",
@@ -386,6 +399,15 @@ impl Metrics {
         }
         let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
         self.findings.with_label_values(&refs).inc();
+        // Anomaly state, bounded like the findings (one label set per baseline series at most).
+        if let Some(state) = f.state {
+            if labels[0] != OVERFLOW {
+                let g = self
+                    .anomalies_firing
+                    .with_label_values(&[&f.service, &f.route, f.kind]);
+                g.set((state == "firing") as i64);
+            }
+        }
     }
 
     /// Brings the counters up to the pipeline's totals (called after each batch).
