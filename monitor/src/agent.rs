@@ -193,7 +193,9 @@ impl Pipeline {
                 eval.evaluate(&ex, &mut self.findings);
             }
             if let Some(b) = &mut self.baselines {
-                b.observe(&ex, &mut self.findings);
+                let sensitive = ex.role == crate::capture::Role::Server
+                    && self.evaluator.as_mut().is_some_and(|e| e.is_sensitive(&ex));
+                b.observe(&ex, sensitive, &mut self.findings);
             }
             self.sink.write(&ex);
             self.emit_findings();

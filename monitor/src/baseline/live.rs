@@ -18,12 +18,16 @@ pub enum Signal {
     ErrorRatio,
     AuthFailureRatio,
     LatencyP99,
+    /// Requests of the heaviest client (identity, else source) in the window, on sensitive
+    /// endpoints: a scraping or credential-stuffing client stands out against what one client
+    /// normally does.
+    TopClientRate,
 }
 
 impl Signal {
     fn kind(self) -> &'static str {
         match self {
-            Signal::Rate => "rate_anomaly",
+            Signal::Rate | Signal::TopClientRate => "rate_anomaly",
             Signal::ErrorRatio => "error_ratio_anomaly",
             Signal::AuthFailureRatio => "auth_failure_anomaly",
             Signal::LatencyP99 => "latency_anomaly",
@@ -35,6 +39,7 @@ impl Signal {
             Signal::ErrorRatio => "share of 5xx",
             Signal::AuthFailureRatio => "share of 401/403",
             Signal::LatencyP99 => "ms p99",
+            Signal::TopClientRate => "requests per window from one client",
         }
     }
 }
@@ -67,6 +72,47 @@ struct Window {
     errors: u64,
     auth_failures: u64,
     latency_us: Histogram<u32>,
+    /// Heavy hitters among clients, for sensitive endpoints only.
+    clients: Option<SpaceSaving>,
+}
+
+/// Clients counted per window on a sensitive endpoint (Space-Saving: the heavy hitters are exact
+/// enough, memory is fixed whatever the number of distinct clients).
+const TOP_CLIENTS: usize = 32;
+
+#[derive(Default)]
+struct SpaceSaving {
+    counts: HashMap<String, u64>,
+}
+
+impl SpaceSaving {
+    fn add(&mut self, key: &str) {
+        if let Some(c) = self.counts.get_mut(key) {
+            *c += 1;
+            return;
+        }
+        if self.counts.len() < TOP_CLIENTS {
+            self.counts.insert(key.to_string(), 1);
+            return;
+        }
+        // Replace the smallest counter; the newcomer inherits its count (an upper bound).
+        if let Some((min_key, min)) = self
+            .counts
+            .iter()
+            .min_by_key(|(_, c)| **c)
+            .map(|(k, c)| (k.clone(), *c))
+        {
+            self.counts.remove(&min_key);
+            self.counts.insert(key.to_string(), min + 1);
+        }
+    }
+
+    fn top(&self) -> Option<(&str, u64)> {
+        self.counts
+            .iter()
+            .max_by_key(|(k, c)| (**c, std::cmp::Reverse(k.as_str())))
+            .map(|(k, c)| (k.as_str(), *c))
+    }
 }
 
 impl Window {
@@ -76,6 +122,7 @@ impl Window {
             errors: 0,
             auth_failures: 0,
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds are valid"),
+            clients: None,
         }
     }
 }
@@ -138,8 +185,9 @@ impl Baselines {
         self.opts.window_secs.max(1) * 1_000_000_000
     }
 
-    /// Counts one server-side exchange into its window (closing finished windows first).
-    pub fn observe(&mut self, ex: &Exchange, out: &mut Vec<Finding>) {
+    /// Counts one server-side exchange into its window (closing finished windows first);
+    /// `sensitive` endpoints also count per client.
+    pub fn observe(&mut self, ex: &Exchange, sensitive: bool, out: &mut Vec<Finding>) {
         if ex.role != Role::Server {
             return;
         }
@@ -153,6 +201,15 @@ impl Baselines {
         w.auth_failures += matches!(ex.status, Some(401) | Some(403)) as u64;
         if let Some(us) = ex.latency_us {
             w.latency_us.saturating_record(us.clamp(1, 60_000_000));
+        }
+        if sensitive {
+            let client = ex
+                .fingerprint
+                .clone()
+                .or_else(|| ex.peer.map(|p| p.ip().to_string()));
+            if let Some(client) = client {
+                w.clients.get_or_insert_with(SpaceSaving::default).add(&client);
+            }
         }
     }
 
@@ -201,6 +258,13 @@ impl Baselines {
             let w = current.get(&(service.clone(), route.clone()));
             let requests = w.map_or(0, |w| w.requests);
             let mut points = vec![(Signal::Rate, requests as f64)];
+            let top = w
+                .and_then(|w| w.clients.as_ref())
+                .and_then(|c| c.top())
+                .map(|(k, n)| (k.to_string(), n));
+            if let Some((_, n)) = &top {
+                points.push((Signal::TopClientRate, *n as f64));
+            }
             if let Some(w) = w.filter(|w| w.requests >= self.opts.min_requests) {
                 points.push((Signal::ErrorRatio, w.errors as f64 / w.requests as f64));
                 points.push((
@@ -226,15 +290,20 @@ impl Baselines {
                 let d = self.series.entry(key).or_insert_with(|| Detector::new(&cfg));
                 let v = d.update(&cfg, ts_secs, value);
                 if let Some(t) = v.transition {
-                    out.push(finding(
-                        &service,
-                        &route,
-                        signal,
-                        value,
-                        &v,
-                        t,
-                        self.window_start_ns,
-                    ));
+                    let mut f = finding(&service, &route, signal, value, &v, t, self.window_start_ns);
+                    if signal == Signal::TopClientRate {
+                        // Name the client: a credential fingerprint or a source address.
+                        let who = top.as_ref().map(|(k, _)| k.clone());
+                        if who
+                            .as_deref()
+                            .is_some_and(|k| k.parse::<std::net::IpAddr>().is_ok())
+                        {
+                            f.source = who;
+                        } else {
+                            f.identity = who;
+                        }
+                    }
+                    out.push(f);
                 }
             }
         }
@@ -353,7 +422,7 @@ mod tests {
         for _ in 0..windows {
             for i in 0..rate {
                 let status = if i < auth_401 { 401 } else { 200 };
-                b.observe(&ex(t + i * 10 / rate.max(1), status), out);
+                b.observe(&ex(t + i * 10 / rate.max(1), status), false, out);
             }
             t += 10;
         }
@@ -414,6 +483,46 @@ mod tests {
             "without the saved state the same burst is still warm-up"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn one_heavy_client_on_a_sensitive_endpoint_is_named() {
+        let mut b = Baselines::new(opts(None));
+        let mut out = Vec::new();
+        let mut t = 3_000_000u64;
+        // 20 clients making 2 requests each per window, then one of them makes 60.
+        for window in 0..25u64 {
+            let heavy = window == 24;
+            for c in 0..20u64 {
+                let n = if heavy && c == 7 { 60 } else { 2 };
+                for k in 0..n {
+                    let mut e = ex(t + (c * n + k) % 10, 200);
+                    e.fingerprint = Some(format!("client{c:07}"));
+                    b.observe(&e, true, &mut out);
+                }
+            }
+            t += 10;
+        }
+        b.advance(t * 1_000_000_000, &mut out);
+        let f = out
+            .iter()
+            .find(|f| f.kind == "rate_anomaly" && f.identity.is_some())
+            .unwrap_or_else(|| panic!("{out:#?}"));
+        assert_eq!(f.identity.as_deref(), Some("client0000007"));
+        assert!(f.evidence.contains("from one client"), "{}", f.evidence);
+    }
+
+    #[test]
+    fn space_saving_keeps_the_heavy_hitter_with_bounded_memory() {
+        let mut s = SpaceSaving::default();
+        for i in 0..100_000u64 {
+            s.add(&format!("noise{i}"));
+            if i % 10 == 0 {
+                s.add("heavy");
+            }
+        }
+        assert!(s.counts.len() <= TOP_CLIENTS);
+        assert_eq!(s.top().map(|(k, _)| k), Some("heavy"));
     }
 
     #[test]

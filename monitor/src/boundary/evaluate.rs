@@ -282,6 +282,18 @@ impl Evaluator {
         }
     }
 
+    /// Whether the policy marks the endpoint of this exchange sensitive (per-client baselines).
+    pub fn is_sensitive(&mut self, ex: &Exchange) -> bool {
+        let policy = self.policy.clone();
+        self.service_for(&policy, ex)
+            .map(|s| {
+                s.endpoint_for(&ex.path)
+                    .map_or(&s.defaults, |e| &e.rules)
+                    .sensitive
+            })
+            .unwrap_or(false)
+    }
+
     fn service_for<'p>(&mut self, policy: &'p Policy, ex: &Exchange) -> Option<&'p Service> {
         let port = ex.local.map(|a| a.port());
         let mut cgroup = None;
