@@ -189,12 +189,11 @@ impl Pipeline {
             if let Some(m) = &self.metrics {
                 m.observe(&ex);
             }
-            if let Some(eval) = &mut self.evaluator {
-                eval.evaluate(&ex, &mut self.findings);
-            }
+            let sensitive = match &mut self.evaluator {
+                Some(eval) => eval.evaluate(&ex, &mut self.findings),
+                None => false,
+            };
             if let Some(b) = &mut self.baselines {
-                let sensitive = ex.role == crate::capture::Role::Server
-                    && self.evaluator.as_mut().is_some_and(|e| e.is_sensitive(&ex));
                 b.observe(&ex, sensitive, &mut self.findings);
             }
             self.sink.write(&ex);

@@ -180,6 +180,20 @@ pub struct ConfigError {
     pub message: String,
 }
 
+impl ConfigError {
+    /// An error at a field of a YAML file, located by its path (`["services", "0", "match"]`).
+    pub fn at(file: &str, text: &str, path: &[&str], message: String) -> Self {
+        let pos = crate::yaml_locate::locate(text, path);
+        Self {
+            file: file.to_string(),
+            line: pos.map(|p| p.0),
+            column: pos.map(|p| p.1),
+            field: path.join("."),
+            message,
+        }
+    }
+}
+
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
@@ -285,14 +299,7 @@ impl Config {
         let mut errors = Vec::new();
         let mut check = |ok: bool, path: &[&str], message: String| {
             if !ok {
-                let pos = crate::yaml_locate::locate(text, path);
-                errors.push(ConfigError {
-                    file: file.to_string(),
-                    line: pos.map(|p| p.0),
-                    column: pos.map(|p| p.1),
-                    field: path.join("."),
-                    message,
-                });
+                errors.push(ConfigError::at(file, text, path, message));
             }
         };
         let max = monitor_common::CAPTURE_MAX as u32;

@@ -144,11 +144,13 @@ impl Evaluator {
         self.policy = policy;
     }
 
-    pub fn evaluate(&mut self, ex: &Exchange, out: &mut Vec<Finding>) {
+    /// Appends the findings of one exchange; returns whether its endpoint is marked sensitive
+    /// (the baselines then also count it per client).
+    pub fn evaluate(&mut self, ex: &Exchange, out: &mut Vec<Finding>) -> bool {
         // The serving side is where a boundary is crossed; a client-side exchange to a local
         // server is seen again from the server's side.
         if ex.role != Role::Server {
-            return;
+            return false;
         }
         let policy = self.policy.clone();
         let source_ip = ex.peer.map(|p| p.ip());
@@ -216,7 +218,7 @@ impl Evaluator {
         }
 
         let Some(service) = self.service_for(&policy, ex) else {
-            return;
+            return false;
         };
         let endpoint = service.endpoint_for(&ex.path);
         let (rule_name, rules) = match endpoint {
@@ -280,18 +282,7 @@ impl Evaluator {
                 }
             }
         }
-    }
-
-    /// Whether the policy marks the endpoint of this exchange sensitive (per-client baselines).
-    pub fn is_sensitive(&mut self, ex: &Exchange) -> bool {
-        let policy = self.policy.clone();
-        self.service_for(&policy, ex)
-            .map(|s| {
-                s.endpoint_for(&ex.path)
-                    .map_or(&s.defaults, |e| &e.rules)
-                    .sensitive
-            })
-            .unwrap_or(false)
+        rules.sensitive
     }
 
     fn service_for<'p>(&mut self, policy: &'p Policy, ex: &Exchange) -> Option<&'p Service> {

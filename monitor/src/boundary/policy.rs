@@ -8,7 +8,6 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use crate::config::{ConfigError, ConfigErrors};
-use crate::yaml_locate::locate;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,6 +53,8 @@ struct RuleSpec {
     forbidden_query_keys: Option<Vec<String>>,
 }
 
+// The rule fields repeat RuleSpec's: serde's `flatten` cannot be combined with
+// `deny_unknown_fields`, and rejecting misspelt keys matters more here.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EndpointSpec {
@@ -270,14 +271,7 @@ impl Policy {
         let mut errors = Vec::new();
         let policy = compile(spec, &mut |path: &[String], message: String| {
             let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-            let pos = locate(text, &refs);
-            errors.push(ConfigError {
-                file: file.to_string(),
-                line: pos.map(|p| p.0),
-                column: pos.map(|p| p.1),
-                field: path.join("."),
-                message,
-            });
+            errors.push(ConfigError::at(file, text, &refs, message));
         });
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
