@@ -43,7 +43,7 @@ fn is_identifier(s: &str) -> bool {
     if digits == b.len() {
         return true;
     }
-    if s.contains('@') || s.contains("%40") {
+    if b.contains(&b'@') || (b.contains(&b'%') && s.contains("%40")) {
         return true;
     }
     // UUID 8-4-4-4-12

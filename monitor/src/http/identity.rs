@@ -172,26 +172,40 @@ fn detect(raw: &str) -> Vec<&'static str> {
     if raw.is_empty() {
         return found;
     }
-    let s = raw.replace("%40", "@").replace("%2B", "+");
-    if is_email(&s) {
+    // Decode the two escapes the detectors care about, only when there is an escape at all
+    // (this runs on every path segment and query value).
+    let decoded;
+    let s: &str = if raw.contains('%') {
+        decoded = raw.replace("%40", "@").replace("%2B", "+");
+        &decoded
+    } else {
+        raw
+    };
+    if is_email(s) {
         found.push("email");
     }
-    if has_card_number(&s) {
+    if has_card_number(s) {
         found.push("card_number");
     }
-    if looks_like_jwt(&s) {
+    if looks_like_jwt(s) {
         found.push("jwt");
     }
-    for (prefix, min_rest, name) in [
-        ("AKIA", 16, "aws_access_key"),
-        ("ASIA", 16, "aws_access_key"),
-        ("ghp_", 30, "github_token"),
-        ("github_pat_", 30, "github_token"),
-        ("xoxb-", 10, "slack_token"),
-        ("xoxp-", 10, "slack_token"),
-        ("sk_live_", 16, "stripe_key"),
-        ("AIza", 30, "google_api_key"),
-    ] {
+    // Every key format below is at least 15 characters long: skip the searches on shorter strings.
+    let key_formats: &[(&str, usize, &'static str)] = if s.len() < 15 {
+        &[]
+    } else {
+        &[
+            ("AKIA", 16, "aws_access_key"),
+            ("ASIA", 16, "aws_access_key"),
+            ("ghp_", 30, "github_token"),
+            ("github_pat_", 30, "github_token"),
+            ("xoxb-", 10, "slack_token"),
+            ("xoxp-", 10, "slack_token"),
+            ("sk_live_", 16, "stripe_key"),
+            ("AIza", 30, "google_api_key"),
+        ]
+    };
+    for &(prefix, min_rest, name) in key_formats {
         if let Some(i) = s.find(prefix) {
             let rest = &s[i + prefix.len()..];
             let n = rest
