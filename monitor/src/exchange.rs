@@ -81,11 +81,9 @@ pub fn version_str(v: u8) -> &'static str {
     if v == 0 { "1.0" } else { "1.1" }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    pub fn sample() -> Exchange {
+impl Exchange {
+    /// A representative server-side exchange, for tests and benchmarks.
+    pub fn example() -> Exchange {
         Exchange {
             ts: 1_700_000_000_123_456_789,
             pid: 10,
@@ -116,6 +114,15 @@ pub(crate) mod tests {
             truncated: false,
             complete: true,
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> Exchange {
+        Exchange::example()
     }
 
     #[test]

@@ -26,33 +26,12 @@ pub fn bench(routes: usize, evaluations: usize) -> (usize, f64, usize) {
     let mut eval = Evaluator::new(policy);
     let mut ex = crate::exchange::Exchange {
         ts: 1_800_000_000_000_000_000,
-        pid: 1,
         comm: "api".into(),
-        role: crate::capture::Role::Server,
-        local: Some("127.0.0.1:8080".parse().expect("static")),
         peer: Some("10.1.2.3:4000".parse().expect("static")),
         tls: true,
-        method: "GET".into(),
-        path: String::new(),
         query_keys: Vec::new(),
-        host: None,
         service: "api:8080".into(),
-        route: String::new(),
-        status: Some(200),
-        req_bytes: 100,
-        resp_bytes: 200,
-        req_body_bytes: 0,
-        resp_body_bytes: 100,
-        latency_us: Some(100),
-        auth_scheme: crate::http::AuthScheme::Bearer,
-        fingerprint: Some("0123456789ab".into()),
-        jwt: None,
-        url_detectors: Vec::new(),
-        api_key_header: None,
-        http_version: "1.1",
-        user_agent: None,
-        truncated: false,
-        complete: true,
+        ..crate::exchange::Exchange::example()
     };
     let paths: Vec<String> = (0..256)
         .map(|i| format!("/api/r{}/items/{i}", (i * 7919) % routes.max(1)))
