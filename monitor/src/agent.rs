@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::alert::{AlertEngine, AlertOptions, Spool};
 use crate::baseline::live::{BaselineOptions, Baselines};
 use crate::boundary::{Evaluator, Finding, Policy};
 use crate::capture::CaptureEvent;
@@ -18,6 +19,7 @@ use crate::redact::Redactor;
 use crate::stats::PipelineStats;
 use crate::stream::{ConnTable, StreamConfig};
 use std::sync::Arc;
+use std::sync::Mutex;
 
 /// Batches in flight between capture and the pipeline; when full, capture stops draining the
 /// ring and the kernel counts what it cannot write (`ring_full`), so nothing is lost unseen.
@@ -40,6 +42,8 @@ pub struct AgentOptions {
     pub state_dir: Option<std::path::PathBuf>,
     /// Rate, error, auth-failure and latency baselines, when enabled.
     pub baselines: Option<BaselineOptions>,
+    /// Findings become alerts in this spool (sinks deliver from it), when configured.
+    pub alerts: Option<(AlertOptions, Arc<Mutex<Spool>>)>,
 }
 
 /// Bounds of the enrich stage's route table.
@@ -103,6 +107,7 @@ pub struct Pipeline {
     evaluator: Option<Evaluator>,
     baselines: Option<Baselines>,
     baselines_saved_ns: u64,
+    alerts: Option<AlertEngine>,
     finding_sink: Option<Box<dyn FindingSink>>,
     findings: Vec<Finding>,
     pids: Vec<u32>,
@@ -127,6 +132,7 @@ impl Pipeline {
             finding_sink,
             baselines: opts.baselines.clone().map(Baselines::new),
             baselines_saved_ns: 0,
+            alerts: opts.alerts.clone().map(|(o, spool)| AlertEngine::new(o, spool)),
             findings: Vec::new(),
             pids: opts.pids.clone(),
             filtered_events: 0,
@@ -147,6 +153,9 @@ impl Pipeline {
         self.table.expire(now_ns, &mut self.stats, &mut self.scratch);
         self.emit();
         self.baseline_tick(now_ns);
+        if let Some(a) = &mut self.alerts {
+            a.tick(now_ns);
+        }
         self.sink.flush();
     }
 
@@ -211,6 +220,9 @@ impl Pipeline {
             }
             if let Some(sink) = &mut self.finding_sink {
                 sink.write(&f);
+            }
+            if let Some(a) = &mut self.alerts {
+                a.on_finding(&f);
             }
         }
     }

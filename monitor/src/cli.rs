@@ -221,6 +221,7 @@ fn options(common: &CommonArgs) -> Result<(AgentOptions, Config)> {
         policy_path,
         state_dir: Some(cfg.state_dir.clone().into()),
         baselines: cfg.baselines(),
+        alerts: None,
     };
     Ok((opts, cfg))
 }
@@ -285,6 +286,25 @@ fn run(a: RunArgs) -> Result<()> {
         );
     }
     install_key(&cfg);
+    // Alerts: the spool first (what a previous run did not deliver is sent now), then delivery.
+    let mut _delivery = None;
+    if let Some(url) = &cfg.alerts.alertmanager_url {
+        let path = std::path::Path::new(&cfg.state_dir).join("alert-spool");
+        let spool = crate::alert::Spool::open(&path, cfg.alerts.spool_max)
+            .with_context(|| format!("cannot open the alert spool {}", path.display()))?;
+        if !spool.is_empty() {
+            log::info!(
+                "{} alert(s) from a previous run are still to be delivered",
+                spool.len()
+            );
+        }
+        let spool = Arc::new(std::sync::Mutex::new(spool));
+        _delivery = Some(crate::alert::alertmanager::Delivery::start(
+            url.clone(),
+            spool.clone(),
+        ));
+        opts.alerts = Some((cfg.alert_options(), spool));
+    }
     let consumer = Consumer::Exchanges(exchange_sink(&a.exchanges)?, Some(finding_sink(&a.findings)?));
     let agent = LiveAgent::start(opts, consumer)?;
     log::info!("apiwatch is watching HTTP traffic on this host");

@@ -55,6 +55,16 @@ baselines:
   threshold: 4.0
   # Series at most (4 per route).
   max_series: 20000
+# Alerts: findings become alerts (deduplicated, firing then resolved), kept in a durable spool
+# in state_dir until a sink took them.
+alerts:
+  # e.g. "http://127.0.0.1:9093"; null sends none.
+  alertmanager_url: null
+  # A boundary finding that does not recur for this long resolves its alert.
+  resolve_after_secs: 300
+  # A firing alert is sent again this often.
+  resend_secs: 60
+  spool_max: 10000
 "#;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -70,6 +80,29 @@ pub struct Config {
     /// good policy, the learnt baselines).
     pub state_dir: String,
     pub baselines: BaselinesSection,
+    pub alerts: AlertsSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsSection {
+    /// Alertmanager base URL (http://host:port); none: no alerts are sent.
+    pub alertmanager_url: Option<String>,
+    pub resolve_after_secs: u64,
+    pub resend_secs: u64,
+    /// Alerts the on-disk spool holds at most; beyond, new ones are refused and counted.
+    pub spool_max: usize,
+}
+
+impl Default for AlertsSection {
+    fn default() -> Self {
+        Self {
+            alertmanager_url: None,
+            resolve_after_secs: 300,
+            resend_secs: 60,
+            spool_max: 10_000,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -147,6 +180,7 @@ impl Default for Config {
             policy: None,
             state_dir: "/var/lib/apiwatch".into(),
             baselines: BaselinesSection::default(),
+            alerts: AlertsSection::default(),
         }
     }
 }
@@ -415,6 +449,13 @@ impl Config {
             state_file: Some(Path::new(&self.state_dir).join("baselines.json")),
             ..Default::default()
         })
+    }
+
+    pub fn alert_options(&self) -> crate::alert::AlertOptions {
+        crate::alert::AlertOptions {
+            resolve_after_ns: self.alerts.resolve_after_secs * 1_000_000_000,
+            resend_ns: self.alerts.resend_secs.max(1) * 1_000_000_000,
+        }
     }
 
     pub fn stream(&self) -> StreamConfig {

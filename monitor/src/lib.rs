@@ -4,6 +4,7 @@
 //! (per-connection reassembly, request/response pairing, using `http`) -> `exchange` records ->
 //! `output` sinks. `record`/`redact` write the capture stream to disk; `agent` wires it all.
 pub mod agent;
+pub mod alert;
 pub mod baseline;
 pub mod boundary;
 pub mod capture;

@@ -537,3 +537,55 @@ impl Drop for NetNs {
             .status();
     }
 }
+
+/// Alertmanager from Debian (`prometheus-alertmanager`) on 127.0.0.1:port, clustering off.
+pub struct Alertmanager {
+    pub port: u16,
+    _dir: TempDir,
+    _proc: Proc,
+}
+
+impl Alertmanager {
+    pub fn start_on(port: u16) -> Self {
+        let dir = TempDir::new("am");
+        let conf = dir.path().join("am.yml");
+        std::fs::write(
+            &conf,
+            "route:\n  receiver: none\n  group_wait: 1s\nreceivers:\n  - name: none\n",
+        )
+        .unwrap();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", conf.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus-alertmanager must be installed (cargo xtask setup installs it)");
+        let proc = Proc(child);
+        wait_for_port(port);
+        Self {
+            port,
+            _dir: dir,
+            _proc: proc,
+        }
+    }
+
+    /// Alerts Alertmanager holds as active (GET /api/v2/alerts).
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{}/api/v2/alerts", self.port),
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    }
+}

@@ -219,6 +219,8 @@ fn test() -> Result<()> {
         "boundary",
         "--test",
         "baseline",
+        "--test",
+        "alerts",
         "--",
         "--test-threads=1",
     ])?;

@@ -1,0 +1,230 @@
+//! The durable alert spool: an alert is on disk (fsync'd) before it counts as accepted, and
+//! stays there until a sink acknowledges it. A record torn by a crash is detected (length and
+//! CRC-32) and skipped, not fatal.
+//!
+//! File: records `[u32 LE body length][u32 LE crc32(body)][body]`; body = kind (1 job, 2 ack),
+//! u64 LE id, then for a job its payload (JSON). Rewritten (temporary file, rename) at open so it
+//! only ever holds what is still pending.
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+const KIND_JOB: u8 = 1;
+const KIND_ACK: u8 = 2;
+const MAX_RECORD: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpoolError {
+    #[error("the alert spool is full ({0} alerts pending)")]
+    Full(usize),
+    #[error("alert spool I/O: {0}")]
+    Io(#[from] io::Error),
+}
+
+pub struct Spool {
+    path: PathBuf,
+    file: File,
+    next_id: u64,
+    pending: BTreeMap<u64, Vec<u8>>,
+    max_pending: usize,
+    /// Records found torn or corrupt at open (a crash while writing).
+    pub torn_records: u64,
+    /// Alerts refused because the spool was full.
+    pub overflowed: u64,
+}
+
+impl Spool {
+    pub fn open(path: &Path, max_pending: usize) -> Result<Self, SpoolError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = File::open(path) {
+            f.read_to_end(&mut bytes)?;
+        }
+        let mut pending = BTreeMap::new();
+        let mut torn = 0;
+        let mut next_id = 1;
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let Some(head) = bytes.get(pos..pos + 8) else {
+                torn += 1;
+                break;
+            };
+            let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+            let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+            let Some(body) = bytes
+                .get(pos + 8..pos + 8 + len)
+                .filter(|_| len <= MAX_RECORD && len >= 9)
+            else {
+                torn += 1;
+                break;
+            };
+            if crc32fast::hash(body) != crc {
+                torn += 1;
+                break;
+            }
+            let id = u64::from_le_bytes(body[1..9].try_into().unwrap_or_default());
+            match body[0] {
+                KIND_JOB => {
+                    pending.insert(id, body[9..].to_vec());
+                }
+                KIND_ACK => {
+                    pending.remove(&id);
+                }
+                _ => torn += 1,
+            }
+            next_id = next_id.max(id + 1);
+            pos += 8 + len;
+        }
+        if torn > 0 {
+            log::warn!(
+                "alert spool {}: {torn} torn record(s) skipped (written during a crash?)",
+                path.display()
+            );
+        }
+        // Rewrite with only what is pending, atomically.
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = File::create(&tmp)?;
+            for (id, payload) in &pending {
+                f.write_all(&record(KIND_JOB, *id, payload))?;
+            }
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            next_id,
+            pending,
+            max_pending,
+            torn_records: torn,
+            overflowed: 0,
+        })
+    }
+
+    /// Appends a job and syncs it to disk; only then is the alert accepted.
+    pub fn push(&mut self, payload: &[u8]) -> Result<u64, SpoolError> {
+        if self.pending.len() >= self.max_pending {
+            self.overflowed += 1;
+            return Err(SpoolError::Full(self.pending.len()));
+        }
+        let id = self.next_id;
+        self.next_id += 1;
+        self.file.write_all(&record(KIND_JOB, id, payload))?;
+        self.file.sync_data()?;
+        self.pending.insert(id, payload.to_vec());
+        Ok(id)
+    }
+
+    /// The sink delivered it: it will not be sent again, even after a restart.
+    pub fn ack(&mut self, id: u64) -> Result<(), SpoolError> {
+        if self.pending.remove(&id).is_some() {
+            self.file.write_all(&record(KIND_ACK, id, &[]))?;
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Pending jobs, oldest first (at most `max`).
+    pub fn pending(&self, max: usize) -> Vec<(u64, Vec<u8>)> {
+        self.pending
+            .iter()
+            .take(max)
+            .map(|(id, p)| (*id, p.clone()))
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn record(kind: u8, id: u64, payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::with_capacity(9 + payload.len());
+    body.push(kind);
+    body.extend_from_slice(&id.to_le_bytes());
+    body.extend_from_slice(payload);
+    let mut out = Vec::with_capacity(8 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("aw-spool-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn pending_survives_reopen_and_acked_does_not() {
+        let d = dir("reopen");
+        let p = d.join("spool");
+        let mut s = Spool::open(&p, 10).unwrap();
+        let a = s.push(b"alert-a").unwrap();
+        let _b = s.push(b"alert-b").unwrap();
+        s.ack(a).unwrap();
+        drop(s);
+        let s = Spool::open(&p, 10).unwrap();
+        assert_eq!(
+            s.pending(10).into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+            vec![b"alert-b".to_vec()]
+        );
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_torn_tail_is_skipped_not_fatal() {
+        let d = dir("torn");
+        let p = d.join("spool");
+        let mut s = Spool::open(&p, 10).unwrap();
+        s.push(b"kept").unwrap();
+        s.push(b"torn-away").unwrap();
+        drop(s);
+        let full = std::fs::read(&p).unwrap();
+        for cut in 1..("torn-away".len() + 17) {
+            std::fs::write(&p, &full[..full.len() - cut]).unwrap();
+            let s = Spool::open(&p, 10).unwrap();
+            assert_eq!(s.torn_records, 1, "cut {cut}");
+            assert_eq!(
+                s.pending(10).into_iter().map(|(_, p)| p).collect::<Vec<_>>(),
+                vec![b"kept".to_vec()]
+            );
+        }
+        // A flipped byte is caught by the checksum.
+        let mut bad = full.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        std::fs::write(&p, &bad).unwrap();
+        assert_eq!(Spool::open(&p, 10).unwrap().torn_records, 1);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn bounded_and_overflow_counted() {
+        let d = dir("full");
+        let mut s = Spool::open(&d.join("spool"), 2).unwrap();
+        s.push(b"1").unwrap();
+        s.push(b"2").unwrap();
+        assert!(matches!(s.push(b"3"), Err(SpoolError::Full(2))));
+        assert_eq!(s.overflowed, 1);
+        let _ = std::fs::remove_dir_all(d);
+    }
+}

@@ -1,0 +1,135 @@
+//! Alerts tier (root): findings from real traffic become alerts in a real Alertmanager (Debian's
+//! prometheus-alertmanager on loopback), resolve on their own, and survive Alertmanager being down.
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apiwatch_tests::*;
+use monitor::agent::AgentOptions;
+use monitor::alert::alertmanager::Delivery;
+use monitor::alert::{AlertOptions, Spool};
+use monitor::boundary::Policy;
+
+fn policy(port: u16) -> Policy {
+    // Loopback is outside the only zone: every request crosses the boundary.
+    Policy::parse(
+        "test",
+        &format!("zones:\n  corp: [\"10.0.0.0/8\"]\nservices:\n  - name: shop\n    match:\n      port: {port}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n"),
+    )
+    .unwrap()
+}
+
+fn wait_until(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn ours(am: &Alertmanager) -> Vec<serde_json::Value> {
+    am.alerts()
+        .into_iter()
+        .filter(|a| a["labels"]["alertname"] == "source_outside_boundary" && a["labels"]["rule"] == "shop")
+        .collect()
+}
+
+#[test]
+fn a_real_violation_alerts_alertmanager_and_resolves() {
+    let nginx = Nginx::start(&[("a.json", b"{}")]);
+    let am = Alertmanager::start_on(free_port());
+    let dir = TempDir::new("alerts");
+    let spool = Arc::new(Mutex::new(Spool::open(&dir.path().join("spool"), 1000).unwrap()));
+    let _delivery = Delivery::start(format!("http://127.0.0.1:{}", am.port), spool.clone());
+    let agent = Agent::start_with(AgentOptions {
+        policy: Some(Arc::new(policy(nginx.port))),
+        alerts: Some((
+            AlertOptions {
+                resolve_after_ns: 3_000_000_000,
+                resend_ns: 60_000_000_000,
+            },
+            spool.clone(),
+        )),
+        ..AgentOptions::default()
+    });
+    for _ in 0..20 {
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-H",
+            "Authorization: Bearer alert-s3cret-T0KEN",
+            &format!("http://127.0.0.1:{}/a.json?password=alert-pa55", nginx.port),
+        ]);
+    }
+    wait_until(15, "the alert in Alertmanager", || ours(&am).len() == 1);
+    let alert = &ours(&am)[0];
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["labels"]["service"], format!("nginx:{}", nginx.port));
+    assert!(
+        alert["annotations"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("127.0.0.1")
+    );
+    let raw = serde_json::to_string(&am.alerts()).unwrap();
+    assert!(
+        !raw.contains("alert-s3cret-T0KEN") && !raw.contains("alert-pa55"),
+        "a secret reached Alertmanager: {raw}"
+    );
+    // 20 violations, one alert: deduplicated.
+    assert_eq!(ours(&am).len(), 1);
+    // No recurrence for resolve_after: resolved, and Alertmanager no longer holds it active.
+    wait_until(20, "the alert to resolve", || ours(&am).is_empty());
+    let (_, findings, _) = agent.stop_all();
+    assert_eq!(
+        findings
+            .iter()
+            .filter(|f| f.kind == "source_outside_boundary")
+            .count(),
+        20
+    );
+    wait_until(5, "the spool to empty", || spool.lock().unwrap().is_empty());
+}
+
+#[test]
+fn an_alert_raised_while_alertmanager_is_down_arrives_when_it_starts() {
+    let nginx = Nginx::start(&[("a.json", b"{}")]);
+    let am_port = free_port();
+    let dir = TempDir::new("alerts-down");
+    let spool_path = dir.path().join("spool");
+    let spool = Arc::new(Mutex::new(Spool::open(&spool_path, 1000).unwrap()));
+    let delivery = Delivery::start(format!("http://127.0.0.1:{am_port}"), spool.clone());
+    let agent = Agent::start_with(AgentOptions {
+        policy: Some(Arc::new(policy(nginx.port))),
+        alerts: Some((AlertOptions::default(), spool.clone())),
+        ..AgentOptions::default()
+    });
+    curl(&[
+        "-o",
+        "/dev/null",
+        &format!("http://127.0.0.1:{}/a.json", nginx.port),
+    ]);
+    let _ = agent.stop_all();
+    wait_until(5, "the alert in the spool", || spool.lock().unwrap().len() == 1);
+    // The agent stops with the alert undelivered; the spool on disk keeps it.
+    drop(delivery);
+    drop(spool);
+    std::thread::sleep(Duration::from_secs(1));
+    // A new agent process would reopen the spool; Alertmanager starts later; it arrives, once.
+    let spool = Arc::new(Mutex::new(Spool::open(&spool_path, 1000).unwrap()));
+    assert_eq!(
+        spool.lock().unwrap().len(),
+        1,
+        "the undelivered alert is still on disk"
+    );
+    let _delivery = Delivery::start(format!("http://127.0.0.1:{am_port}"), spool.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    let am = Alertmanager::start_on(am_port);
+    wait_until(40, "the alert in Alertmanager", || ours(&am).len() == 1);
+    wait_until(5, "the spool to empty", || spool.lock().unwrap().is_empty());
+    drop(_delivery);
+    drop(spool);
+    assert!(
+        Spool::open(&spool_path, 1000).unwrap().is_empty(),
+        "acknowledged: never sent again"
+    );
+}
