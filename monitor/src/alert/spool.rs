@@ -56,7 +56,7 @@ impl Spool {
             let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
             let Some(body) = bytes
                 .get(pos + 8..pos + 8 + len)
-                .filter(|_| len <= MAX_RECORD && len >= 9)
+                .filter(|_| (9..=MAX_RECORD).contains(&len))
             else {
                 torn += 1;
                 break;
