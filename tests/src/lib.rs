@@ -319,19 +319,16 @@ pub fn client_side(ex: &[Exchange], port: u16) -> Vec<&Exchange> {
         .collect()
 }
 
-/// The `apiwatch` binary: $APIWATCH_BIN (the release build, set by `cargo xtask test`), else
-/// target/<profile>/apiwatch next to this test.
+/// The `apiwatch` binary under test: $APIWATCH_BIN, which `cargo xtask test` sets to the release
+/// build it has just made. No fallback: a stale binary from an earlier build would test old code.
 pub fn apiwatch_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("APIWATCH_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("apiwatch");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it with `cargo build -p monitor` (cargo xtask test does)",
-        bin.display()
-    );
+    let bin = std::env::var_os("APIWATCH_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        panic!(
+            "APIWATCH_BIN is not set: run `cargo xtask test`, or `cargo build --release -p monitor` and set \
+             APIWATCH_BIN=target/release/apiwatch"
+        )
+    });
+    assert!(bin.exists(), "{} does not exist", bin.display());
     bin
 }
 

@@ -207,6 +207,10 @@ fn test() -> Result<()> {
         eprintln!("xtask: NOT ROOT: the kernel and system tests were not run (they need root)");
         return Ok(());
     }
+    // Tests that drive the binary use the one users run: the release build, built first.
+    cargo(&["build", "--release", "-p", "monitor", "--bin", "apiwatch"])?;
+    // SAFETY: set before any thread of ours reads the environment.
+    unsafe { std::env::set_var("APIWATCH_BIN", target_dir().join("release/apiwatch")) };
     cargo(&[
         "test",
         "-p",
@@ -224,10 +228,6 @@ fn test() -> Result<()> {
         "--",
         "--test-threads=1",
     ])?;
-    // The system tests drive the binary users run: the release build.
-    cargo(&["build", "--release", "-p", "monitor", "--bin", "apiwatch"])?;
-    // SAFETY: set before any thread of ours reads the environment.
-    unsafe { std::env::set_var("APIWATCH_BIN", target_dir().join("release/apiwatch")) };
     for suite in ["system", "monitoring"] {
         cargo(&[
             "test",
