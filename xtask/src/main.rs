@@ -162,7 +162,7 @@ fn setup() -> Result<()> {
         .unwrap_or(false);
     if !installed {
         eprintln!("xtask: installing nightly rust-src");
-        run_ok(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        // The nightly toolchain is on the machine (TOOLCHAIN.md); only its rust-src is not.
         run_ok(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
     }
     if !have("bpf-linker") {
@@ -173,7 +173,6 @@ fn setup() -> Result<()> {
                 .args([
                     "install",
                     "bpf-linker",
-                    "--locked",
                     "--no-default-features",
                     "--features",
                     "llvm-22",
