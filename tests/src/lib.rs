@@ -42,6 +42,18 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// Starts a server from Debian's packages with its output silenced, and waits for its port.
+pub fn spawn_server(cmd: &mut Command, port: u16, missing: &str) -> Proc {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect(missing);
+    let proc = Proc(child);
+    wait_for_port(port);
+    proc
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -200,22 +212,22 @@ impl Nginx {
         );
         let conf_path = dir.path().join("nginx.conf");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("nginx")
-            .args([
-                "-c",
-                conf_path.to_str().unwrap(),
-                "-p",
-                dir.path().to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx must be installed (cargo xtask setup installs it)");
-        wait_for_port(port);
+        let mut cmd = Command::new("nginx");
+        cmd.args([
+            "-c",
+            conf_path.to_str().unwrap(),
+            "-p",
+            dir.path().to_str().unwrap(),
+        ]);
+        let proc = spawn_server(
+            &mut cmd,
+            port,
+            "nginx must be installed (cargo xtask setup installs it)",
+        );
         Self {
             port,
             dir,
-            _proc: Proc(child),
+            _proc: proc,
         }
     }
 
@@ -266,22 +278,17 @@ impl PythonServer {
             std::fs::write(dir.path().join(name), body).unwrap();
         }
         let port = free_port();
-        let child = Command::new(PYTHON)
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3 must be installed");
-        let proc = Proc(child);
-        wait_for_port(port);
+        let mut cmd = Command::new(PYTHON);
+        cmd.args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(dir.path());
+        let proc = spawn_server(&mut cmd, port, "python3 must be installed");
         Self {
             port,
             proc,
@@ -390,19 +397,18 @@ impl Prometheus {
         );
         let conf_path = dir.path().join("prometheus.yml");
         std::fs::write(&conf_path, conf).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", conf_path.display()))
+        let mut cmd = Command::new("prometheus");
+        cmd.arg(format!("--config.file={}", conf_path.display()))
             .arg(format!(
                 "--storage.tsdb.path={}",
                 dir.path().join("data").display()
             ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus must be installed (cargo xtask setup installs it)");
-        let proc = Proc(child);
-        wait_for_port(port);
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+        let proc = spawn_server(
+            &mut cmd,
+            port,
+            "prometheus must be installed (cargo xtask setup installs it)",
+        );
         Self {
             port,
             _dir: dir,
@@ -551,17 +557,16 @@ impl Alertmanager {
             "route:\n  receiver: none\n  group_wait: 1s\nreceivers:\n  - name: none\n",
         )
         .unwrap();
-        let child = Command::new("prometheus-alertmanager")
-            .arg(format!("--config.file={}", conf.display()))
+        let mut cmd = Command::new("prometheus-alertmanager");
+        cmd.arg(format!("--config.file={}", conf.display()))
             .arg(format!("--storage.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus-alertmanager must be installed (cargo xtask setup installs it)");
-        let proc = Proc(child);
-        wait_for_port(port);
+            .arg("--cluster.listen-address=");
+        let proc = spawn_server(
+            &mut cmd,
+            port,
+            "prometheus-alertmanager must be installed (cargo xtask setup installs it)",
+        );
         Self {
             port,
             _dir: dir,
