@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::alert::{AlertEngine, AlertOptions, Spool};
+use crate::alert::{AlertEngine, AlertOptions, SinkQueue};
 use crate::baseline::live::{BaselineOptions, Baselines};
 use crate::boundary::{Evaluator, Finding, Policy};
 use crate::capture::CaptureEvent;
@@ -19,7 +19,6 @@ use crate::redact::Redactor;
 use crate::stats::PipelineStats;
 use crate::stream::{ConnTable, StreamConfig};
 use std::sync::Arc;
-use std::sync::Mutex;
 
 /// Batches in flight between capture and the pipeline; when full, capture stops draining the
 /// ring and the kernel counts what it cannot write (`ring_full`), so nothing is lost unseen.
@@ -42,8 +41,8 @@ pub struct AgentOptions {
     pub state_dir: Option<std::path::PathBuf>,
     /// Rate, error, auth-failure and latency baselines, when enabled.
     pub baselines: Option<BaselineOptions>,
-    /// Findings become alerts in this spool (sinks deliver from it), when configured.
-    pub alerts: Option<(AlertOptions, Arc<Mutex<Spool>>)>,
+    /// Findings become alerts in the sinks' spools (their delivery threads send from there).
+    pub alerts: Option<(AlertOptions, Vec<SinkQueue>)>,
 }
 
 /// Bounds of the enrich stage's route table.
@@ -86,8 +85,9 @@ enum Msg {
     Events(Vec<CaptureEvent>),
     /// A reloaded policy (rate and burst state carry over).
     Policy(Arc<Policy>),
-    /// Wall-clock time, so idle connections expire when no events come.
-    Tick(u64),
+    /// Wall-clock time, so idle connections expire when no events come; and the kernel's
+    /// count of lost events so far, for the ApiwatchEventsDropped alert.
+    Tick(u64, u64),
 }
 
 /// What consumes capture events on the pipeline thread.
@@ -132,7 +132,14 @@ impl Pipeline {
             finding_sink,
             baselines: opts.baselines.clone().map(Baselines::new),
             baselines_saved_ns: 0,
-            alerts: opts.alerts.clone().map(|(o, spool)| AlertEngine::new(o, spool)),
+            alerts: opts.alerts.clone().map(|(o, sinks)| {
+                let m = opts
+                    .metrics
+                    .as_ref()
+                    .map(|m| m.alerts.clone())
+                    .unwrap_or_default();
+                AlertEngine::new(o, sinks, m)
+            }),
             findings: Vec::new(),
             pids: opts.pids.clone(),
             filtered_events: 0,
@@ -149,12 +156,13 @@ impl Pipeline {
         self.emit();
     }
 
-    pub fn tick(&mut self, now_ns: u64) {
+    /// `kernel_dropped`: events the probes could not deliver so far.
+    pub fn tick(&mut self, now_ns: u64, kernel_dropped: u64) {
         self.table.expire(now_ns, &mut self.stats, &mut self.scratch);
         self.emit();
         self.baseline_tick(now_ns);
         if let Some(a) = &mut self.alerts {
-            a.tick(now_ns);
+            a.tick(now_ns, kernel_dropped + self.stats.pending_overflow);
         }
         self.sink.flush();
     }
@@ -371,7 +379,8 @@ async fn capture_loop(
                 }
             }
             _ = tick.tick() => {
-                let _ = tx.send(Msg::Tick(unix_now_ns()));
+                let k = capture.kernel_stats();
+                let _ = tx.send(Msg::Tick(unix_now_ns(), k.lost_events()));
                 capture.rescan_tls();
                 // Reload the policy when its file changes.
                 if let Some(path) = &opts.policy_path {
@@ -382,7 +391,6 @@ async fn capture_loop(
                     }
                 }
                 if let Some(m) = &opts.metrics {
-                    let k = capture.kernel_stats();
                     m.update_kernel(&k, k.get(monitor_common::Stat::RingAvailBytes));
                 }
             }
@@ -449,7 +457,7 @@ fn consume(rx: Receiver<Msg>, consumer: Consumer, opts: &AgentOptions) -> (Pipel
                         }
                         p.end_batch();
                     }
-                    Msg::Tick(now) => p.tick(now),
+                    Msg::Tick(now, dropped) => p.tick(now, dropped),
                     Msg::Policy(policy) => p.set_policy(policy),
                 }
             }

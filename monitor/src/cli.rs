@@ -286,24 +286,26 @@ fn run(a: RunArgs) -> Result<()> {
         );
     }
     install_key(&cfg);
-    // Alerts: the spool first (what a previous run did not deliver is sent now), then delivery.
-    let mut _delivery = None;
-    if let Some(url) = &cfg.alerts.alertmanager_url {
-        let path = std::path::Path::new(&cfg.state_dir).join("alert-spool");
-        let spool = crate::alert::Spool::open(&path, cfg.alerts.spool_max)
-            .with_context(|| format!("cannot open the alert spool {}", path.display()))?;
-        if !spool.is_empty() {
-            log::info!(
-                "{} alert(s) from a previous run are still to be delivered",
-                spool.len()
-            );
-        }
-        let spool = Arc::new(std::sync::Mutex::new(spool));
-        _delivery = Some(crate::alert::alertmanager::Delivery::start(
-            url.clone(),
-            spool.clone(),
-        ));
-        opts.alerts = Some((cfg.alert_options(), spool));
+    // Alerts: each sink's spool first (what a previous run did not deliver goes out now), then
+    // its delivery thread. Dropping `_sinks` at the end stops them.
+    let alert_metrics = opts
+        .metrics
+        .as_ref()
+        .map(|m| m.alerts.clone())
+        .unwrap_or_default();
+    let state_dir = std::path::Path::new(&cfg.state_dir);
+    let _sinks =
+        crate::alert::Sinks::start(&cfg.alerts.sinks, cfg.alerts.spool_max, state_dir, &alert_metrics)
+            .with_context(|| {
+                format!(
+                    "cannot open the alert spools in {}",
+                    state_dir.join("alerts").display()
+                )
+            })?;
+    if !_sinks.queues.is_empty() {
+        let names: Vec<&str> = _sinks.queues.iter().map(|q| q.name.as_str()).collect();
+        log::info!("alerts go to {}", names.join(", "));
+        opts.alerts = Some((cfg.alert_options(), _sinks.queues.clone()));
     }
     let consumer = Consumer::Exchanges(exchange_sink(&a.exchanges)?, Some(finding_sink(&a.findings)?));
     let agent = LiveAgent::start(opts, consumer)?;

@@ -55,16 +55,27 @@ baselines:
   threshold: 4.0
   # Series at most (4 per route).
   max_series: 20000
-# Alerts: findings become alerts (deduplicated, firing then resolved), kept in a durable spool
-# in state_dir until a sink took them.
+# Alerts (see docs/alerts.md): findings become alerts (deduplicated, firing then resolved), kept
+# in a durable spool per sink in state_dir until that sink took them.
 alerts:
-  # e.g. "http://127.0.0.1:9093"; null sends none.
-  alertmanager_url: null
   # A boundary finding that does not recur for this long resolves its alert.
   resolve_after_secs: 300
-  # A firing alert is sent again this often.
+  # A firing alert is sent again this often to sinks that want re-sends (Alertmanager).
   resend_secs: 60
+  # Alerts each sink's spool holds at most; beyond, new ones are refused, counted and raised
+  # as an ApiwatchAlertSpoolOverflow alert.
   spool_max: 10000
+  # A sink failing for this long raises ApiwatchAlertSinkFailing on the other sinks.
+  sink_failing_after_secs: 120
+  # Added to every alert as the "dashboard" annotation; {dashboard}, {service}, {route}, {host}
+  # and {alertname} are replaced (URL-encoded), e.g.
+  # "http://grafana:3000/d/{dashboard}?var-service={service}&var-route={route}"
+  dashboard_url: null
+  # Where alerts go: alertmanager, pagerduty, slack, webhook, file. Each takes name,
+  # min_severity, kinds, exclude_kinds, rate_limit ("N/s", "N/min", "N/hour"), timeout_secs.
+  # e.g. - {type: alertmanager, url: "http://127.0.0.1:9093"}
+  #      - {type: file, path: "-"}
+  sinks: []
 "#;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -86,24 +97,76 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AlertsSection {
-    /// Alertmanager base URL (http://host:port); none: no alerts are sent.
-    pub alertmanager_url: Option<String>,
     pub resolve_after_secs: u64,
     pub resend_secs: u64,
-    /// Alerts the on-disk spool holds at most; beyond, new ones are refused and counted.
+    /// Alerts each sink's on-disk spool holds at most; beyond, new ones are refused and counted.
     pub spool_max: usize,
+    pub sink_failing_after_secs: u64,
+    /// A link template for the "dashboard" annotation.
+    pub dashboard_url: Option<String>,
+    pub sinks: Vec<SinkSpec>,
 }
 
 impl Default for AlertsSection {
     fn default() -> Self {
         Self {
-            alertmanager_url: None,
             resolve_after_secs: 300,
             resend_secs: 60,
             spool_max: 10_000,
+            sink_failing_after_secs: 120,
+            dashboard_url: None,
+            sinks: Vec::new(),
         }
     }
 }
+
+/// One alert sink. One flat shape for every type (checked per type by `validate`), so an
+/// error in any field is located and reported with the others.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkSpec {
+    /// alertmanager, pagerduty, slack, webhook or file.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Unique; names the sink's spool, metrics and self-alerts. Default: the type.
+    pub name: Option<String>,
+    /// alertmanager: base URL; pagerduty: the Events API v2 URL (default PagerDuty's);
+    /// webhook: where to POST.
+    pub url: Option<String>,
+    /// pagerduty: the integration's routing key (a secret: never logged).
+    pub routing_key: Option<String>,
+    /// slack: the incoming-webhook URL (a secret: never logged).
+    pub webhook_url: Option<String>,
+    /// webhook: HMAC-SHA256 key for the X-Apiwatch-Signature-256 header (a secret).
+    pub secret: Option<String>,
+    /// file: a path, or "-" for standard output.
+    pub path: Option<String>,
+    /// Only alerts of at least this severity (info, warning, high, critical).
+    pub min_severity: Option<String>,
+    /// Only these alert names (finding kinds, or Apiwatch* self-alerts); empty: all.
+    pub kinds: Vec<String>,
+    pub exclude_kinds: Vec<String>,
+    /// Notifications at most, "N/s", "N/min" or "N/hour"; beyond, they wait in the spool.
+    pub rate_limit: Option<String>,
+    pub timeout_secs: Option<u64>,
+    /// Send firing alerts again every resend_secs (default: alertmanager only).
+    pub resend: Option<bool>,
+}
+
+impl SinkSpec {
+    pub fn name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.kind.clone())
+    }
+}
+
+/// Sink types and the fields each requires.
+const SINK_TYPES: &[(&str, &[&str])] = &[
+    ("alertmanager", &["url"]),
+    ("pagerduty", &["routing_key"]),
+    ("slack", &["webhook_url"]),
+    ("webhook", &["url"]),
+    ("file", &["path"]),
+];
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -406,6 +469,89 @@ impl Config {
             &["stream", "idle_timeout_secs"],
             "must be at least 1".into(),
         );
+        check(
+            self.alerts.spool_max >= 1,
+            &["alerts", "spool_max"],
+            "must be at least 1".into(),
+        );
+        errors.extend(self.validate_sinks(file, text));
+        errors
+    }
+
+    fn validate_sinks(&self, file: &str, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        for (i, s) in self.alerts.sinks.iter().enumerate() {
+            let idx = i.to_string();
+            let mut err = |field: &str, message: String| {
+                errors.push(ConfigError::at(
+                    file,
+                    text,
+                    &["alerts", "sinks", &idx, field],
+                    message,
+                ));
+            };
+            let Some((_, required)) = SINK_TYPES.iter().find(|(t, _)| *t == s.kind) else {
+                let known: Vec<&str> = SINK_TYPES.iter().map(|t| t.0).collect();
+                err(
+                    "type",
+                    format!("must be one of {}, is {:?}", known.join(", "), s.kind),
+                );
+                continue;
+            };
+            let given = |f: &str| match f {
+                "url" => s.url.is_some(),
+                "routing_key" => s.routing_key.is_some(),
+                "webhook_url" => s.webhook_url.is_some(),
+                "path" => s.path.is_some(),
+                _ => true,
+            };
+            for f in required.iter().filter(|f| !given(f)) {
+                err("type", format!("a {} sink needs {f}", s.kind));
+            }
+            for (f, v) in [("url", &s.url), ("webhook_url", &s.webhook_url)] {
+                if let Some(v) = v {
+                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+                        // The value may be a secret (Slack's URL is): not repeated here.
+                        err(f, "must start with http:// or https://".into());
+                    }
+                }
+            }
+            let name = s.name();
+            // A defaulted name is the type's: point there.
+            let name_field = if s.name.is_some() { "name" } else { "type" };
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                err(
+                    name_field,
+                    format!("must be letters, digits, '-', '_' or '.', is {name:?}"),
+                );
+            } else if !names.insert(name.clone()) {
+                err(
+                    name_field,
+                    format!("{name:?} names two sinks; give each its own name"),
+                );
+            }
+            if let Some(sev) = &s.min_severity {
+                if crate::boundary::Severity::parse(sev).is_none() {
+                    err(
+                        "min_severity",
+                        format!("must be info, warning, high or critical, is {sev:?}"),
+                    );
+                }
+            }
+            if let Some(r) = &s.rate_limit {
+                if crate::boundary::parse_rate(r).is_none() {
+                    err("rate_limit", format!("must be N/s, N/min or N/hour, is {r:?}"));
+                }
+            }
+            if s.timeout_secs == Some(0) {
+                err("timeout_secs", "must be at least 1".into());
+            }
+        }
         errors
     }
 
@@ -455,6 +601,8 @@ impl Config {
         crate::alert::AlertOptions {
             resolve_after_ns: self.alerts.resolve_after_secs * 1_000_000_000,
             resend_ns: self.alerts.resend_secs.max(1) * 1_000_000_000,
+            sink_failing_after_ns: self.alerts.sink_failing_after_secs * 1_000_000_000,
+            dashboard_url: self.alerts.dashboard_url.clone(),
         }
     }
 
@@ -497,6 +645,37 @@ mod tests {
             shown[2].starts_with("agent.yml:5:3: stream.idle_timeout_secs:"),
             "{shown:?}"
         );
+    }
+
+    #[test]
+    fn every_sink_error_is_located_and_secrets_are_not_repeated() {
+        let text = "alerts:
+  sinks:
+    - type: pagerduty
+      min_severity: severe
+    - type: slack
+      webhook_url: \"hooks.example/T0/SECRETPATH\"
+    - type: sms
+    - type: file
+      path: \"-\"
+      rate_limit: lots
+    - type: file
+      path: alerts.jsonl
+";
+        let errs = Config::parse("agent.yml", text).unwrap_err().0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "agent.yml:3:7: alerts.sinks.0.type: a pagerduty sink needs routing_key",
+                "agent.yml:4:7: alerts.sinks.0.min_severity: must be info, warning, high or critical, is \"severe\"",
+                "agent.yml:6:7: alerts.sinks.1.webhook_url: must start with http:// or https://",
+                "agent.yml:7:7: alerts.sinks.2.type: must be one of alertmanager, pagerduty, slack, webhook, file, is \"sms\"",
+                "agent.yml:10:7: alerts.sinks.3.rate_limit: must be N/s, N/min or N/hour, is \"lots\"",
+                "agent.yml:11:7: alerts.sinks.4.type: \"file\" names two sinks; give each its own name",
+            ]
+        );
+        assert!(!shown.concat().contains("SECRETPATH"));
     }
 
     #[test]

@@ -1,19 +1,32 @@
 //! Alerts: findings become alerts with a fingerprint (a stable hash of their identifying labels),
-//! deduplicated while firing, resolved when the finding stops (or its anomaly resolves), written
-//! to the durable spool before they count as accepted, and delivered by the sinks.
+//! deduplicated while firing, resolved when the finding stops (or its anomaly resolves), routed
+//! to the sinks that want them, written to each sink's durable spool before they count as
+//! accepted, and delivered from there by one thread per sink (`delivery`).
+//!
+//! apiwatch also alerts about itself: events dropped, a sink that keeps failing, a spool that
+//! overflowed (see `SelfAlert`).
 pub mod alertmanager;
+pub mod delivery;
+pub mod file;
+pub mod http;
+pub mod metrics;
+pub mod pagerduty;
+pub mod slack;
 pub mod spool;
+pub mod webhook;
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::Hasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::boundary::Finding;
+use crate::boundary::{Finding, Severity};
+pub use metrics::AlertMetrics;
 pub use spool::{Spool, SpoolError};
 
-/// One alert notification as the spool keeps it and the sinks send it.
+/// One alert notification as the spools keep it and the sinks send it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertNotice {
     pub fingerprint: String,
@@ -26,12 +39,30 @@ pub struct AlertNotice {
     pub ends_at: Option<u64>,
 }
 
+impl AlertNotice {
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn annotation(&self, name: &str) -> &str {
+        self.annotations.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    pub fn is_resolved(&self) -> bool {
+        self.status == "resolved"
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AlertOptions {
     /// A boundary finding that does not recur for this long resolves its alert.
     pub resolve_after_ns: u64,
-    /// While firing, the alert is sent again this often (Alertmanager expects re-sends).
+    /// While firing, the alert is sent again this often to sinks that want re-sends.
     pub resend_ns: u64,
+    /// A sink failing for this long raises ApiwatchAlertSinkFailing.
+    pub sink_failing_after_ns: u64,
+    /// Template of the "dashboard" annotation (see DEFAULT_CONFIG).
+    pub dashboard_url: Option<String>,
 }
 
 impl Default for AlertOptions {
@@ -39,23 +70,99 @@ impl Default for AlertOptions {
         Self {
             resolve_after_ns: 300_000_000_000,
             resend_ns: 60_000_000_000,
+            sink_failing_after_ns: 120_000_000_000,
+            dashboard_url: None,
         }
     }
+}
+
+/// Which alerts a sink takes.
+#[derive(Clone, Debug, Default)]
+pub struct Route {
+    pub min_severity: Option<Severity>,
+    /// Alert names taken; empty: all.
+    pub kinds: Vec<String>,
+    pub exclude_kinds: Vec<String>,
+}
+
+impl Route {
+    pub fn accepts(&self, n: &AlertNotice) -> bool {
+        let name = n.label("alertname");
+        let severity_ok = match (self.min_severity, Severity::parse(n.label("severity"))) {
+            (Some(min), Some(sev)) => sev >= min,
+            _ => true,
+        };
+        severity_ok
+            && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == name))
+            && !self.exclude_kinds.iter().any(|k| k == name)
+    }
+}
+
+/// How a sink's deliveries go, shared by its delivery thread (writer) and the engine (reader,
+/// for the ApiwatchAlertSinkFailing self-alert).
+#[derive(Debug, Default)]
+pub struct SinkHealth {
+    /// Attempts that failed in a row; 0 once one succeeds.
+    pub consecutive_failures: AtomicU64,
+    /// Unix ns of the first failure of the current run of failures.
+    pub failing_since_ns: AtomicU64,
+}
+
+impl SinkHealth {
+    pub fn failed(&self, now_ns: u64) {
+        if self.consecutive_failures.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.failing_since_ns.store(now_ns, Ordering::Relaxed);
+        }
+    }
+
+    pub fn succeeded(&self) {
+        self.consecutive_failures.store(0, Ordering::Relaxed);
+    }
+
+    /// Since when the sink has been failing, if it is.
+    pub fn failing_since(&self) -> Option<u64> {
+        (self.consecutive_failures.load(Ordering::Relaxed) > 0)
+            .then(|| self.failing_since_ns.load(Ordering::Relaxed))
+    }
+}
+
+/// The engine's side of one sink: where its alerts go and what it wants.
+#[derive(Clone)]
+pub struct SinkQueue {
+    pub name: String,
+    pub route: Route,
+    /// Firing alerts are sent again every resend_ns (Alertmanager expires alerts otherwise).
+    pub resend: bool,
+    pub spool: Arc<Mutex<Spool>>,
+    pub health: Arc<SinkHealth>,
+}
+
+/// The alerts apiwatch raises about itself; their names start with "Apiwatch" so routes can
+/// pick them (`kinds`) apart from findings.
+pub mod self_alert {
+    pub const EVENTS_DROPPED: &str = "ApiwatchEventsDropped";
+    pub const SINK_FAILING: &str = "ApiwatchAlertSinkFailing";
+    pub const SPOOL_OVERFLOW: &str = "ApiwatchAlertSpoolOverflow";
 }
 
 struct Active {
     notice: AlertNotice,
     last_seen_ns: u64,
     last_sent_ns: u64,
-    /// Anomaly alerts resolve with their finding, not by silence.
+    /// Anomaly alerts and failing sinks resolve explicitly, not by silence.
     has_lifecycle: bool,
 }
 
-/// Findings in, notices into the spool. Bounded: at most MAX_ACTIVE alerts tracked.
+/// Findings in, notices into the sinks' spools. Bounded: at most MAX_ACTIVE alerts tracked.
 pub struct AlertEngine {
     opts: AlertOptions,
     active: HashMap<String, Active>,
-    spool: Arc<Mutex<Spool>>,
+    sinks: Vec<SinkQueue>,
+    metrics: AlertMetrics,
+    host: String,
+    dropped_seen: Option<u64>,
+    /// Sinks whose ApiwatchAlertSinkFailing alert is firing, with its fingerprint.
+    failing: HashMap<String, String>,
     pub deduplicated: u64,
     pub refused: u64,
 }
@@ -63,65 +170,65 @@ pub struct AlertEngine {
 const MAX_ACTIVE: usize = 10_000;
 
 impl AlertEngine {
-    pub fn new(opts: AlertOptions, spool: Arc<Mutex<Spool>>) -> Self {
+    pub fn new(opts: AlertOptions, sinks: Vec<SinkQueue>, metrics: AlertMetrics) -> Self {
+        for s in &sinks {
+            if let Ok(spool) = s.spool.lock() {
+                metrics.spool_torn(&s.name).inc_by(spool.torn_records);
+            }
+        }
         Self {
             opts,
             active: HashMap::new(),
-            spool,
+            sinks,
+            metrics,
+            host: hostname(),
+            dropped_seen: None,
+            failing: HashMap::new(),
             deduplicated: 0,
             refused: 0,
         }
     }
 
     pub fn on_finding(&mut self, f: &Finding) {
-        let labels = labels_of(f);
-        let fp = fingerprint(&labels);
-        let now = f.ts;
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".into(), f.kind.to_string());
+        labels.insert("severity".into(), f.severity.as_str().to_string());
+        labels.insert("rule".into(), f.rule.clone());
+        labels.insert("service".into(), f.service.clone());
+        labels.insert("route".into(), f.route.clone());
+        if let Some(zone) = f.source_zones.first() {
+            labels.insert("source_zone".into(), zone.clone());
+        }
         if f.state == Some("resolved") {
-            if let Some(mut a) = self.active.remove(&fp) {
-                a.notice.status = "resolved".into();
-                a.notice.ends_at = Some(now);
-                self.enqueue(&a.notice);
-            }
-            return;
-        }
-        if let Some(a) = self.active.get_mut(&fp) {
-            a.last_seen_ns = now;
-            self.deduplicated += 1;
-            return;
-        }
-        if self.active.len() >= MAX_ACTIVE {
-            self.refused += 1;
+            let fp = self.fingerprint_of(labels);
+            self.resolve(&fp, f.ts);
             return;
         }
         let mut annotations = BTreeMap::new();
         annotations.insert(
             "summary".into(),
-            format!("{} on {} {}", f.kind, f.service, f.route),
+            format!("{} on {} {} {}", f.kind, f.service, f.method, f.route),
         );
         annotations.insert("description".into(), f.evidence.clone());
-        let notice = AlertNotice {
-            fingerprint: fp.clone(),
-            status: "firing".into(),
-            labels,
-            annotations,
-            starts_at: now,
-            ends_at: None,
-        };
-        self.enqueue(&notice);
-        self.active.insert(
-            fp,
-            Active {
-                notice,
-                last_seen_ns: now,
-                last_sent_ns: now,
-                has_lifecycle: f.state.is_some(),
-            },
-        );
+        annotations.insert("method".into(), f.method.clone());
+        annotations.insert("process".into(), format!("{} (pid {})", f.comm, f.pid));
+        if let Some(s) = &f.source {
+            annotations.insert("source".into(), s.clone());
+        }
+        if !f.source_zones.is_empty() {
+            annotations.insert("source_zones".into(), f.source_zones.join(","));
+        }
+        if let Some(id) = &f.identity {
+            annotations.insert("identity".into(), id.clone());
+        }
+        self.fire(labels, annotations, f.ts, f.state.is_some());
     }
 
-    /// Resolves silent boundary alerts and re-sends firing ones.
-    pub fn tick(&mut self, now_ns: u64) {
+    /// Resolves silent alerts, re-sends firing ones, raises and resolves self-alerts.
+    /// `dropped_total`: events lost so far (kernel and pipeline), for ApiwatchEventsDropped.
+    pub fn tick(&mut self, now_ns: u64, dropped_total: u64) {
+        self.check_drops(now_ns, dropped_total);
+        self.check_sinks(now_ns);
         let mut resolved = Vec::new();
         let mut resend = Vec::new();
         for (fp, a) in self.active.iter_mut() {
@@ -133,14 +240,16 @@ impl AlertEngine {
             }
         }
         for fp in resolved {
-            if let Some(mut a) = self.active.remove(&fp) {
-                a.notice.status = "resolved".into();
-                a.notice.ends_at = Some(now_ns);
-                self.enqueue(&a.notice);
-            }
+            self.resolve(&fp, now_ns);
         }
         for n in resend {
-            self.enqueue(&n);
+            self.enqueue(&n, true, now_ns);
+        }
+        self.metrics.firing.set(self.active.len() as i64);
+        for s in &self.sinks {
+            if let Ok(spool) = s.spool.lock() {
+                self.metrics.spool_pending(&s.name).set(spool.len() as i64);
+            }
         }
     }
 
@@ -148,28 +257,280 @@ impl AlertEngine {
         self.active.len()
     }
 
-    fn enqueue(&mut self, n: &AlertNotice) {
+    fn fingerprint_of(&self, mut labels: BTreeMap<String, String>) -> String {
+        labels.insert("host".into(), self.host.clone());
+        fingerprint(&labels)
+    }
+
+    fn fire(
+        &mut self,
+        mut labels: BTreeMap<String, String>,
+        mut annotations: BTreeMap<String, String>,
+        now: u64,
+        has_lifecycle: bool,
+    ) -> String {
+        labels.insert("host".into(), self.host.clone());
+        let fp = fingerprint(&labels);
+        if let Some(a) = self.active.get_mut(&fp) {
+            a.last_seen_ns = now;
+            self.deduplicated += 1;
+            self.metrics.deduplicated.inc();
+            return fp;
+        }
+        if self.active.len() >= MAX_ACTIVE {
+            self.refused += 1;
+            return fp;
+        }
+        if let Some(template) = &self.opts.dashboard_url {
+            annotations.insert("dashboard".into(), dashboard_link(template, &labels));
+        }
+        let notice = AlertNotice {
+            fingerprint: fp.clone(),
+            status: "firing".into(),
+            labels,
+            annotations,
+            starts_at: now,
+            ends_at: None,
+        };
+        self.metrics.raised(notice.label("severity")).inc();
+        self.enqueue(&notice, false, now);
+        self.active.insert(
+            fp.clone(),
+            Active {
+                notice,
+                last_seen_ns: now,
+                last_sent_ns: now,
+                has_lifecycle,
+            },
+        );
+        fp
+    }
+
+    fn resolve(&mut self, fp: &str, now: u64) {
+        if let Some(mut a) = self.active.remove(fp) {
+            a.notice.status = "resolved".into();
+            a.notice.ends_at = Some(now);
+            self.enqueue(&a.notice, false, now);
+        }
+    }
+
+    /// Into the spool of every sink whose route takes it. A full spool refuses it (counted) and
+    /// raises ApiwatchAlertSpoolOverflow, which self-alerts may still write (a small reserve).
+    fn enqueue(&mut self, n: &AlertNotice, resend: bool, now: u64) {
         let Ok(bytes) = serde_json::to_vec(n) else { return };
-        match self.spool.lock().map(|mut s| s.push(&bytes)) {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => log::error!("alert {} not accepted: {e}", n.fingerprint),
-            Err(_) => log::error!("alert spool lock poisoned"),
+        let name = n.label("alertname");
+        let is_self = name.starts_with("Apiwatch");
+        let mut overflowed = Vec::new();
+        for s in &self.sinks {
+            if (resend && !s.resend) || !s.route.accepts(n) {
+                continue;
+            }
+            // Telling a failing sink that it fails helps nobody: the others are told.
+            if name == self_alert::SINK_FAILING && n.label("sink") == s.name {
+                continue;
+            }
+            let pushed = match s.spool.lock() {
+                Ok(mut spool) => spool.push(&bytes, is_self),
+                Err(_) => continue,
+            };
+            match pushed {
+                Ok(_) => {}
+                Err(SpoolError::Full(pending)) => {
+                    self.metrics.spool_overflow(&s.name).inc();
+                    log::error!(
+                        "alert {} ({name}) not accepted by sink {}: its spool is full ({pending} pending)",
+                        n.fingerprint,
+                        s.name
+                    );
+                    if !is_self {
+                        overflowed.push(s.name.clone());
+                    }
+                }
+                Err(e) => log::error!("alert {} not accepted by sink {}: {e}", n.fingerprint, s.name),
+            }
+        }
+        for sink in overflowed {
+            self.raise_self(
+                self_alert::SPOOL_OVERFLOW,
+                "high",
+                Some(&sink),
+                format!("the alert spool of sink {sink} is full: new alerts for it are refused"),
+                format!(
+                    "Sink {sink} has not taken its alerts and its spool reached alerts.spool_max; alerts are being lost (apiwatch_alert_spool_overflow_total)."
+                ),
+                now,
+                false,
+            );
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raise_self(
+        &mut self,
+        name: &str,
+        severity: &str,
+        sink: Option<&str>,
+        summary: String,
+        description: String,
+        now: u64,
+        has_lifecycle: bool,
+    ) -> String {
+        let mut labels = BTreeMap::new();
+        labels.insert("alertname".into(), name.to_string());
+        labels.insert("severity".into(), severity.to_string());
+        labels.insert("service".into(), "apiwatch".to_string());
+        if let Some(s) = sink {
+            labels.insert("sink".into(), s.to_string());
+        }
+        let mut annotations = BTreeMap::new();
+        annotations.insert("summary".into(), summary);
+        annotations.insert("description".into(), description);
+        self.fire(labels, annotations, now, has_lifecycle)
+    }
+
+    /// ApiwatchEventsDropped while the count of lost events grows; resolves after
+    /// resolve_after of no loss.
+    fn check_drops(&mut self, now: u64, total: u64) {
+        let before = self.dropped_seen.replace(total);
+        let Some(before) = before else { return };
+        if total > before {
+            self.raise_self(
+                self_alert::EVENTS_DROPPED,
+                "warning",
+                None,
+                format!("apiwatch dropped {} events on {}", total - before, self.host),
+                format!(
+                    "{} capture events were lost since the last check ({total} in all): traffic is not fully observed. See apiwatch_events_dropped_total by reason.",
+                    total - before
+                ),
+                now,
+                false,
+            );
+        }
+    }
+
+    /// ApiwatchAlertSinkFailing for a sink failing longer than sink_failing_after; resolved
+    /// when it delivers again.
+    fn check_sinks(&mut self, now: u64) {
+        let states: Vec<(String, Option<u64>)> = self
+            .sinks
+            .iter()
+            .map(|s| (s.name.clone(), s.health.failing_since()))
+            .collect();
+        for (sink, since) in states {
+            match (since, self.failing.get(&sink).cloned()) {
+                (Some(since), None) if now.saturating_sub(since) >= self.opts.sink_failing_after_ns => {
+                    let secs = now.saturating_sub(since) / 1_000_000_000;
+                    let fp = self.raise_self(
+                        self_alert::SINK_FAILING,
+                        "warning",
+                        Some(&sink),
+                        format!("alert sink {sink} has been failing for {secs} s"),
+                        format!(
+                            "Deliveries to sink {sink} have failed for {secs} s; its alerts wait in its spool and are retried with backoff. See apiwatch_alert_notifications_total{{sink=\"{sink}\"}} and the agent's log."
+                        ),
+                        now,
+                        true,
+                    );
+                    self.failing.insert(sink, fp);
+                }
+                (None, Some(fp)) => {
+                    self.failing.remove(&sink);
+                    self.resolve(&fp, now);
+                }
+                _ => {}
+            }
         }
     }
 }
 
-/// The identifying labels: what the alert is about, not when or how often.
-fn labels_of(f: &Finding) -> BTreeMap<String, String> {
-    let mut l = BTreeMap::new();
-    l.insert("alertname".into(), f.kind.to_string());
-    l.insert("severity".into(), f.severity.as_str().to_string());
-    l.insert("rule".into(), f.rule.clone());
-    l.insert("service".into(), f.service.clone());
-    l.insert("route".into(), f.route.clone());
-    if let Some(zone) = f.source_zones.first() {
-        l.insert("source_zone".into(), zone.clone());
+/// The configured sinks, each with its spool (state_dir/alerts/NAME.spool, opened first so
+/// what a previous run did not deliver goes out now) and its delivery thread.
+pub struct Sinks {
+    pub queues: Vec<SinkQueue>,
+    /// Dropping these stops the delivery threads.
+    pub deliveries: Vec<delivery::Delivery>,
+}
+
+impl Sinks {
+    pub fn start(
+        specs: &[crate::config::SinkSpec],
+        spool_max: usize,
+        state_dir: &std::path::Path,
+        metrics: &AlertMetrics,
+    ) -> Result<Self, SpoolError> {
+        let mut out = Sinks {
+            queues: Vec::new(),
+            deliveries: Vec::new(),
+        };
+        for spec in specs {
+            let name = spec.name();
+            let path = state_dir.join("alerts").join(format!("{name}.spool"));
+            let spool = Spool::open(&path, spool_max)?;
+            if !spool.is_empty() {
+                log::info!(
+                    "sink {name}: {} alert notification(s) from a previous run are still to be delivered",
+                    spool.len()
+                );
+            }
+            let spool = Arc::new(Mutex::new(spool));
+            let health = Arc::new(SinkHealth::default());
+            metrics.add_sink(&name);
+            let timeout = std::time::Duration::from_secs(spec.timeout_secs.unwrap_or(10));
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            let (sink, default_rate): (Box<dyn delivery::Sink>, Option<&str>) = match spec.kind.as_str() {
+                "alertmanager" => (
+                    Box::new(alertmanager::Alertmanager::new(&opt(&spec.url), timeout)),
+                    None,
+                ),
+                // PagerDuty: 120 events a minute per integration; Slack: 1 message a second.
+                "pagerduty" => (
+                    Box::new(pagerduty::PagerDuty::new(
+                        spec.url.as_deref().unwrap_or(pagerduty::DEFAULT_URL),
+                        &opt(&spec.routing_key),
+                        timeout,
+                    )),
+                    Some("120/min"),
+                ),
+                "slack" => (
+                    Box::new(slack::Slack::new(&opt(&spec.webhook_url), timeout)),
+                    Some("1/s"),
+                ),
+                "webhook" => (
+                    Box::new(webhook::Webhook::new(
+                        &opt(&spec.url),
+                        spec.secret.as_deref(),
+                        timeout,
+                    )),
+                    None,
+                ),
+                _ => (Box::new(file::JsonLinesFile::new(&opt(&spec.path))), None),
+            };
+            let rate = spec.rate_limit.as_deref().or(default_rate);
+            out.deliveries.push(delivery::Delivery::start(
+                delivery::DeliveryConfig {
+                    name: name.clone(),
+                    rate_limit: rate.and_then(crate::boundary::parse_rate),
+                },
+                sink,
+                spool.clone(),
+                health.clone(),
+                metrics.clone(),
+            ));
+            out.queues.push(SinkQueue {
+                name,
+                route: Route {
+                    min_severity: spec.min_severity.as_deref().and_then(Severity::parse),
+                    kinds: spec.kinds.clone(),
+                    exclude_kinds: spec.exclude_kinds.clone(),
+                },
+                resend: spec.resend.unwrap_or(spec.kind == "alertmanager"),
+                spool,
+                health,
+            });
+        }
+        Ok(out)
     }
-    l
 }
 
 /// 16 hex digits of a SipHash of the sorted labels.
@@ -184,82 +545,57 @@ pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
     format!("{:016x}", h.finish())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::boundary::Severity;
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
 
-    fn finding(ts: u64, state: Option<&'static str>) -> Finding {
-        Finding {
-            record: "finding",
-            ts,
-            kind: "source_outside_boundary",
-            rule: "shop /api".into(),
-            severity: Severity::Critical,
-            service: "nginx:80".into(),
-            route: "/api".into(),
-            method: "GET".into(),
-            source: Some("10.0.0.9".into()),
-            source_zones: vec![],
-            identity: Some("abc".into()),
-            pid: 1,
-            comm: "nginx".into(),
-            evidence: "source 10.0.0.9 is not in local".into(),
-            state,
-        }
-    }
-
-    #[test]
-    fn burst_is_one_alert_that_resolves_and_everything_is_spooled_first() {
-        let dir = std::env::temp_dir().join(format!("aw-alerts-{}", std::process::id()));
-        let spool = Arc::new(Mutex::new(Spool::open(&dir.join("spool"), 100).unwrap()));
-        let mut e = AlertEngine::new(
-            AlertOptions {
-                resolve_after_ns: 10,
-                resend_ns: 1_000,
-            },
-            spool.clone(),
-        );
-        for i in 0..50 {
-            let mut f = finding(100 + i, None);
-            f.source = Some(format!("10.0.0.{i}")); // the source is evidence, not identity
-            e.on_finding(&f);
-        }
-        assert_eq!(e.active(), 1);
-        assert_eq!(e.deduplicated, 49);
-        e.tick(200);
-        let notices: Vec<AlertNotice> = spool
-            .lock()
-            .unwrap()
-            .pending(10)
-            .iter()
-            .map(|(_, p)| serde_json::from_slice(p).unwrap())
-            .collect();
-        assert_eq!(notices.len(), 2);
-        assert_eq!(notices[0].status, "firing");
-        assert_eq!(notices[1].status, "resolved");
-        assert_eq!(notices[0].fingerprint, notices[1].fingerprint);
-        assert_eq!(notices[0].labels["alertname"], "source_outside_boundary");
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[test]
-    fn anomalies_resolve_with_their_finding() {
-        let dir = std::env::temp_dir().join(format!("aw-alerts2-{}", std::process::id()));
-        let spool = Arc::new(Mutex::new(Spool::open(&dir.join("spool"), 100).unwrap()));
-        let mut e = AlertEngine::new(
-            AlertOptions {
-                resolve_after_ns: 10,
-                resend_ns: 1_000_000,
-            },
-            spool.clone(),
-        );
-        e.on_finding(&finding(100, Some("firing")));
-        e.tick(10_000);
-        assert_eq!(e.active(), 1, "silence does not resolve an anomaly");
-        e.on_finding(&finding(20_000, Some("resolved")));
-        assert_eq!(e.active(), 0);
-        assert_eq!(spool.lock().unwrap().len(), 2);
-        let _ = std::fs::remove_dir_all(dir);
+/// The dashboard an alert belongs on: anomalies, the agent's own health, or trust boundaries.
+fn dashboard_for(alertname: &str) -> &'static str {
+    if alertname.starts_with("Apiwatch") {
+        "apiwatch-agent-health"
+    } else if alertname.ends_with("_anomaly") {
+        "apiwatch-anomalies"
+    } else {
+        "apiwatch-trust-boundaries"
     }
 }
+
+fn dashboard_link(template: &str, labels: &BTreeMap<String, String>) -> String {
+    let get = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
+    template
+        .replace("{dashboard}", dashboard_for(get("alertname")))
+        .replace("{service}", &url_encode(get("service")))
+        .replace("{route}", &url_encode(get("route")))
+        .replace("{host}", &url_encode(get("host")))
+        .replace("{alertname}", &url_encode(get("alertname")))
+}
+
+/// Percent-encoding of everything but RFC 3986's unreserved characters.
+fn url_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `s` cut to at most `max` bytes on a character boundary, with "…" when cut.
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests;

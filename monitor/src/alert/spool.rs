@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 const KIND_JOB: u8 = 1;
 const KIND_ACK: u8 = 2;
 const MAX_RECORD: usize = 1 << 20;
+/// Room kept beyond `max_pending` for apiwatch's own alerts, so that a full spool can still
+/// carry the alert saying it is full.
+pub const RESERVE: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpoolError {
@@ -106,9 +109,11 @@ impl Spool {
         })
     }
 
-    /// Appends a job and syncs it to disk; only then is the alert accepted.
-    pub fn push(&mut self, payload: &[u8]) -> Result<u64, SpoolError> {
-        if self.pending.len() >= self.max_pending {
+    /// Appends a job and syncs it to disk; only then is the alert accepted. `reserved`: may use
+    /// the RESERVE beyond max_pending (apiwatch's own alerts).
+    pub fn push(&mut self, payload: &[u8], reserved: bool) -> Result<u64, SpoolError> {
+        let max = self.max_pending + if reserved { RESERVE } else { 0 };
+        if self.pending.len() >= max {
             self.overflowed += 1;
             return Err(SpoolError::Full(self.pending.len()));
         }
@@ -178,8 +183,8 @@ mod tests {
         let d = dir("reopen");
         let p = d.join("spool");
         let mut s = Spool::open(&p, 10).unwrap();
-        let a = s.push(b"alert-a").unwrap();
-        let _b = s.push(b"alert-b").unwrap();
+        let a = s.push(b"alert-a", false).unwrap();
+        let _b = s.push(b"alert-b", false).unwrap();
         s.ack(a).unwrap();
         drop(s);
         let s = Spool::open(&p, 10).unwrap();
@@ -195,8 +200,8 @@ mod tests {
         let d = dir("torn");
         let p = d.join("spool");
         let mut s = Spool::open(&p, 10).unwrap();
-        s.push(b"kept").unwrap();
-        s.push(b"torn-away").unwrap();
+        s.push(b"kept", false).unwrap();
+        s.push(b"torn-away", false).unwrap();
         drop(s);
         let full = std::fs::read(&p).unwrap();
         for cut in 1..("torn-away".len() + 17) {
@@ -221,10 +226,15 @@ mod tests {
     fn bounded_and_overflow_counted() {
         let d = dir("full");
         let mut s = Spool::open(&d.join("spool"), 2).unwrap();
-        s.push(b"1").unwrap();
-        s.push(b"2").unwrap();
-        assert!(matches!(s.push(b"3"), Err(SpoolError::Full(2))));
+        s.push(b"1", false).unwrap();
+        s.push(b"2", false).unwrap();
+        assert!(matches!(s.push(b"3", false), Err(SpoolError::Full(2))));
         assert_eq!(s.overflowed, 1);
+        // The reserve still takes apiwatch's own alerts, up to RESERVE more.
+        for _ in 0..RESERVE {
+            s.push(b"self", true).unwrap();
+        }
+        assert!(s.push(b"self", true).is_err());
         let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -29,6 +29,16 @@ impl Severity {
             Severity::Critical => "critical",
         }
     }
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Severity::Info,
+            Severity::Warning,
+            Severity::High,
+            Severity::Critical,
+        ]
+        .into_iter()
+        .find(|v| v.as_str().eq_ignore_ascii_case(s.trim()))
+    }
 }
 
 /// The finding contract: a boundary violation or anomaly.

@@ -4,7 +4,7 @@ pub mod learn;
 pub mod policy;
 
 pub use evaluate::{Evaluator, Finding, Severity};
-pub use policy::Policy;
+pub use policy::{Policy, parse_rate};
 
 #[cfg(test)]
 mod tests;

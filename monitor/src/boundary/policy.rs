@@ -597,7 +597,8 @@ fn parse_net(s: &str) -> Option<IpNet> {
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
 }
 
-fn parse_rate(s: &str) -> Option<(u32, u64)> {
+/// "10/s", "100/min", "5000/hour" -> (count, seconds).
+pub fn parse_rate(s: &str) -> Option<(u32, u64)> {
     let (n, unit) = s.split_once('/')?;
     let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
     let secs = match unit.trim() {

@@ -126,6 +126,12 @@ impl KernelStats {
             .map(|(_, v)| *v)
             .unwrap_or(0)
     }
+
+    /// Events lost in the kernel: the ring was full, or a map that tracks connections or
+    /// in-flight calls was.
+    pub fn lost_events(&self) -> u64 {
+        self.get(Stat::RingFull) + self.get(Stat::ConnMapInsertFailed) + self.get(Stat::ArgsMapFull)
+    }
 }
 
 pub struct KernelCapture {

@@ -99,6 +99,8 @@ pub struct Metrics {
     bytes_not_seen: IntCounter,
     tls_blind_spots: IntCounterVec,
     findings: IntCounterVec,
+    /// The alert stage's metrics (apiwatch_alerts_*, apiwatch_alert_*).
+    pub alerts: crate::alert::AlertMetrics,
     finding_series: Mutex<HashSet<Vec<String>>>,
     anomalies_firing: prometheus::IntGaugeVec,
     connections: IntGauge,
@@ -269,6 +271,7 @@ impl Metrics {
                 &["kind", "rule", "severity", "service", "source_zone"],
             ),
             finding_series: Mutex::new(HashSet::new()),
+            alerts: crate::alert::AlertMetrics::new(Some(&r)),
             anomalies_firing: {
                 let g = prometheus::IntGaugeVec::new(
                     Opts::new(
