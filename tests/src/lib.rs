@@ -341,6 +341,15 @@ pub fn apiwatch_bin() -> PathBuf {
 
 /// `apiwatch run` with its metrics endpoint on `metrics_port`, waited on until /readyz answers.
 pub fn start_agent_binary(metrics_port: u16, extra: &[&str]) -> Proc {
+    start_agent_binary_logged(metrics_port, extra, None)
+}
+
+/// The same, its log at every level (RUST_LOG=trace) written to `log` when given.
+pub fn start_agent_binary_logged(metrics_port: u16, extra: &[&str], log: Option<&Path>) -> Proc {
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+        None => Stdio::null(),
+    };
     let child = Command::new(apiwatch_bin())
         .args([
             "run",
@@ -350,8 +359,9 @@ pub fn start_agent_binary(metrics_port: u16, extra: &[&str]) -> Proc {
             &format!("127.0.0.1:{metrics_port}"),
         ])
         .args(extra)
+        .env("RUST_LOG", if log.is_some() { "trace" } else { "info" })
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let proc = Proc(child);
@@ -590,4 +600,139 @@ impl Alertmanager {
             .and_then(|v| v.as_array().cloned())
             .unwrap_or_default()
     }
+}
+
+/// How a `Receiver` answers one request.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Wait this long before answering (longer than the sink's timeout: a timeout).
+    pub delay: Duration,
+    pub retry_after: Option<u64>,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Self {
+        Self {
+            status,
+            delay: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+}
+
+/// One request a `Receiver` got, and what it answered.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub at: Instant,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub answered: u16,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+
+    /// Answered 2xx: the sender may count it delivered.
+    pub fn accepted(&self) -> bool {
+        (200..300).contains(&self.answered)
+    }
+}
+
+/// A local HTTP endpoint standing in for an on-call service (PagerDuty, Slack, a webhook) on
+/// loopback: it records every request and answers the n-th with `script[n]` (the last entry
+/// repeats), so tests inject 429s, 500s and timeouts. Each request is answered on its own
+/// thread, so a slow answer does not hold the next request back.
+pub struct Receiver {
+    pub port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    server: std::sync::Arc<tiny_http::Server>,
+}
+
+impl Receiver {
+    pub fn start(script: Vec<Reply>) -> Self {
+        assert!(!script.is_empty());
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (srv, log) = (server.clone(), got.clone());
+        std::thread::spawn(move || {
+            let mut n = 0;
+            for mut req in srv.incoming_requests() {
+                let reply = script[n.min(script.len() - 1)].clone();
+                n += 1;
+                let mut body = String::new();
+                let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
+                {
+                    let mut log = log.lock().unwrap();
+                    log.push(Received {
+                        at: Instant::now(),
+                        path: req.url().to_string(),
+                        headers: req
+                            .headers()
+                            .iter()
+                            .map(|h| (h.field.to_string(), h.value.to_string()))
+                            .collect(),
+                        body,
+                        answered: reply.status,
+                    });
+                }
+                std::thread::spawn(move || {
+                    std::thread::sleep(reply.delay);
+                    let mut resp = tiny_http::Response::from_string("{\"status\":\"ok\"}")
+                        .with_status_code(reply.status);
+                    if let Some(secs) = reply.retry_after {
+                        resp.add_header(
+                            tiny_http::Header::from_bytes("Retry-After", secs.to_string()).unwrap(),
+                        );
+                    }
+                    let _ = req.respond(resp);
+                });
+            }
+        });
+        Self { port, got, server }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.got.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+/// A JSON Schema from the repository (`path` relative to the workspace root).
+pub fn schema(path: &str) -> jsonschema::Validator {
+    let text = std::fs::read_to_string(workspace_root().join(path)).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap_or_else(|e| panic!("{path} is not a valid schema: {e}"))
+}
+
+/// Panics with every violation when `doc` does not follow `schema`.
+pub fn assert_valid(schema: &jsonschema::Validator, doc: &serde_json::Value, what: &str) {
+    let errors: Vec<String> = schema
+        .iter_errors(doc)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(errors.is_empty(), "{what} breaks its schema: {errors:?}\n{doc}");
 }

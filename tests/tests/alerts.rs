@@ -1,13 +1,29 @@
 //! Alerts tier (root): findings from real traffic become alerts in a real Alertmanager (Debian's
 //! prometheus-alertmanager on loopback), resolve on their own, and survive Alertmanager being down.
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apiwatch_tests::*;
 use monitor::agent::AgentOptions;
-use monitor::alert::alertmanager::Delivery;
-use monitor::alert::{AlertOptions, Spool};
+use monitor::alert::{AlertMetrics, AlertOptions, Sinks, Spool};
 use monitor::boundary::Policy;
+use monitor::config::SinkSpec;
+
+/// One Alertmanager sink, its spool in `state_dir/alerts/am.spool`, delivering now.
+fn alertmanager_sink(port: u16, state_dir: &Path) -> Sinks {
+    let spec = SinkSpec {
+        kind: "alertmanager".into(),
+        name: Some("am".into()),
+        url: Some(format!("http://127.0.0.1:{port}")),
+        ..SinkSpec::default()
+    };
+    Sinks::start(&[spec], 1000, state_dir, &AlertMetrics::default()).unwrap()
+}
+
+fn pending(sinks: &Sinks) -> usize {
+    sinks.queues[0].spool.lock().unwrap().len()
+}
 
 fn policy(port: u16) -> Policy {
     // Loopback is outside the only zone: every request crosses the boundary.
@@ -38,16 +54,15 @@ fn a_real_violation_alerts_alertmanager_and_resolves() {
     let nginx = Nginx::start(&[("a.json", b"{}")]);
     let am = Alertmanager::start_on(free_port());
     let dir = TempDir::new("alerts");
-    let spool = Arc::new(Mutex::new(Spool::open(&dir.path().join("spool"), 1000).unwrap()));
-    let _delivery = Delivery::start(format!("http://127.0.0.1:{}", am.port), spool.clone());
+    let sinks = alertmanager_sink(am.port, dir.path());
     let agent = Agent::start_with(AgentOptions {
         policy: Some(Arc::new(policy(nginx.port))),
         alerts: Some((
             AlertOptions {
                 resolve_after_ns: 3_000_000_000,
-                resend_ns: 60_000_000_000,
+                ..AlertOptions::default()
             },
-            spool.clone(),
+            sinks.queues.clone(),
         )),
         ..AgentOptions::default()
     });
@@ -87,7 +102,7 @@ fn a_real_violation_alerts_alertmanager_and_resolves() {
             .count(),
         20
     );
-    wait_until(5, "the spool to empty", || spool.lock().unwrap().is_empty());
+    wait_until(5, "the spool to empty", || pending(&sinks) == 0);
 }
 
 #[test]
@@ -95,12 +110,11 @@ fn an_alert_raised_while_alertmanager_is_down_arrives_when_it_starts() {
     let nginx = Nginx::start(&[("a.json", b"{}")]);
     let am_port = free_port();
     let dir = TempDir::new("alerts-down");
-    let spool_path = dir.path().join("spool");
-    let spool = Arc::new(Mutex::new(Spool::open(&spool_path, 1000).unwrap()));
-    let delivery = Delivery::start(format!("http://127.0.0.1:{am_port}"), spool.clone());
+    let spool_path = dir.path().join("alerts/am.spool");
+    let sinks = alertmanager_sink(am_port, dir.path());
     let agent = Agent::start_with(AgentOptions {
         policy: Some(Arc::new(policy(nginx.port))),
-        alerts: Some((AlertOptions::default(), spool.clone())),
+        alerts: Some((AlertOptions::default(), sinks.queues.clone())),
         ..AgentOptions::default()
     });
     curl(&[
@@ -109,25 +123,18 @@ fn an_alert_raised_while_alertmanager_is_down_arrives_when_it_starts() {
         &format!("http://127.0.0.1:{}/a.json", nginx.port),
     ]);
     let _ = agent.stop_all();
-    wait_until(5, "the alert in the spool", || spool.lock().unwrap().len() == 1);
+    wait_until(5, "the alert in the spool", || pending(&sinks) == 1);
     // The agent stops with the alert undelivered; the spool on disk keeps it.
-    drop(delivery);
-    drop(spool);
+    drop(sinks);
     std::thread::sleep(Duration::from_secs(1));
-    // A new agent process would reopen the spool; Alertmanager starts later; it arrives, once.
-    let spool = Arc::new(Mutex::new(Spool::open(&spool_path, 1000).unwrap()));
-    assert_eq!(
-        spool.lock().unwrap().len(),
-        1,
-        "the undelivered alert is still on disk"
-    );
-    let _delivery = Delivery::start(format!("http://127.0.0.1:{am_port}"), spool.clone());
+    // A new agent process reopens the spool; Alertmanager starts later; it arrives, once.
+    let sinks = alertmanager_sink(am_port, dir.path());
+    assert_eq!(pending(&sinks), 1, "the undelivered alert is still on disk");
     std::thread::sleep(Duration::from_secs(2));
     let am = Alertmanager::start_on(am_port);
     wait_until(40, "the alert in Alertmanager", || ours(&am).len() == 1);
-    wait_until(5, "the spool to empty", || spool.lock().unwrap().is_empty());
-    drop(_delivery);
-    drop(spool);
+    wait_until(5, "the spool to empty", || pending(&sinks) == 0);
+    drop(sinks);
     assert!(
         Spool::open(&spool_path, 1000).unwrap().is_empty(),
         "acknowledged: never sent again"
@@ -149,7 +156,7 @@ fn queued_alerts_survive_sigkill_of_the_agent_and_arrive_once() {
     std::fs::write(
         &config,
         format!(
-            "policy: policy.yml\nstate_dir: {}\nmetrics:\n  listen: \"off\"\nalerts:\n  alertmanager_url: \"http://127.0.0.1:{am_port}\"\n",
+            "policy: policy.yml\nstate_dir: {}\nmetrics:\n  listen: \"off\"\nalerts:\n  sinks:\n    - type: alertmanager\n      url: \"http://127.0.0.1:{am_port}\"\n",
             dir.path().join("state").display()
         ),
     )
@@ -178,7 +185,7 @@ fn queued_alerts_survive_sigkill_of_the_agent_and_arrive_once() {
         "/dev/null",
         &format!("http://127.0.0.1:{}/a.json", nginx.port),
     ]);
-    let spool = dir.path().join("state/alert-spool");
+    let spool = dir.path().join("state/alerts/alertmanager.spool");
     wait_until(10, "the alert on disk", || {
         std::fs::metadata(&spool).map(|m| m.len() > 0).unwrap_or(false)
     });

@@ -59,11 +59,11 @@ pub fn message(notices: &[AlertNotice]) -> serde_json::Value {
             )
             .take(10)
             .collect();
-        blocks.push(serde_json::json!({
-            "type": "section",
-            "text": mrkdwn(truncate(&text, 3000)),
-            "fields": fields,
-        }));
+        let mut section = serde_json::json!({"type": "section", "text": mrkdwn(truncate(&text, 3000))});
+        if !fields.is_empty() {
+            section["fields"] = fields.into(); // Slack refuses an empty list
+        }
+        blocks.push(section);
         let mut context = format!("fingerprint {}", n.fingerprint);
         let dashboard = n.annotation("dashboard");
         if !dashboard.is_empty() {

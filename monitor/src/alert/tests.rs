@@ -232,6 +232,21 @@ fn dropped_events_and_a_failing_sink_raise_self_alerts_that_resolve() {
     assert_eq!(failing.health.consecutive_failures.load(Ordering::Relaxed), 0);
 }
 
+/// Every violation of the JSON Schema at `path` (relative to the workspace root).
+fn schema_errors(path: &str, doc: &serde_json::Value) -> Vec<String> {
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(path);
+    let schema: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+    let v = jsonschema::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    v.iter_errors(doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect()
+}
+
 fn notice(status: &str, summary: &str, description: &str) -> AlertNotice {
     let mut labels = BTreeMap::new();
     labels.insert("alertname".into(), "source_outside_boundary".into());
@@ -269,6 +284,18 @@ fn pagerduty_events_follow_the_events_api_v2() {
     assert_eq!(resolved["event_action"], "resolve");
     assert_eq!(resolved["dedup_key"], firing["dedup_key"]);
     assert!(resolved.get("payload").is_none());
+    const PD: &str = "tests/fixtures/schemas/pagerduty-events-v2.schema.json";
+    for e in [&firing, &long, &resolved] {
+        assert_eq!(schema_errors(PD, e), Vec::<String>::new(), "{e}");
+    }
+    // The schema is not a rubber stamp: a trigger without a payload breaks it.
+    assert!(
+        !schema_errors(
+            PD,
+            &serde_json::json!({"routing_key": "k", "event_action": "trigger"})
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -303,6 +330,11 @@ fn slack_messages_stay_within_slack_limits_and_escape_traffic_text() {
         }
     }
     assert!(total <= 12_000, "{total} characters");
+    const SLACK: &str = "tests/fixtures/schemas/slack-incoming-webhook.schema.json";
+    assert_eq!(schema_errors(SLACK, &m), Vec::<String>::new());
+    let resolved = slack::message(&[notice("resolved", "s", "d")]);
+    assert_eq!(schema_errors(SLACK, &resolved), Vec::<String>::new());
+    assert!(!schema_errors(SLACK, &serde_json::json!({"text": "x", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h".repeat(151)}}]})).is_empty());
 }
 
 #[test]
@@ -320,6 +352,10 @@ fn webhook_signature_is_hmac_sha256_of_timestamp_and_body() {
     let doc = webhook::document(&[notice("resolved", "s", "d")]);
     assert_eq!(doc["alerts"][0]["status"], "resolved");
     assert_eq!(doc["alerts"][0]["endsAt"], "2023-11-14T22:14:20Z");
+    assert_eq!(
+        schema_errors("docs/schemas/alert-webhook.schema.json", &doc),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
