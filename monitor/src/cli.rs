@@ -152,6 +152,11 @@ pub struct CheckArgs {
 pub fn main() -> Result<()> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .target(env_logger::Target::Stderr)
+        // The HTTP client logs URLs, headers and bodies at debug and trace: sink URLs and
+        // bodies carry secrets (Slack's URL, PagerDuty's routing key, webhook signatures).
+        // Whatever RUST_LOG says, it stays silent; the sinks log what failed, without them.
+        .filter_module("ureq", log::LevelFilter::Off)
+        .filter_module("ureq_proto", log::LevelFilter::Off)
         .init();
     let cli = Cli::parse();
     match cli.command {

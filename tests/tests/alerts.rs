@@ -205,3 +205,378 @@ fn queued_alerts_survive_sigkill_of_the_agent_and_arrive_once() {
         "delivered and acknowledged"
     );
 }
+
+const BEARER: &str = "alert-s3cret-T0KEN";
+const PASSWORD: &str = "alert-pa55";
+const ROUTING_KEY: &str = "R0UTINGKEYSECRET0123456789abcdef";
+const SLACK_TOKEN: &str = "SLACKSECRETTOKEN42";
+const WEBHOOK_SECRET: &str = "whsec-TEST-SECRET-77";
+
+/// A policy file for `port` that loopback callers violate, and a config with `alerts`.
+fn write_config(dir: &Path, port: u16, alerts: &str) -> std::path::PathBuf {
+    std::fs::write(
+        dir.join("policy.yml"),
+        format!("zones:\n  corp: [\"10.0.0.0/8\"]\nservices:\n  - name: shop\n    match:\n      port: {port}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n"),
+    )
+    .unwrap();
+    let config = dir.join("apiwatch.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "policy: policy.yml\nstate_dir: {}\nbaselines:\n  enabled: false\nalerts:\n{alerts}",
+            dir.join("state").display()
+        ),
+    )
+    .unwrap();
+    config
+}
+
+fn metric(metrics_port: u16, series: &str) -> f64 {
+    let text = curl(&["-s", &format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+}
+
+/// PagerDuty requests for the boundary alert, with their event_action.
+fn pd_events(r: &Receiver) -> Vec<(String, Received)> {
+    r.received()
+        .into_iter()
+        .map(|q| (q.json()["event_action"].as_str().unwrap_or("").to_string(), q))
+        .collect()
+}
+
+#[test]
+fn pagerduty_slack_webhook_and_file_sinks_get_their_alerts_through_failures() {
+    let nginx = Nginx::start(&[("a.json", b"{}")]);
+    let dir = TempDir::new("alerts-sinks");
+    let timeout = Reply {
+        status: 504,
+        delay: Duration::from_secs(3),
+        retry_after: None,
+    };
+    let throttled = Reply {
+        status: 429,
+        delay: Duration::ZERO,
+        retry_after: Some(1),
+    };
+    let pd = Receiver::start(vec![
+        throttled,
+        Reply::status(500),
+        timeout.clone(),
+        Reply::status(202),
+    ]);
+    let pd_bad = Receiver::start(vec![Reply::status(400)]);
+    let slack = Receiver::start(vec![timeout, Reply::status(200)]);
+    let hook = Receiver::start(vec![Reply::status(500), Reply::status(200)]);
+    let lines = dir.path().join("alerts.jsonl");
+    let alerts = format!(
+        "  resolve_after_secs: 3\n  sink_failing_after_secs: 1\n  sinks:\n\
+         \x20   - {{type: pagerduty, name: pd, url: \"{}\", routing_key: \"{ROUTING_KEY}\", min_severity: critical, timeout_secs: 1}}\n\
+         \x20   - {{type: pagerduty, name: pd-bad, url: \"{}\", routing_key: \"{ROUTING_KEY}\", min_severity: critical}}\n\
+         \x20   - {{type: slack, webhook_url: \"{}\", kinds: [source_outside_boundary, secret_in_url], timeout_secs: 1}}\n\
+         \x20   - {{type: webhook, name: hook, url: \"{}\", secret: \"{WEBHOOK_SECRET}\"}}\n\
+         \x20   - {{type: file, path: \"{}\"}}\n",
+        pd.url("/v2/enqueue"),
+        pd_bad.url("/v2/enqueue"),
+        slack.url(&format!("/services/T000/B000/{SLACK_TOKEN}")),
+        hook.url("/apiwatch"),
+        lines.display()
+    );
+    let config = write_config(dir.path(), nginx.port, &alerts);
+    let metrics_port = free_port();
+    let log = dir.path().join("agent.log");
+    let agent = start_agent_binary_logged(
+        metrics_port,
+        &["--config", config.to_str().unwrap(), "--findings", "/dev/null"],
+        Some(&log),
+    );
+    for _ in 0..10 {
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-H",
+            &format!("Authorization: Bearer {BEARER}"),
+            &format!("http://127.0.0.1:{}/a.json?password={PASSWORD}", nginx.port),
+        ]);
+    }
+    // PagerDuty: throttled, failing, timing out, then taking it; then the resolve.
+    wait_until(40, "PagerDuty to take the trigger and the resolve", || {
+        let ev = pd_events(&pd);
+        ev.iter().any(|(a, q)| a == "resolve" && q.accepted())
+    });
+    // Everyone else has had time to resolve too (and pd-bad to show it retries nothing).
+    wait_until(20, "the file sink to see both resolutions", || {
+        let text = std::fs::read_to_string(&lines).unwrap_or_default();
+        text.matches("\"status\":\"resolved\"").count() >= 2
+    });
+    std::thread::sleep(Duration::from_secs(2));
+
+    // --- PagerDuty ---
+    let pd_schema = schema("tests/fixtures/schemas/pagerduty-events-v2.schema.json");
+    let ev = pd_events(&pd);
+    for (_, q) in &ev {
+        assert_valid(&pd_schema, &q.json(), "a PagerDuty event");
+        assert_eq!(q.json()["routing_key"], ROUTING_KEY);
+        assert_eq!(q.path, "/v2/enqueue");
+    }
+    let triggers: Vec<&Received> = ev
+        .iter()
+        .filter(|(a, _)| a == "trigger")
+        .map(|(_, q)| q)
+        .collect();
+    let answers: Vec<u16> = triggers.iter().map(|q| q.answered).collect();
+    assert_eq!(
+        answers,
+        [429, 500, 504, 202],
+        "retried through 429, 500 and a timeout, then taken once"
+    );
+    assert!(
+        triggers[1].at.duration_since(triggers[0].at) >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured"
+    );
+    let resolves: Vec<&Received> = ev
+        .iter()
+        .filter(|(a, _)| a == "resolve")
+        .map(|(_, q)| q)
+        .collect();
+    assert_eq!(resolves.len(), 1, "resolved once");
+    assert_eq!(triggers[3].json()["dedup_key"], resolves[0].json()["dedup_key"]);
+    let trigger = triggers[3].json();
+    assert_eq!(trigger["payload"]["severity"], "critical");
+    assert_eq!(trigger["payload"]["class"], "source_outside_boundary");
+    assert_eq!(trigger["payload"]["component"], format!("nginx:{}", nginx.port));
+    // min_severity: critical kept the (high) secret_in_url alert away.
+    assert!(ev.iter().all(|(_, q)| !q.body.contains("secret_in_url")));
+
+    // --- PagerDuty answering 400: each event tried once, never again ---
+    let bad = pd_bad.received();
+    let actions: Vec<String> = bad
+        .iter()
+        .map(|q| q.json()["event_action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["trigger", "resolve"], "400 is not retried");
+    assert_eq!(
+        metric(
+            metrics_port,
+            "apiwatch_alert_notifications_total{outcome=\"rejected\",sink=\"pd-bad\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            metrics_port,
+            "apiwatch_alert_notifications_total{outcome=\"failed\",sink=\"pd\"}"
+        ),
+        3.0
+    );
+    assert_eq!(
+        metric(
+            metrics_port,
+            "apiwatch_alert_notifications_total{outcome=\"delivered\",sink=\"pd\"}"
+        ),
+        2.0
+    );
+
+    // --- Slack ---
+    let slack_schema = schema("tests/fixtures/schemas/slack-incoming-webhook.schema.json");
+    let msgs = slack.received();
+    for q in &msgs {
+        assert_valid(&slack_schema, &q.json(), "a Slack message");
+        assert_eq!(q.path, format!("/services/T000/B000/{SLACK_TOKEN}"));
+    }
+    assert_eq!(msgs[0].answered, 504, "the first message timed out");
+    let taken: String = msgs
+        .iter()
+        .filter(|q| q.accepted())
+        .map(|q| q.body.clone())
+        .collect();
+    for (what, n) in [
+        ("[FIRING] source_outside_boundary", 1),
+        ("[RESOLVED] source_outside_boundary", 1),
+        ("[FIRING] secret_in_url", 1),
+        ("[RESOLVED] secret_in_url", 1),
+    ] {
+        // Each appears in the fallback text and in its section: twice per message.
+        assert_eq!(taken.matches(what).count(), 2 * n, "{what} in {taken}");
+    }
+    assert!(
+        !taken.contains("Apiwatch"),
+        "kinds: self-alerts are not routed to Slack"
+    );
+
+    // --- Webhook: signed, schema-valid, retried after a 500 ---
+    let hook_schema = schema("docs/schemas/alert-webhook.schema.json");
+    let posts = hook.received();
+    assert_eq!(posts[0].answered, 500);
+    let mut hook_alerts = Vec::new();
+    for q in &posts {
+        let doc = q.json();
+        assert_valid(&hook_schema, &doc, "a webhook body");
+        let ts: u64 = q.header("X-Apiwatch-Timestamp").unwrap().parse().unwrap();
+        let mut mac =
+            <hmac::Hmac<sha2::Sha256> as hmac::Mac>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+        hmac::Mac::update(&mut mac, format!("{ts}.{}", q.body).as_bytes());
+        let hex: String = hmac::Mac::finalize(mac)
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            q.header("X-Apiwatch-Signature-256"),
+            Some(format!("sha256={hex}").as_str())
+        );
+        if q.accepted() {
+            for a in doc["alerts"].as_array().unwrap() {
+                hook_alerts.push(format!(
+                    "{} {}",
+                    a["labels"]["alertname"].as_str().unwrap(),
+                    a["status"].as_str().unwrap()
+                ));
+            }
+        }
+    }
+    for want in [
+        "source_outside_boundary firing",
+        "source_outside_boundary resolved",
+        "secret_in_url firing",
+        "secret_in_url resolved",
+    ] {
+        assert_eq!(
+            hook_alerts.iter().filter(|a| *a == want).count(),
+            1,
+            "{want} once in {hook_alerts:?}"
+        );
+    }
+    // pd-bad keeps refusing: the other sinks are told it is failing.
+    assert!(
+        hook_alerts.contains(&"ApiwatchAlertSinkFailing firing".to_string()),
+        "{hook_alerts:?}"
+    );
+
+    // --- File: one schema-valid line per notice ---
+    let line_schema = {
+        let text =
+            std::fs::read_to_string(workspace_root().join("docs/schemas/alert-webhook.schema.json")).unwrap();
+        let mut s: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut alert = s["$defs"]["alert"].take();
+        alert["$schema"] = "https://json-schema.org/draft/2020-12/schema".into();
+        jsonschema::options()
+            .should_validate_formats(true)
+            .build(&alert)
+            .unwrap()
+    };
+    let text = std::fs::read_to_string(&lines).unwrap();
+    let mut file_alerts = Vec::new();
+    for l in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_valid(&line_schema, &v, "an alert line");
+        assert_eq!(v["type"], "alert");
+        file_alerts.push(format!(
+            "{} {}",
+            v["labels"]["alertname"].as_str().unwrap(),
+            v["status"].as_str().unwrap()
+        ));
+    }
+    assert!(file_alerts.contains(&"source_outside_boundary resolved".to_string()));
+    let failing: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["labels"]["alertname"] == "ApiwatchAlertSinkFailing" && v["labels"]["sink"] == "pd-bad")
+        .collect();
+    assert_eq!(failing.len(), 1, "firing, and never resolved: {file_alerts:?}");
+    assert_eq!(failing[0]["status"], "firing");
+
+    // --- No secret anywhere: payloads (but PagerDuty's own key), metrics, the trace-level log ---
+    let metrics_text = curl(&["-s", &format!("http://127.0.0.1:{metrics_port}/metrics")]);
+    drop(agent);
+    let log_text = std::fs::read_to_string(&log).unwrap();
+    let mut everything = vec![text, metrics_text, log_text.clone()];
+    for r in [&slack, &hook] {
+        everything.extend(r.received().iter().map(|q| format!("{}{:?}", q.body, q.headers)));
+    }
+    for r in [&pd, &pd_bad] {
+        everything.extend(r.received().iter().map(|q| q.body.replace(ROUTING_KEY, "")));
+    }
+    for secret in [BEARER, PASSWORD, ROUTING_KEY, SLACK_TOKEN, WEBHOOK_SECRET] {
+        for (i, e) in everything.iter().enumerate() {
+            assert!(!e.contains(secret), "{secret} leaked into output {i}");
+        }
+    }
+    assert!(log_text.contains("sink pd-bad refused"), "the refusal is logged");
+}
+
+#[test]
+fn a_sink_that_is_down_fills_its_spool_and_the_others_hear_of_it() {
+    let nginx = Nginx::start(&[
+        ("a.json", b"{}"),
+        ("b.json", b"{}"),
+        ("c.json", b"{}"),
+        ("d.json", b"{}"),
+    ]);
+    let dir = TempDir::new("alerts-overflow");
+    let closed = free_port(); // nothing listens there
+    let lines = dir.path().join("alerts.jsonl");
+    let alerts = format!(
+        "  spool_max: 2\n  sink_failing_after_secs: 1\n  sinks:\n\
+         \x20   - {{type: webhook, name: down, url: \"http://127.0.0.1:{closed}/x\", exclude_kinds: [secret_in_url]}}\n\
+         \x20   - {{type: file, path: \"{}\"}}\n",
+        lines.display()
+    );
+    let config = write_config(dir.path(), nginx.port, &alerts);
+    let metrics_port = free_port();
+    let _agent = start_agent_binary(
+        metrics_port,
+        &["--config", config.to_str().unwrap(), "--findings", "/dev/null"],
+    );
+    for f in ["a", "b", "c", "d"] {
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{}/{f}.json", nginx.port),
+        ]);
+        // The bound is on what waits for delivery: give the file sink time to take each one.
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let names = || -> Vec<String> {
+        std::fs::read_to_string(&lines)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                format!(
+                    "{} {}",
+                    v["labels"]["alertname"].as_str().unwrap(),
+                    v["labels"]["sink"].as_str().unwrap_or("-")
+                )
+            })
+            .collect()
+    };
+    wait_until(20, "both self-alerts in the file", || {
+        let n = names();
+        n.contains(&"ApiwatchAlertSpoolOverflow down".to_string())
+            && n.contains(&"ApiwatchAlertSinkFailing down".to_string())
+    });
+    let n = names();
+    assert_eq!(
+        n.iter()
+            .filter(|a| a.starts_with("source_outside_boundary"))
+            .count(),
+        4,
+        "the file sink has every violation: {n:?}"
+    );
+    assert_eq!(
+        metric(metrics_port, "apiwatch_alert_spool_overflow_total{sink=\"down\"}"),
+        2.0,
+        "4 alerts, room for 2"
+    );
+    // The spool holds the two it took and, in its reserve, the overflow alert (ApiwatchAlertSinkFailing
+    // is about this sink and is not queued for it).
+    assert_eq!(
+        metric(metrics_port, "apiwatch_alert_spool_pending{sink=\"down\"}"),
+        3.0
+    );
+    assert_eq!(metric(metrics_port, "apiwatch_alert_sink_up{sink=\"down\"}"), 0.0);
+}
