@@ -667,10 +667,8 @@ impl Receiver {
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (srv, log) = (server.clone(), got.clone());
         std::thread::spawn(move || {
-            let mut n = 0;
-            for mut req in srv.incoming_requests() {
+            for (n, mut req) in srv.incoming_requests().enumerate() {
                 let reply = script[n.min(script.len() - 1)].clone();
-                n += 1;
                 let mut body = String::new();
                 let _ = std::io::Read::read_to_string(req.as_reader(), &mut body);
                 {

@@ -83,8 +83,9 @@ fn every_dashboard_query_and_alert_rule_returns_data_from_real_prometheus() {
     std::fs::write(
         &config,
         format!(
-            "state_dir: {}\nbaselines:\n  window_secs: 1\n  season_buckets: 1\n  warmup: 4\n",
-            dir.path().join("state").display()
+            "state_dir: {}\nbaselines:\n  window_secs: 1\n  season_buckets: 1\n  warmup: 4\nalerts:\n  sinks:\n    - {{type: file, path: \"{}\"}}\n",
+            dir.path().join("state").display(),
+            dir.path().join("alerts.jsonl").display()
         ),
     )
     .unwrap();

@@ -267,6 +267,13 @@ fn check_reports_every_policy_error_and_accepts_the_documented_example() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The deployment example (sinks of every kind, its policy beside it) is accepted too.
+    let config = workspace_root().join("deploy/apiwatch.yml");
+    let out = Command::new(apiwatch())
+        .args(["check", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let dir = TempDir::new("policy-check");
     let bad = dir.path().join("bad-policy.yml");
