@@ -175,6 +175,11 @@ impl Pipeline {
                 log::warn!("cannot save baselines: {e}");
             }
         }
+        if let Some(a) = &mut self.alerts {
+            if let Err(e) = a.save() {
+                log::warn!("cannot save the firing alerts: {e}");
+            }
+        }
         self.sink.flush();
         if let Some(f) = &mut self.finding_sink {
             f.flush();

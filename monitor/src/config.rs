@@ -603,6 +603,7 @@ impl Config {
             resend_ns: self.alerts.resend_secs.max(1) * 1_000_000_000,
             sink_failing_after_ns: self.alerts.sink_failing_after_secs * 1_000_000_000,
             dashboard_url: self.alerts.dashboard_url.clone(),
+            state_file: Some(Path::new(&self.state_dir).join("alerts").join("firing.json")),
         }
     }
 

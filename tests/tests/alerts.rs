@@ -580,3 +580,47 @@ fn a_sink_that_is_down_fills_its_spool_and_the_others_hear_of_it() {
     );
     assert_eq!(metric(metrics_port, "apiwatch_alert_sink_up{sink=\"down\"}"), 0.0);
 }
+
+#[test]
+fn a_rate_limit_holds_notifications_back_and_loses_none() {
+    let pd = Receiver::start(vec![Reply::status(202)]);
+    let dir = TempDir::new("alerts-rate");
+    let spec = SinkSpec {
+        kind: "pagerduty".into(),
+        url: Some(pd.url("/v2/enqueue")),
+        routing_key: Some("k".into()),
+        rate_limit: Some("2/s".into()),
+        ..SinkSpec::default()
+    };
+    let metrics = AlertMetrics::default();
+    let sinks = Sinks::start(&[spec], 100, dir.path(), &metrics).unwrap();
+    for i in 0..6 {
+        let notice = monitor::alert::AlertNotice {
+            fingerprint: format!("{i:016x}"),
+            status: "firing".into(),
+            labels: [("alertname".to_string(), "test".to_string())].into(),
+            annotations: [("summary".to_string(), format!("alert {i}"))].into(),
+            starts_at: 1,
+            ends_at: None,
+        };
+        let bytes = serde_json::to_vec(&notice).unwrap();
+        sinks.queues[0].spool.lock().unwrap().push(&bytes, false).unwrap();
+    }
+    wait_until(10, "six events", || pd.received().len() >= 6);
+    std::thread::sleep(Duration::from_millis(500));
+    let got = pd.received();
+    assert_eq!(got.len(), 6, "each once");
+    let keys: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|q| q.json()["dedup_key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 6);
+    // 2/s with a burst of 2: two at once, then one every half second.
+    let span = got[5].at.duration_since(got[0].at);
+    assert!(
+        span >= Duration::from_millis(1900) && span < Duration::from_secs(4),
+        "{span:?}"
+    );
+    assert_eq!(metrics.rate_limited("pagerduty").get(), 4);
+    assert_eq!(pending(&sinks), 0);
+}

@@ -63,6 +63,8 @@ pub struct AlertOptions {
     pub sink_failing_after_ns: u64,
     /// Template of the "dashboard" annotation (see DEFAULT_CONFIG).
     pub dashboard_url: Option<String>,
+    /// Where the firing alerts are kept across restarts (so they still resolve afterwards).
+    pub state_file: Option<std::path::PathBuf>,
 }
 
 impl Default for AlertOptions {
@@ -72,6 +74,7 @@ impl Default for AlertOptions {
             resend_ns: 60_000_000_000,
             sink_failing_after_ns: 120_000_000_000,
             dashboard_url: None,
+            state_file: None,
         }
     }
 }
@@ -145,6 +148,7 @@ pub mod self_alert {
     pub const SPOOL_OVERFLOW: &str = "ApiwatchAlertSpoolOverflow";
 }
 
+#[derive(Serialize, Deserialize)]
 struct Active {
     notice: AlertNotice,
     last_seen_ns: u64,
@@ -163,6 +167,9 @@ pub struct AlertEngine {
     dropped_seen: Option<u64>,
     /// Sinks whose ApiwatchAlertSinkFailing alert is firing, with its fingerprint.
     failing: HashMap<String, String>,
+    /// The active set changed since it was last saved.
+    dirty: bool,
+    saved_ns: u64,
     pub deduplicated: u64,
     pub refused: u64,
 }
@@ -176,7 +183,7 @@ impl AlertEngine {
                 metrics.spool_torn(&s.name).inc_by(spool.torn_records);
             }
         }
-        Self {
+        let mut e = Self {
             opts,
             active: HashMap::new(),
             sinks,
@@ -184,9 +191,57 @@ impl AlertEngine {
             host: hostname(),
             dropped_seen: None,
             failing: HashMap::new(),
+            dirty: false,
+            saved_ns: 0,
             deduplicated: 0,
             refused: 0,
+        };
+        e.restore();
+        e
+    }
+
+    /// Alerts firing when the agent last stopped: they resolve (or go on) as if it had not.
+    fn restore(&mut self) {
+        let Some(path) = &self.opts.state_file else { return };
+        let Ok(bytes) = std::fs::read(path) else { return };
+        let saved: Vec<Active> = match serde_json::from_slice(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!(
+                    "ignoring {} ({e}): firing alerts from the last run are forgotten",
+                    path.display()
+                );
+                return;
+            }
+        };
+        for a in saved.into_iter().take(MAX_ACTIVE) {
+            let fp = a.notice.fingerprint.clone();
+            if a.notice.label("alertname") == self_alert::SINK_FAILING {
+                let sink = a.notice.label("sink").to_string();
+                // A sink no longer configured cannot recover: resolved by check_sinks at once.
+                self.failing.insert(sink, fp.clone());
+            }
+            self.active.insert(fp, a);
         }
+        if !self.active.is_empty() {
+            log::info!("{} alert(s) still firing from the last run", self.active.len());
+        }
+    }
+
+    /// Writes the firing alerts atomically (temporary file, rename).
+    pub fn save(&mut self) -> std::io::Result<()> {
+        let Some(path) = &self.opts.state_file else {
+            return Ok(());
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let active: Vec<&Active> = self.active.values().collect();
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&active).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, path)?;
+        self.dirty = false;
+        Ok(())
     }
 
     pub fn on_finding(&mut self, f: &Finding) {
@@ -246,6 +301,12 @@ impl AlertEngine {
             self.enqueue(&n, true, now_ns);
         }
         self.metrics.firing.set(self.active.len() as i64);
+        if self.dirty && now_ns.saturating_sub(self.saved_ns) >= 5_000_000_000 {
+            self.saved_ns = now_ns;
+            if let Err(e) = self.save() {
+                log::warn!("cannot save the firing alerts: {e}");
+            }
+        }
         for s in &self.sinks {
             if let Ok(spool) = s.spool.lock() {
                 self.metrics.spool_pending(&s.name).set(spool.len() as i64);
@@ -293,6 +354,7 @@ impl AlertEngine {
             ends_at: None,
         };
         self.metrics.raised(notice.label("severity")).inc();
+        self.dirty = true;
         self.enqueue(&notice, false, now);
         self.active.insert(
             fp.clone(),
@@ -308,6 +370,7 @@ impl AlertEngine {
 
     fn resolve(&mut self, fp: &str, now: u64) {
         if let Some(mut a) = self.active.remove(fp) {
+            self.dirty = true;
             a.notice.status = "resolved".into();
             a.notice.ends_at = Some(now);
             self.enqueue(&a.notice, false, now);
@@ -417,6 +480,17 @@ impl AlertEngine {
             .iter()
             .map(|s| (s.name.clone(), s.health.failing_since()))
             .collect();
+        let gone: Vec<String> = self
+            .failing
+            .keys()
+            .filter(|s| !self.sinks.iter().any(|q| &q.name == *s))
+            .cloned()
+            .collect();
+        for sink in gone {
+            if let Some(fp) = self.failing.remove(&sink) {
+                self.resolve(&fp, now);
+            }
+        }
         for (sink, since) in states {
             match (since, self.failing.get(&sink).cloned()) {
                 (Some(since), None) if now.saturating_sub(since) >= self.opts.sink_failing_after_ns => {

@@ -65,6 +65,7 @@ fn opts(resolve_after_ns: u64, resend_ns: u64) -> AlertOptions {
         resend_ns,
         sink_failing_after_ns: 5,
         dashboard_url: Some("http://grafana/d/{dashboard}?var-service={service}&var-route={route}".into()),
+        state_file: None,
     }
 }
 
@@ -366,4 +367,26 @@ fn http_answers_are_classified_for_retry() {
     assert!(matches!(http::classify(503, None), Outcome::Retry { .. }));
     assert!(matches!(http::classify(400, None), Outcome::Rejected(_)));
     assert!(matches!(http::classify(404, None), Outcome::Rejected(_)));
+}
+
+#[test]
+fn firing_alerts_survive_a_restart_and_still_resolve() {
+    let dir = TestDir::new("restart");
+    let sink = dir.sink("all", Route::default(), 100);
+    let mut o = opts(100, 1_000_000);
+    o.state_file = Some(dir.0.join("firing.json"));
+    let mut e = AlertEngine::new(o.clone(), vec![sink.clone()], AlertMetrics::default());
+    e.on_finding(&finding(10, None));
+    e.save().unwrap();
+    drop(e);
+    // The next run knows it is firing: a repeat is deduplicated, silence resolves it.
+    let mut e = AlertEngine::new(o, vec![sink.clone()], AlertMetrics::default());
+    assert_eq!(e.active(), 1);
+    e.on_finding(&finding(20, None));
+    assert_eq!(e.deduplicated, 1);
+    e.tick(500, 0);
+    let n = notices(&sink);
+    assert_eq!(n.len(), 2, "firing once, resolved once, across the restart");
+    assert_eq!(n[1].status, "resolved");
+    assert_eq!(n[0].fingerprint, n[1].fingerprint);
 }
