@@ -661,8 +661,13 @@ pub struct Receiver {
 
 impl Receiver {
     pub fn start(script: Vec<Reply>) -> Self {
+        Self::start_on(0, script)
+    }
+
+    /// On a given port (0: any), e.g. one a sink was already told about while nothing listened.
+    pub fn start_on(port: u16, script: Vec<Reply>) -> Self {
         assert!(!script.is_empty());
-        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let server = std::sync::Arc::new(tiny_http::Server::http(("127.0.0.1", port)).unwrap());
         let port = server.server_addr().to_ip().unwrap().port();
         let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let (srv, log) = (server.clone(), got.clone());

@@ -143,8 +143,9 @@ fn an_alert_raised_while_alertmanager_is_down_arrives_when_it_starts() {
 
 #[test]
 fn queued_alerts_survive_sigkill_of_the_agent_and_arrive_once() {
-    let nginx = Nginx::start(&[("a.json", b"{}")]);
+    let nginx = Nginx::start(&[("a.json", b"{}"), ("b.json", b"{}")]);
     let am_port = free_port();
+    let hook_port = free_port();
     let dir = TempDir::new("alerts-kill");
     let policy_file = dir.path().join("policy.yml");
     std::fs::write(
@@ -156,7 +157,7 @@ fn queued_alerts_survive_sigkill_of_the_agent_and_arrive_once() {
     std::fs::write(
         &config,
         format!(
-            "policy: policy.yml\nstate_dir: {}\nmetrics:\n  listen: \"off\"\nalerts:\n  sinks:\n    - type: alertmanager\n      url: \"http://127.0.0.1:{am_port}\"\n",
+            "policy: policy.yml\nstate_dir: {}\nmetrics:\n  listen: \"off\"\nalerts:\n  sinks:\n    - type: alertmanager\n      url: \"http://127.0.0.1:{am_port}\"\n    - type: webhook\n      url: \"http://127.0.0.1:{hook_port}/hook\"\n",
             dir.path().join("state").display()
         ),
     )
@@ -180,30 +181,59 @@ fn queued_alerts_survive_sigkill_of_the_agent_and_arrive_once() {
     // Alertmanager is down: the alert can only be queued.
     let mut first = start();
     std::thread::sleep(Duration::from_secs(3));
-    curl(&[
-        "-o",
-        "/dev/null",
-        &format!("http://127.0.0.1:{}/a.json", nginx.port),
-    ]);
+    for f in ["a", "b"] {
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{}/{f}.json", nginx.port),
+        ]);
+    }
     let spool = dir.path().join("state/alerts/alertmanager.spool");
-    wait_until(10, "the alert on disk", || {
-        std::fs::metadata(&spool).map(|m| m.len() > 0).unwrap_or(false)
+    let hook_spool = dir.path().join("state/alerts/webhook.spool");
+    wait_until(10, "the alerts on disk", || {
+        [&spool, &hook_spool]
+            .iter()
+            .all(|p| std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
     });
+    std::thread::sleep(Duration::from_millis(500));
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(first.id() as i32, libc::SIGKILL) };
     let _ = first.wait();
 
     let am = Alertmanager::start_on(am_port);
+    let hook = Receiver::start_on(hook_port, vec![Reply::status(200)]);
     let second = Proc(start());
-    wait_until(30, "the queued alert in Alertmanager", || ours(&am).len() == 1);
-    std::thread::sleep(Duration::from_secs(1));
+    wait_until(30, "the queued alerts in Alertmanager", || ours(&am).len() == 2);
+    let firing = || -> Vec<String> {
+        hook.received()
+            .iter()
+            .filter(|q| q.accepted())
+            .flat_map(|q| q.json()["alerts"].as_array().unwrap().clone())
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a["labels"]["route"].as_str().unwrap(),
+                    a["status"].as_str().unwrap()
+                )
+            })
+            .collect()
+    };
+    wait_until(30, "the queued alerts at the webhook", || firing().len() >= 2);
+    std::thread::sleep(Duration::from_secs(2));
     drop(second); // SIGTERM: a clean stop
-    // Alertmanager itself merges duplicates, so "once" is checked where it is decided: the
-    // delivered alert was acknowledged in the spool, and no restart will send it again.
-    assert!(
-        Spool::open(&spool, 1000).unwrap().is_empty(),
-        "delivered and acknowledged"
-    );
+    // The webhook counts what arrived: each alert exactly once, across the kill and the restart.
+    let mut got = firing();
+    got.sort();
+    assert_eq!(got, ["/a.json firing", "/b.json firing"]);
+    // Alertmanager merges duplicates itself, so there "once" is checked where it is decided:
+    // delivered alerts are acknowledged in the spool, and no restart sends them again.
+    for p in [&spool, &hook_spool] {
+        assert!(
+            Spool::open(p, 1000).unwrap().is_empty(),
+            "delivered and acknowledged: {}",
+            p.display()
+        );
+    }
 }
 
 const BEARER: &str = "alert-s3cret-T0KEN";
