@@ -163,6 +163,7 @@ impl Pipeline {
         self.baseline_tick(now_ns);
         if let Some(a) = &mut self.alerts {
             a.tick(now_ns, kernel_dropped + self.stats.pending_overflow);
+            a.flush();
         }
         self.sink.flush();
     }
@@ -176,6 +177,7 @@ impl Pipeline {
             }
         }
         if let Some(a) = &mut self.alerts {
+            a.flush();
             if let Err(e) = a.save() {
                 log::warn!("cannot save the firing alerts: {e}");
             }
@@ -195,6 +197,9 @@ impl Pipeline {
 
     /// After a batch: flush the sinks, bring the metrics' counters up to date.
     pub fn end_batch(&mut self) {
+        if let Some(a) = &mut self.alerts {
+            a.flush(); // one fsync per sink for the alerts this batch raised
+        }
         self.sink.flush();
         if let Some(f) = &mut self.finding_sink {
             f.flush();

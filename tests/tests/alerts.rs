@@ -636,6 +636,7 @@ fn a_rate_limit_holds_notifications_back_and_loses_none() {
         let bytes = serde_json::to_vec(&notice).unwrap();
         sinks.queues[0].spool.lock().unwrap().push(&bytes, false).unwrap();
     }
+    sinks.queues[0].spool.lock().unwrap().sync().unwrap();
     wait_until(10, "six events", || pd.received().len() >= 6);
     std::thread::sleep(Duration::from_millis(500));
     let got = pd.received();

@@ -259,24 +259,7 @@ impl AlertEngine {
             self.resolve(&fp, f.ts);
             return;
         }
-        let mut annotations = BTreeMap::new();
-        annotations.insert(
-            "summary".into(),
-            format!("{} on {} {} {}", f.kind, f.service, f.method, f.route),
-        );
-        annotations.insert("description".into(), f.evidence.clone());
-        annotations.insert("method".into(), f.method.clone());
-        annotations.insert("process".into(), format!("{} (pid {})", f.comm, f.pid));
-        if let Some(s) = &f.source {
-            annotations.insert("source".into(), s.clone());
-        }
-        if !f.source_zones.is_empty() {
-            annotations.insert("source_zones".into(), f.source_zones.join(","));
-        }
-        if let Some(id) = &f.identity {
-            annotations.insert("identity".into(), id.clone());
-        }
-        self.fire(labels, annotations, f.ts, f.state.is_some());
+        self.fire(labels, || annotations_of(f), f.ts, f.state.is_some());
     }
 
     /// Resolves silent alerts, re-sends firing ones, raises and resolves self-alerts.
@@ -318,15 +301,28 @@ impl AlertEngine {
         self.active.len()
     }
 
+    /// Makes every alert raised since the last call durable (one fsync per sink that got any)
+    /// and hands it to delivery. The pipeline calls it after each batch of events and tick.
+    pub fn flush(&mut self) {
+        for s in &self.sinks {
+            let synced = s.spool.lock().map(|mut spool| spool.sync());
+            if let Ok(Err(e)) = synced {
+                log::error!("alert spool of sink {}: {e}", s.name);
+            }
+        }
+    }
+
     fn fingerprint_of(&self, mut labels: BTreeMap<String, String>) -> String {
         labels.insert("host".into(), self.host.clone());
         fingerprint(&labels)
     }
 
+    /// Raises the alert, or counts a repeat of one firing (`annotations` is only built for a
+    /// new alert: repeats are the hot path when every request breaks the same rule).
     fn fire(
         &mut self,
         mut labels: BTreeMap<String, String>,
-        mut annotations: BTreeMap<String, String>,
+        annotations: impl FnOnce() -> BTreeMap<String, String>,
         now: u64,
         has_lifecycle: bool,
     ) -> String {
@@ -342,6 +338,7 @@ impl AlertEngine {
             self.refused += 1;
             return fp;
         }
+        let mut annotations = annotations();
         if let Some(template) = &self.opts.dashboard_url {
             annotations.insert("dashboard".into(), dashboard_link(template, &labels));
         }
@@ -445,9 +442,8 @@ impl AlertEngine {
         if let Some(s) = sink {
             labels.insert("sink".into(), s.to_string());
         }
-        let mut annotations = BTreeMap::new();
-        annotations.insert("summary".into(), summary);
-        annotations.insert("description".into(), description);
+        let annotations =
+            || BTreeMap::from([("summary".into(), summary), ("description".into(), description)]);
         self.fire(labels, annotations, now, has_lifecycle)
     }
 
@@ -605,6 +601,28 @@ impl Sinks {
         }
         Ok(out)
     }
+}
+
+/// What an on-call engineer reads: the summary, the redacted evidence, who and from where.
+fn annotations_of(f: &Finding) -> BTreeMap<String, String> {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        "summary".into(),
+        format!("{} on {} {} {}", f.kind, f.service, f.method, f.route),
+    );
+    annotations.insert("description".into(), f.evidence.clone());
+    annotations.insert("method".into(), f.method.clone());
+    annotations.insert("process".into(), format!("{} (pid {})", f.comm, f.pid));
+    if let Some(s) = &f.source {
+        annotations.insert("source".into(), s.clone());
+    }
+    if !f.source_zones.is_empty() {
+        annotations.insert("source_zones".into(), f.source_zones.join(","));
+    }
+    if let Some(id) = &f.identity {
+        annotations.insert("identity".into(), id.clone());
+    }
+    annotations
 }
 
 /// 16 hex digits of a SipHash of the sorted labels.

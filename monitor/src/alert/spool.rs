@@ -2,6 +2,10 @@
 //! stays there until a sink acknowledges it. A record torn by a crash is detected (length and
 //! CRC-32) and skipped, not fatal.
 //!
+//! Group commit: `push` appends, `sync` makes everything appended durable with one fsync and
+//! only then hands it to delivery (`pending`). The pipeline syncs once per batch of events, so
+//! a scan raising hundreds of alerts costs one fsync per batch, not one per alert.
+//!
 //! File: records `[u32 LE body length][u32 LE crc32(body)][body]`; body = kind (1 job, 2 ack),
 //! u64 LE id, then for a job its payload (JSON). Rewritten (temporary file, rename) at open so it
 //! only ever holds what is still pending.
@@ -30,6 +34,8 @@ pub struct Spool {
     file: File,
     next_id: u64,
     pending: BTreeMap<u64, Vec<u8>>,
+    /// Appended, not yet fsync'd: not accepted, not delivered, until `sync`.
+    staged: Vec<(u64, Vec<u8>)>,
     max_pending: usize,
     /// Records found torn or corrupt at open (a crash while writing).
     pub torn_records: u64,
@@ -103,26 +109,37 @@ impl Spool {
             file,
             next_id,
             pending,
+            staged: Vec::new(),
             max_pending,
             torn_records: torn,
             overflowed: 0,
         })
     }
 
-    /// Appends a job and syncs it to disk; only then is the alert accepted. `reserved`: may use
-    /// the RESERVE beyond max_pending (apiwatch's own alerts).
+    /// Appends a job; `sync` makes it durable and deliverable. `reserved`: may use the RESERVE
+    /// beyond max_pending (apiwatch's own alerts).
     pub fn push(&mut self, payload: &[u8], reserved: bool) -> Result<u64, SpoolError> {
         let max = self.max_pending + if reserved { RESERVE } else { 0 };
-        if self.pending.len() >= max {
+        if self.len() >= max {
             self.overflowed += 1;
-            return Err(SpoolError::Full(self.pending.len()));
+            return Err(SpoolError::Full(self.len()));
         }
         let id = self.next_id;
         self.next_id += 1;
         self.file.write_all(&record(KIND_JOB, id, payload))?;
-        self.file.sync_data()?;
-        self.pending.insert(id, payload.to_vec());
+        self.staged.push((id, payload.to_vec()));
         Ok(id)
+    }
+
+    /// One fsync for everything pushed since the last: from now on it survives a crash and is
+    /// handed to delivery.
+    pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if self.staged.is_empty() {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        self.pending.extend(self.staged.drain(..));
+        Ok(())
     }
 
     /// The sink delivered it: it will not be sent again, even after a restart.
@@ -134,7 +151,7 @@ impl Spool {
         Ok(())
     }
 
-    /// Pending jobs, oldest first (at most `max`).
+    /// Durable jobs not yet acknowledged, oldest first (at most `max`).
     pub fn pending(&self, max: usize) -> Vec<(u64, Vec<u8>)> {
         self.pending
             .iter()
@@ -143,12 +160,13 @@ impl Spool {
             .collect()
     }
 
+    /// Jobs held, durable or staged.
     pub fn len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.staged.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pending.is_empty()
+        self.len() == 0
     }
 
     pub fn path(&self) -> &Path {
@@ -185,6 +203,11 @@ mod tests {
         let mut s = Spool::open(&p, 10).unwrap();
         let a = s.push(b"alert-a", false).unwrap();
         let _b = s.push(b"alert-b", false).unwrap();
+        assert!(
+            s.pending(10).is_empty(),
+            "nothing is delivered before it is durable"
+        );
+        s.sync().unwrap();
         s.ack(a).unwrap();
         drop(s);
         let s = Spool::open(&p, 10).unwrap();
@@ -202,6 +225,7 @@ mod tests {
         let mut s = Spool::open(&p, 10).unwrap();
         s.push(b"kept", false).unwrap();
         s.push(b"torn-away", false).unwrap();
+        s.sync().unwrap();
         drop(s);
         let full = std::fs::read(&p).unwrap();
         for cut in 1..("torn-away".len() + 17) {

@@ -49,7 +49,9 @@ impl Drop for TestDir {
     }
 }
 
-fn notices(q: &SinkQueue) -> Vec<AlertNotice> {
+/// What the engine handed to a sink's delivery (after its flush: durable).
+fn notices(e: &mut AlertEngine, q: &SinkQueue) -> Vec<AlertNotice> {
+    e.flush();
     q.spool
         .lock()
         .unwrap()
@@ -82,7 +84,7 @@ fn burst_is_one_alert_that_resolves_and_everything_is_spooled_first() {
     assert_eq!(e.active(), 1);
     assert_eq!(e.deduplicated, 49);
     e.tick(200, 0);
-    let n = notices(&sink);
+    let n = notices(&mut e, &sink);
     assert_eq!(n.len(), 2);
     assert_eq!(n[0].status, "firing");
     assert_eq!(n[1].status, "resolved");
@@ -105,7 +107,7 @@ fn anomalies_resolve_with_their_finding() {
     assert_eq!(e.active(), 1, "silence does not resolve an anomaly");
     e.on_finding(&finding(20_000, Some("resolved")));
     assert_eq!(e.active(), 0);
-    assert_eq!(notices(&sink).len(), 2);
+    assert_eq!(notices(&mut e, &sink).len(), 2);
 }
 
 #[test]
@@ -147,8 +149,12 @@ fn routes_pick_by_severity_and_kind_and_resends_go_only_where_wanted() {
     pii.severity = Severity::Warning;
     e.on_finding(&pii);
     e.tick(150, 0); // one resend
-    let names =
-        |q: &SinkQueue| -> Vec<String> { notices(q).iter().map(|n| n.labels["alertname"].clone()).collect() };
+    let mut names = |q: &SinkQueue| -> Vec<String> {
+        notices(&mut e, q)
+            .iter()
+            .map(|n| n.labels["alertname"].clone())
+            .collect()
+    };
     assert_eq!(names(&critical), ["source_outside_boundary"]);
     assert_eq!(names(&only_pii), ["pii_in_url"]);
     assert_eq!(
@@ -174,7 +180,7 @@ fn a_full_spool_is_counted_and_raised_as_its_own_alert() {
         e.on_finding(&f);
     }
     assert_eq!(metrics.spool_overflow("small").get(), 3);
-    let n = notices(&small);
+    let n = notices(&mut e, &small);
     assert_eq!(n.len(), 3, "two findings and, in the reserve, the overflow alert");
     let overflow: Vec<&AlertNotice> = n
         .iter()
@@ -183,7 +189,7 @@ fn a_full_spool_is_counted_and_raised_as_its_own_alert() {
     assert_eq!(overflow.len(), 1, "raised once while firing");
     assert_eq!(overflow[0].labels["sink"], "small");
     // The other sink has all five and the overflow alert.
-    assert_eq!(notices(&other).len(), 6);
+    assert_eq!(notices(&mut e, &other).len(), 6);
 }
 
 #[test]
@@ -202,7 +208,7 @@ fn dropped_events_and_a_failing_sink_raise_self_alerts_that_resolve() {
     e.tick(1_020, 7);
     failing.health.failed(1_020);
     e.tick(1_030, 7);
-    let names: Vec<String> = notices(&healthy)
+    let names: Vec<String> = notices(&mut e, &healthy)
         .iter()
         .map(|n| format!("{} {}", n.labels["alertname"], n.status))
         .collect();
@@ -214,7 +220,7 @@ fn dropped_events_and_a_failing_sink_raise_self_alerts_that_resolve() {
         ]
     );
     assert!(
-        notices(&failing)
+        notices(&mut e, &failing)
             .iter()
             .all(|n| n.labels["alertname"] != self_alert::SINK_FAILING),
         "a failing sink is not told it fails"
@@ -223,7 +229,7 @@ fn dropped_events_and_a_failing_sink_raise_self_alerts_that_resolve() {
     failing.health.succeeded();
     e.tick(1_040, 7);
     e.tick(1_200, 7);
-    let statuses: Vec<String> = notices(&healthy)
+    let statuses: Vec<String> = notices(&mut e, &healthy)
         .iter()
         .map(|n| format!("{} {}", n.labels["alertname"], n.status))
         .collect();
@@ -385,7 +391,7 @@ fn firing_alerts_survive_a_restart_and_still_resolve() {
     e.on_finding(&finding(20, None));
     assert_eq!(e.deduplicated, 1);
     e.tick(500, 0);
-    let n = notices(&sink);
+    let n = notices(&mut e, &sink);
     assert_eq!(n.len(), 2, "firing once, resolved once, across the restart");
     assert_eq!(n[1].status, "resolved");
     assert_eq!(n[0].fingerprint, n[1].fingerprint);
