@@ -87,6 +87,16 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
 
+    println!("\n== alert engine alone: deduplication and spool writes, one core ==");
+    let out = Command::new(bin)
+        .args([
+            "bench-alerts",
+            "--dir",
+            work.join("alert-bench").to_str().unwrap_or_default(),
+        ])
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+
     println!("\n== anomaly detector alone: updates per second, memory per series ==");
     let out = Command::new(bin).args(["bench-detector"]).output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
