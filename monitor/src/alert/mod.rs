@@ -734,7 +734,7 @@ pub fn bench(dir: &std::path::Path, repeats: usize, alerts: usize, per_flush: us
         e.on_finding(&one);
     }
     let repeats_per_sec = repeats as f64 / start.elapsed().as_secs_f64();
-    let mut timed = |tag: &str, per_flush: usize| {
+    let timed = |tag: &str, per_flush: usize| {
         let mut e = engine(tag);
         let start = std::time::Instant::now();
         for i in 0..alerts {
