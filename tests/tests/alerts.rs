@@ -655,3 +655,55 @@ fn a_rate_limit_holds_notifications_back_and_loses_none() {
     assert_eq!(metrics.rate_limited("pagerduty").get(), 4);
     assert_eq!(pending(&sinks), 0);
 }
+
+#[test]
+fn events_dropped_by_a_small_ring_raise_an_alert_that_resolves() {
+    let nginx = Nginx::start(&[("a.json", b"{}")]);
+    let dir = TempDir::new("alerts-drops");
+    let lines = dir.path().join("alerts.jsonl");
+    // The smallest ring (64 KiB) drained once a second (or when a quarter full) cannot hold
+    // what wrk at full speed makes: the kernel counts ring_full.
+    let config = dir.path().join("apiwatch.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir: {}\ncapture:\n  ring_bytes: 65536\n  drain_interval_ms: 1000\nalerts:\n  resolve_after_secs: 2\n  sinks:\n    - {{type: file, path: \"{}\"}}\n",
+            dir.path().join("state").display(),
+            lines.display()
+        ),
+    )
+    .unwrap();
+    let metrics_port = free_port();
+    let _agent = start_agent_binary(
+        metrics_port,
+        &["--config", config.to_str().unwrap(), "--findings", "/dev/null"],
+    );
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t2",
+            "-c32",
+            "-d2s",
+            &format!("http://127.0.0.1:{}/a.json", nginx.port),
+        ])
+        .output()
+        .expect("wrk (Debian package wrk)");
+    assert!(out.status.success());
+    let dropped = metric(
+        metrics_port,
+        "apiwatch_events_dropped_total{reason=\"ring_full\"}",
+    );
+    assert!(dropped > 0.0, "the small ring overflowed");
+    let statuses = || -> Vec<String> {
+        std::fs::read_to_string(&lines)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["labels"]["alertname"] == "ApiwatchEventsDropped")
+            .map(|v| v["status"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Fires while events are lost, resolves once none are for resolve_after_secs.
+    wait_until(20, "ApiwatchEventsDropped to fire and resolve", || {
+        statuses() == ["firing", "resolved"]
+    });
+}
