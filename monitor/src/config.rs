@@ -122,7 +122,7 @@ impl Default for AlertsSection {
 
 /// One alert sink. One flat shape for every type (checked per type by `validate`), so an
 /// error in any field is located and reported with the others.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SinkSpec {
     /// alertmanager, pagerduty, slack, webhook or file.
@@ -151,6 +151,29 @@ pub struct SinkSpec {
     pub timeout_secs: Option<u64>,
     /// Send firing alerts again every resend_secs (default: alertmanager only).
     pub resend: Option<bool>,
+}
+
+/// Secrets stay out of any `{:?}`: URLs (they may carry a token or credentials), the routing
+/// key and the signing secret print as "<redacted>".
+impl fmt::Debug for SinkSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("SinkSpec")
+            .field("type", &self.kind)
+            .field("name", &self.name)
+            .field("url", &hidden(&self.url))
+            .field("routing_key", &hidden(&self.routing_key))
+            .field("webhook_url", &hidden(&self.webhook_url))
+            .field("secret", &hidden(&self.secret))
+            .field("path", &self.path)
+            .field("min_severity", &self.min_severity)
+            .field("kinds", &self.kinds)
+            .field("exclude_kinds", &self.exclude_kinds)
+            .field("rate_limit", &self.rate_limit)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("resend", &self.resend)
+            .finish()
+    }
 }
 
 impl SinkSpec {
@@ -677,6 +700,12 @@ mod tests {
             ]
         );
         assert!(!shown.concat().contains("SECRETPATH"));
+        let spec = SinkSpec {
+            kind: "slack".into(),
+            webhook_url: Some("https://hooks.example/T0/SECRETPATH".into()),
+            ..SinkSpec::default()
+        };
+        assert!(!format!("{spec:?}").contains("SECRETPATH"));
     }
 
     #[test]
