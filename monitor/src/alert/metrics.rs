@@ -8,6 +8,7 @@ pub struct AlertMetrics {
     pub firing: IntGauge,
     raised: IntCounterVec,
     pub deduplicated: IntCounter,
+    pub refused: IntCounter,
     notifications: IntCounterVec,
     spool_pending: IntGaugeVec,
     spool_overflow: IntCounterVec,
@@ -62,6 +63,14 @@ impl AlertMetrics {
                 IntCounter::new(
                     "apiwatch_alerts_deduplicated_total",
                     "Findings folded into an alert already firing.",
+                )
+                .expect("valid metric"),
+            ),
+            refused: reg(
+                registry,
+                IntCounter::new(
+                    "apiwatch_alerts_refused_total",
+                    "Alerts not raised because 10,000 were already firing (the bound on active alerts).",
                 )
                 .expect("valid metric"),
             ),

@@ -336,6 +336,7 @@ impl AlertEngine {
         }
         if self.active.len() >= MAX_ACTIVE {
             self.refused += 1;
+            self.metrics.refused.inc();
             return fp;
         }
         let mut annotations = annotations();
