@@ -12,7 +12,7 @@ use crate::boundary::Policy;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::metrics::server::MetricsServer;
-use crate::output::{ExchangeSink, FindingSink, JsonLines};
+use crate::output::{Discard, ExchangeSink, FindingSink, JsonLines};
 use crate::record::RecordWriter;
 use std::sync::Arc;
 
@@ -88,7 +88,8 @@ pub struct CommonArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Where exchange lines go: a file path, or - for standard output.
+    /// Where exchange lines go: a file (appended), - for standard output, or off (metrics,
+    /// findings and alerts only: the cheapest way to run).
     #[arg(long, default_value = "-")]
     pub exchanges: String,
     /// Stop after this many seconds (default: until SIGINT/SIGTERM).
@@ -98,7 +99,7 @@ pub struct RunArgs {
     /// metrics.listen.
     #[arg(long)]
     pub metrics_addr: Option<String>,
-    /// Where finding lines go (a file path, or - for standard output, with the exchanges).
+    /// Where finding lines go: a file (appended), - for standard output (with the exchanges), or off.
     #[arg(long, default_value = "-")]
     pub findings: String,
 }
@@ -276,21 +277,36 @@ fn install_key(cfg: &Config) {
     }
 }
 
-fn finding_sink(target: &str) -> Result<Box<dyn FindingSink>> {
-    Ok(if target == "-" {
-        Box::new(JsonLines::new(std::io::stdout()))
-    } else {
-        let f = File::create(target).with_context(|| format!("cannot create {target}"))?;
-        Box::new(JsonLines::new(BufWriter::new(f)))
+/// Where JSON lines go: None for "off" (nothing is even serialized), standard output for "-",
+/// else the file, appended (`run`: a restart keeps what was written) or created afresh (`replay`).
+fn line_target(target: &str, append: bool) -> Result<Option<Box<dyn std::io::Write + Send>>> {
+    Ok(match target {
+        "off" => None,
+        "-" => Some(Box::new(std::io::stdout())),
+        path => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(path)
+                .with_context(|| format!("cannot open {path}"))?;
+            Some(Box::new(BufWriter::new(f)))
+        }
     })
 }
 
-fn exchange_sink(target: &str) -> Result<Box<dyn ExchangeSink>> {
-    Ok(if target == "-" {
-        Box::new(JsonLines::new(std::io::stdout()))
-    } else {
-        let f = File::create(target).with_context(|| format!("cannot create {target}"))?;
-        Box::new(JsonLines::new(BufWriter::new(f)))
+fn finding_sink(target: &str, append: bool) -> Result<Box<dyn FindingSink>> {
+    Ok(match line_target(target, append)? {
+        Some(w) => Box::new(JsonLines::new(w)),
+        None => Box::new(Discard),
+    })
+}
+
+fn exchange_sink(target: &str, append: bool) -> Result<Box<dyn ExchangeSink>> {
+    Ok(match line_target(target, append)? {
+        Some(w) => Box::new(JsonLines::new(w)),
+        None => Box::new(Discard),
     })
 }
 
@@ -337,7 +353,10 @@ fn run(a: RunArgs) -> Result<()> {
         log::info!("alerts go to {}", names.join(", "));
         opts.alerts = Some((cfg.alert_options(), _sinks.queues.clone()));
     }
-    let consumer = Consumer::Exchanges(exchange_sink(&a.exchanges)?, Some(finding_sink(&a.findings)?));
+    let consumer = Consumer::Exchanges(
+        exchange_sink(&a.exchanges, true)?,
+        Some(finding_sink(&a.findings, true)?),
+    );
     let agent = LiveAgent::start(opts, consumer)?;
     log::info!("apiwatch is watching HTTP traffic on this host");
     wait(a.duration)?;
@@ -369,11 +388,11 @@ fn replay(a: ReplayArgs) -> Result<()> {
         ..AgentOptions::default()
     };
     let file = File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?;
-    let findings = Some(finding_sink(&a.findings)?);
+    let findings = Some(finding_sink(&a.findings, false)?);
     let summary = agent::replay(
         BufReader::new(file),
         &opts,
-        exchange_sink(&a.exchanges)?,
+        exchange_sink(&a.exchanges, false)?,
         findings,
     )?;
     finish(summary)

@@ -61,6 +61,13 @@ impl<T: JsonLine, W: Write + Send> Sink<T> for JsonLines<W> {
     }
 }
 
+/// Drops every record unseen (`--exchanges off`).
+pub struct Discard;
+
+impl<T> Sink<T> for Discard {
+    fn write(&mut self, _: &T) {}
+}
+
 /// Collects records in memory, for tests and for callers embedding the pipeline.
 pub struct SharedVec<T = Exchange>(pub Arc<Mutex<Vec<T>>>);
 

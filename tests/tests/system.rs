@@ -418,3 +418,61 @@ fn backtest_scores_every_row_of_a_csv_history() {
     assert!(flagged[0].starts_with(&format!("{},900.0,", 1_700_000_000 + (20 * 24 + 10) * 3600)));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1 anomalous (1 episodes)"));
 }
+
+#[test]
+fn exchanges_off_writes_none_and_a_restart_appends_to_the_findings() {
+    require_root();
+    let server = PythonServer::start(&[("x.json", b"{}")]);
+    let dir = TempDir::new("append");
+    let findings = dir.path().join("findings.jsonl");
+    let policy = dir.path().join("policy.yml");
+    std::fs::write(
+        &policy,
+        format!(
+            "zones:\n  corp: [\"10.0.0.0/8\"]\nservices:\n  - name: py\n    match:\n      port: {}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n",
+            server.port
+        ),
+    )
+    .unwrap();
+    for run in 1..=2 {
+        let agent = Command::new(apiwatch())
+            .args([
+                "run",
+                "--duration",
+                "3",
+                "--metrics-addr",
+                "off",
+                "--exchanges",
+                "off",
+            ])
+            .args(["--policy", policy.to_str().unwrap()])
+            .args(["--findings", findings.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{}/x.json", server.port),
+        ]);
+        let out = agent.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "run {run}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.stdout.is_empty(), "no exchange lines with --exchanges off");
+        let summary = summary_of(&String::from_utf8_lossy(&out.stderr));
+        assert!(
+            summary["pipeline"]["exchanges"].as_u64().unwrap() >= 1,
+            "still reconstructed"
+        );
+        let seen = lines(&findings)
+            .iter()
+            .filter(|f| f["kind"] == "source_outside_boundary")
+            .count();
+        assert_eq!(seen, run, "run {run} appends to what run {} wrote", run - 1);
+    }
+}

@@ -135,37 +135,57 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
 }
 
 /// Agent off vs on, interleaved rounds, against one URL at saturation.
+/// How the agent runs in the saturation rounds: every exchange serialized as a JSON line (to
+/// /dev/null), and the production mode (metrics, findings and alerts; no exchange lines).
+const MODES: &[(&str, &[&str])] = &[
+    (
+        "exchange lines",
+        &["run", "--exchanges", "/dev/null", "--metrics-addr", "off"],
+    ),
+    (
+        "exchanges off",
+        &["run", "--exchanges", "off", "--metrics-addr", "off"],
+    ),
+];
+
 fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
     println!("== {what} (-t1 -c32 -d{WRK_SECONDS}s), agent off vs on, {ROUNDS} interleaved rounds ==");
     let mut off = Vec::new();
-    let mut on = Vec::new();
-    let mut cpu_per_10k = Vec::new();
-    let mut drops = 0;
+    let mut on = vec![Vec::new(); MODES.len()];
+    let mut cpu_per_10k = vec![Vec::new(); MODES.len()];
+    let mut drops = vec![0; MODES.len()];
     for round in 1..=ROUNDS {
         let (rps_off, _) = wrk(url)?;
-        let agent = Agent::start(bin, &["run", "--exchanges", "/dev/null", "--metrics-addr", "off"])?;
-        let (rps_on, requests) = wrk(url)?;
-        let cpu = agent.cpu_seconds();
-        let summary = agent.stop()?;
-        let d = ring_drops(&summary);
-        drops += d;
-        let per10k = cpu / (requests as f64 / 10_000.0);
-        println!(
-            "round {round}: off {rps_off:>9.0} req/s | on {rps_on:>9.0} req/s | ratio {:.3} | agent CPU {cpu:.2}s = {per10k:.3}s per 10k req | exchanges {} | ring drops {d}",
-            rps_on / rps_off,
-            summary["pipeline"]["exchanges"]
-        );
         off.push(rps_off);
-        on.push(rps_on);
-        cpu_per_10k.push(per10k);
+        for (m, (mode, args)) in MODES.iter().enumerate() {
+            let agent = Agent::start(bin, args)?;
+            let (rps_on, requests) = wrk(url)?;
+            let cpu = agent.cpu_seconds();
+            let summary = agent.stop()?;
+            let d = ring_drops(&summary);
+            drops[m] += d;
+            let per10k = cpu / (requests as f64 / 10_000.0);
+            println!(
+                "round {round}: off {rps_off:>9.0} req/s | on ({mode}) {rps_on:>9.0} req/s | ratio {:.3} | agent CPU {cpu:.2}s = {per10k:.3}s per 10k req | exchanges {} | ring drops {d}",
+                rps_on / rps_off,
+                summary["pipeline"]["exchanges"]
+            );
+            on[m].push(rps_on);
+            cpu_per_10k[m].push(per10k);
+        }
     }
-    let (m_off, m_on) = (median(&off), median(&on));
-    println!(
-        "median: off {m_off:.0} req/s, on {m_on:.0} req/s, throughput ratio {:.3} (loss {:.1}%), agent CPU {:.3}s per 10k requests, ring drops {drops}  [target: loss <= 5%]\n",
-        m_on / m_off,
-        (1.0 - m_on / m_off) * 100.0,
-        median(&cpu_per_10k)
-    );
+    let m_off = median(&off);
+    for (m, (mode, _)) in MODES.iter().enumerate() {
+        let m_on = median(&on[m]);
+        println!(
+            "median ({mode}): off {m_off:.0} req/s, on {m_on:.0} req/s, throughput ratio {:.3} (loss {:.1}%), agent CPU {:.3}s per 10k requests, ring drops {}  [target: loss <= 5%]",
+            m_on / m_off,
+            (1.0 - m_on / m_off) * 100.0,
+            median(&cpu_per_10k[m]),
+            drops[m]
+        );
+    }
+    println!();
     Ok(())
 }
 
