@@ -182,6 +182,21 @@ impl SinkSpec {
     }
 }
 
+/// A secret given in the configuration: `env:NAME` reads the environment variable NAME,
+/// `file:/path` the file's content (trimmed), anything else is the value itself. Errors never
+/// contain the value.
+pub fn resolve_secret(value: &str) -> Result<String, String> {
+    if let Some(name) = value.strip_prefix("env:") {
+        std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
+    } else if let Some(path) = value.strip_prefix("file:") {
+        std::fs::read_to_string(path)
+            .map(|s| s.trim().to_string())
+            .map_err(|e| format!("cannot read {path}: {e}"))
+    } else {
+        Ok(value.to_string())
+    }
+}
+
 /// Sink types and the fields each requires.
 const SINK_TYPES: &[(&str, &[&str])] = &[
     ("alertmanager", &["url"]),
@@ -532,12 +547,23 @@ impl Config {
             for f in required.iter().filter(|f| !given(f)) {
                 err("type", format!("a {} sink needs {f}", s.kind));
             }
-            for (f, v) in [("url", &s.url), ("webhook_url", &s.webhook_url)] {
-                if let Some(v) = v {
-                    if !(v.starts_with("http://") || v.starts_with("https://")) {
+            for (f, v) in [
+                ("url", &s.url),
+                ("webhook_url", &s.webhook_url),
+                ("routing_key", &s.routing_key),
+                ("secret", &s.secret),
+            ] {
+                let Some(v) = v else { continue };
+                match resolve_secret(v) {
+                    Err(e) => err(f, e),
+                    Ok(v)
+                        if f.ends_with("url") && !(v.starts_with("http://") || v.starts_with("https://")) =>
+                    {
                         // The value may be a secret (Slack's URL is): not repeated here.
                         err(f, "must start with http:// or https://".into());
                     }
+                    Ok(v) if v.is_empty() => err(f, "is empty".into()),
+                    Ok(_) => {}
                 }
             }
             let name = s.name();
@@ -706,6 +732,38 @@ mod tests {
             ..SinkSpec::default()
         };
         assert!(!format!("{spec:?}").contains("SECRETPATH"));
+        // Secrets may come from the environment or a file instead of the configuration.
+        let dir = std::env::temp_dir().join(format!("aw-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("key"), "0123456789abcdef\n").unwrap();
+        assert_eq!(
+            resolve_secret(&format!("file:{}", dir.join("key").display())).unwrap(),
+            "0123456789abcdef"
+        );
+        assert_eq!(
+            resolve_secret("env:APIWATCH_TEST_UNSET_VARIABLE").unwrap_err(),
+            "environment variable APIWATCH_TEST_UNSET_VARIABLE is not set"
+        );
+        let text = format!(
+            "alerts:\n  sinks:\n    - type: pagerduty\n      routing_key: \"file:{}\"\n    - type: slack\n      webhook_url: \"env:APIWATCH_TEST_UNSET_VARIABLE\"\n",
+            dir.join("nope").display()
+        );
+        let shown: Vec<String> = Config::parse("a.yml", &text)
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("a.yml:4:7: alerts.sinks.0.routing_key: cannot read"),
+            "{shown:?}"
+        );
+        assert_eq!(
+            shown[1],
+            "a.yml:6:7: alerts.sinks.1.webhook_url: environment variable APIWATCH_TEST_UNSET_VARIABLE is not set"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

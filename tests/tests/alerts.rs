@@ -302,15 +302,19 @@ fn pagerduty_slack_webhook_and_file_sinks_get_their_alerts_through_failures() {
     let slack = Receiver::start(vec![timeout, Reply::status(200)]);
     let hook = Receiver::start(vec![Reply::status(500), Reply::status(200)]);
     let lines = dir.path().join("alerts.jsonl");
+    // pd-bad reads its routing key from a file (the config holds "file:PATH").
+    let key_file = dir.path().join("pd.key");
+    std::fs::write(&key_file, format!("{ROUTING_KEY}\n")).unwrap();
     let alerts = format!(
         "  resolve_after_secs: 3\n  sink_failing_after_secs: 1\n  sinks:\n\
          \x20   - {{type: pagerduty, name: pd, url: \"{}\", routing_key: \"{ROUTING_KEY}\", min_severity: critical, timeout_secs: 1}}\n\
-         \x20   - {{type: pagerduty, name: pd-bad, url: \"{}\", routing_key: \"{ROUTING_KEY}\", min_severity: critical}}\n\
+         \x20   - {{type: pagerduty, name: pd-bad, url: \"{}\", routing_key: \"file:{}\", min_severity: critical}}\n\
          \x20   - {{type: slack, webhook_url: \"{}\", kinds: [source_outside_boundary, secret_in_url], timeout_secs: 1}}\n\
          \x20   - {{type: webhook, name: hook, url: \"{}\", secret: \"{WEBHOOK_SECRET}\"}}\n\
          \x20   - {{type: file, path: \"{}\"}}\n",
         pd.url("/v2/enqueue"),
         pd_bad.url("/v2/enqueue"),
+        key_file.display(),
         slack.url(&format!("/services/T000/B000/{SLACK_TOKEN}")),
         hook.url("/apiwatch"),
         lines.display()
@@ -388,6 +392,10 @@ fn pagerduty_slack_webhook_and_file_sinks_get_their_alerts_through_failures() {
         .map(|q| q.json()["event_action"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(actions, ["trigger", "resolve"], "400 is not retried");
+    assert!(
+        bad.iter().all(|q| q.json()["routing_key"] == ROUTING_KEY),
+        "key read from its file"
+    );
     assert_eq!(
         metric(
             metrics_port,

@@ -267,12 +267,26 @@ fn check_reports_every_policy_error_and_accepts_the_documented_example() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    // The deployment example (sinks of every kind, its policy beside it) is accepted too.
+    // The deployment example (sinks of every kind, its policy beside it) is accepted too, once
+    // the PagerDuty key it reads from the environment is there.
     let config = workspace_root().join("deploy/apiwatch.yml");
-    let out = Command::new(apiwatch())
-        .args(["check", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let check = |key: Option<&str>| {
+        let mut cmd = Command::new(apiwatch());
+        cmd.args(["check", "--config", config.to_str().unwrap()])
+            .env_remove("APIWATCH_PAGERDUTY_KEY");
+        if let Some(k) = key {
+            cmd.env("APIWATCH_PAGERDUTY_KEY", k);
+        }
+        cmd.output().unwrap()
+    };
+    let out = check(None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("apiwatch.yml:18:7: alerts.sinks.1.routing_key: environment variable APIWATCH_PAGERDUTY_KEY is not set"),
+        "{err}"
+    );
+    let out = check(Some("0123456789abcdef0123456789abcdef"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     let dir = TempDir::new("policy-check");

@@ -548,7 +548,14 @@ impl Sinks {
             let health = Arc::new(SinkHealth::default());
             metrics.add_sink(&name);
             let timeout = std::time::Duration::from_secs(spec.timeout_secs.unwrap_or(10));
-            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            // Validated with the configuration; a value that no longer resolves sends nothing
+            // (each attempt fails and ApiwatchAlertSinkFailing tells the other sinks).
+            let opt = |v: &Option<String>| {
+                crate::config::resolve_secret(v.as_deref().unwrap_or_default()).unwrap_or_else(|e| {
+                    log::error!("sink {name}: {e}");
+                    String::new()
+                })
+            };
             let (sink, default_rate): (Box<dyn delivery::Sink>, Option<&str>) = match spec.kind.as_str() {
                 "alertmanager" => (
                     Box::new(alertmanager::Alertmanager::new(&opt(&spec.url), timeout)),
@@ -557,7 +564,10 @@ impl Sinks {
                 // PagerDuty: 120 events a minute per integration; Slack: 1 message a second.
                 "pagerduty" => (
                     Box::new(pagerduty::PagerDuty::new(
-                        spec.url.as_deref().unwrap_or(pagerduty::DEFAULT_URL),
+                        &spec
+                            .url
+                            .as_ref()
+                            .map_or(pagerduty::DEFAULT_URL.to_string(), |_| opt(&spec.url)),
                         &opt(&spec.routing_key),
                         timeout,
                     )),
@@ -570,7 +580,7 @@ impl Sinks {
                 "webhook" => (
                     Box::new(webhook::Webhook::new(
                         &opt(&spec.url),
-                        spec.secret.as_deref(),
+                        spec.secret.as_ref().map(|_| opt(&spec.secret)).as_deref(),
                         timeout,
                     )),
                     None,
