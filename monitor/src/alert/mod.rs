@@ -521,6 +521,8 @@ pub struct Sinks {
     pub queues: Vec<SinkQueue>,
     /// Dropping these stops the delivery threads.
     pub deliveries: Vec<delivery::Delivery>,
+    /// Spools left by sinks no longer configured (a rename, a removal), with what they hold.
+    pub orphaned: Vec<(String, usize)>,
 }
 
 impl Sinks {
@@ -533,6 +535,7 @@ impl Sinks {
         let mut out = Sinks {
             queues: Vec::new(),
             deliveries: Vec::new(),
+            orphaned: Vec::new(),
         };
         for spec in specs {
             let name = spec.name();
@@ -610,8 +613,46 @@ impl Sinks {
                 health,
             });
         }
+        out.orphaned = orphaned_spools(&state_dir.join("alerts"), specs, spool_max);
+        for (name, n) in &out.orphaned {
+            log::warn!(
+                "the alert spool of sink {name} holds {n} undelivered notification(s), but no sink is named {name} any more; they go out if one is configured again"
+            );
+        }
         Ok(out)
     }
+}
+
+/// Spools in `dir` that no configured sink owns and that still hold notifications.
+fn orphaned_spools(
+    dir: &std::path::Path,
+    specs: &[crate::config::SinkSpec],
+    spool_max: usize,
+) -> Vec<(String, usize)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".spool"))
+        else {
+            continue;
+        };
+        if specs.iter().any(|s| s.name() == name) {
+            continue;
+        }
+        if let Ok(spool) = Spool::open(&path, spool_max) {
+            if !spool.is_empty() {
+                out.push((name.to_string(), spool.len()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// What an on-call engineer reads: the summary, the redacted evidence, who and from where.

@@ -396,3 +396,21 @@ fn firing_alerts_survive_a_restart_and_still_resolve() {
     assert_eq!(n[1].status, "resolved");
     assert_eq!(n[0].fingerprint, n[1].fingerprint);
 }
+
+#[test]
+fn a_spool_left_by_a_renamed_sink_is_reported() {
+    let dir = TestDir::new("orphans");
+    let alerts = dir.0.join("alerts");
+    let mut old = Spool::open(&alerts.join("old-name.spool"), 10).unwrap();
+    old.push(b"{}", false).unwrap();
+    old.sync().unwrap();
+    drop(old);
+    let spec = crate::config::SinkSpec {
+        kind: "file".into(),
+        name: Some("new-name".into()),
+        path: Some(dir.0.join("alerts.jsonl").display().to_string()),
+        ..Default::default()
+    };
+    let sinks = Sinks::start(&[spec], 10, &dir.0, &AlertMetrics::default()).unwrap();
+    assert_eq!(sinks.orphaned, [("old-name".to_string(), 1)]);
+}
