@@ -490,3 +490,57 @@ fn exchanges_off_writes_none_and_a_restart_appends_to_the_findings() {
         assert_eq!(seen, run, "run {run} appends to what run {} wrote", run - 1);
     }
 }
+
+#[test]
+fn sighup_reloads_the_policy_even_when_its_mtime_did_not_change() {
+    require_root();
+    let server = PythonServer::start(&[("x.json", b"{}")]);
+    let dir = TempDir::new("sighup");
+    let findings = dir.path().join("findings.jsonl");
+    let policy = dir.path().join("policy.yml");
+    let zone = |cidr: &str| {
+        format!(
+            "zones:\n  z: [\"{cidr}\"]\nservices:\n  - name: py\n    match:\n      port: {}\n    undeclared: allow\n    defaults:\n      allowed_sources: [z]\n",
+            server.port
+        )
+    };
+    std::fs::write(&policy, zone("127.0.0.0/8")).unwrap(); // loopback allowed
+    let agent = start_agent_binary(
+        free_port(),
+        &[
+            "--policy",
+            policy.to_str().unwrap(),
+            "--findings",
+            findings.to_str().unwrap(),
+        ],
+    );
+    let outside = || {
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{}/x.json", server.port),
+        ]);
+        std::thread::sleep(Duration::from_millis(1500));
+        std::fs::read_to_string(&findings)
+            .unwrap_or_default()
+            .matches("source_outside_boundary")
+            .count()
+    };
+    assert_eq!(outside(), 0, "loopback is allowed");
+    // Loopback leaves the zone, but the file keeps its old mtime (written aside, given the old
+    // mtime, renamed over): the watcher sees no change.
+    let next = dir.path().join("next.yml");
+    std::fs::write(&next, zone("10.0.0.0/8")).unwrap();
+    let status = Command::new("touch")
+        .args(["-r", policy.to_str().unwrap(), next.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::rename(&next, &policy).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(outside(), 0, "not reloaded without a signal");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGHUP) };
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(outside(), 1, "SIGHUP reloaded the policy");
+}
