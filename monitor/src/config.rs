@@ -592,6 +592,20 @@ impl Config {
                     );
                 }
             }
+            for (field, names) in [("kinds", &s.kinds), ("exclude_kinds", &s.exclude_kinds)] {
+                for k in names
+                    .iter()
+                    .filter(|k| !crate::alert::ALERT_NAMES.contains(&k.as_str()))
+                {
+                    err(
+                        field,
+                        format!(
+                            "unknown alert name {k:?}; known: {}",
+                            crate::alert::ALERT_NAMES.join(", ")
+                        ),
+                    );
+                }
+            }
             if let Some(r) = &s.rate_limit {
                 if crate::boundary::parse_rate(r).is_none() {
                     err("rate_limit", format!("must be N/s, N/min or N/hour, is {r:?}"));
@@ -709,20 +723,23 @@ mod tests {
     - type: file
       path: \"-\"
       rate_limit: lots
+      kinds: [source_outside_bondary]
     - type: file
       path: alerts.jsonl
 ";
         let errs = Config::parse("agent.yml", text).unwrap_err().0;
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        let known = crate::alert::ALERT_NAMES.join(", ");
         assert_eq!(
             shown,
             [
-                "agent.yml:3:7: alerts.sinks.0.type: a pagerduty sink needs routing_key",
-                "agent.yml:4:7: alerts.sinks.0.min_severity: must be info, warning, high or critical, is \"severe\"",
-                "agent.yml:6:7: alerts.sinks.1.webhook_url: must start with http:// or https://",
-                "agent.yml:7:7: alerts.sinks.2.type: must be one of alertmanager, pagerduty, slack, webhook, file, is \"sms\"",
-                "agent.yml:10:7: alerts.sinks.3.rate_limit: must be N/s, N/min or N/hour, is \"lots\"",
-                "agent.yml:11:7: alerts.sinks.4.type: \"file\" names two sinks; give each its own name",
+                "agent.yml:3:7: alerts.sinks.0.type: a pagerduty sink needs routing_key".to_string(),
+                "agent.yml:4:7: alerts.sinks.0.min_severity: must be info, warning, high or critical, is \"severe\"".into(),
+                "agent.yml:6:7: alerts.sinks.1.webhook_url: must start with http:// or https://".into(),
+                "agent.yml:7:7: alerts.sinks.2.type: must be one of alertmanager, pagerduty, slack, webhook, file, is \"sms\"".into(),
+                format!("agent.yml:11:7: alerts.sinks.3.kinds: unknown alert name \"source_outside_bondary\"; known: {known}"),
+                "agent.yml:10:7: alerts.sinks.3.rate_limit: must be N/s, N/min or N/hour, is \"lots\"".into(),
+                "agent.yml:12:7: alerts.sinks.4.type: \"file\" names two sinks; give each its own name".into(),
             ]
         );
         assert!(!shown.concat().contains("SECRETPATH"));

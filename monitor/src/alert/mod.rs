@@ -148,6 +148,32 @@ pub mod self_alert {
     pub const SPOOL_OVERFLOW: &str = "ApiwatchAlertSpoolOverflow";
 }
 
+/// Every alert name a route can name: the finding kinds (boundary, built-in detectors,
+/// baselines) and the self-alerts. A test keeps it in step with the code that emits them.
+pub const ALERT_NAMES: &[&str] = &[
+    "auth_failure_burst",
+    "cleartext_sensitive",
+    "deprecated_endpoint",
+    "jwt_alg_none",
+    "jwt_expired",
+    "jwt_scope_missing",
+    "method_not_allowed",
+    "missing_auth",
+    "pii_in_url",
+    "rate_limit_exceeded",
+    "secret_in_url",
+    "source_outside_boundary",
+    "undeclared_endpoint",
+    "wrong_auth_scheme",
+    "rate_anomaly",
+    "error_ratio_anomaly",
+    "auth_failure_anomaly",
+    "latency_anomaly",
+    self_alert::EVENTS_DROPPED,
+    self_alert::SINK_FAILING,
+    self_alert::SPOOL_OVERFLOW,
+];
+
 #[derive(Serialize, Deserialize)]
 struct Active {
     notice: AlertNotice,

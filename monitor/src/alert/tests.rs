@@ -414,3 +414,28 @@ fn a_spool_left_by_a_renamed_sink_is_reported() {
     let sinks = Sinks::start(&[spec], 10, &dir.0, &AlertMetrics::default()).unwrap();
     assert_eq!(sinks.orphaned, [("old-name".to_string(), 1)]);
 }
+
+#[test]
+fn alert_names_list_every_kind_the_code_emits() {
+    // Every kind literal passed to the evaluator's emit(...) and every baseline kind.
+    let evaluate = include_str!("../boundary/evaluate.rs");
+    let mut emitted: Vec<&str> = evaluate
+        .split("emit(")
+        .skip(2) // the closure's definition
+        .filter_map(|rest| rest.split('"').nth(1))
+        .collect();
+    let live = include_str!("../baseline/live.rs");
+    emitted.extend(
+        live.split("=> \"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .filter(|k| k.ends_with("_anomaly")),
+    );
+    emitted.sort();
+    emitted.dedup();
+    assert_eq!(emitted.len(), 18, "{emitted:?}");
+    for k in &emitted {
+        assert!(ALERT_NAMES.contains(k), "{k} is emitted but not in ALERT_NAMES");
+    }
+    assert_eq!(ALERT_NAMES.len(), emitted.len() + 3);
+}
