@@ -559,14 +559,10 @@ pub struct Alertmanager {
 }
 
 impl Alertmanager {
+    /// With the deployment example's configuration (deploy/alertmanager/alertmanager.yml).
     pub fn start_on(port: u16) -> Self {
         let dir = TempDir::new("am");
-        let conf = dir.path().join("am.yml");
-        std::fs::write(
-            &conf,
-            "route:\n  receiver: none\n  group_wait: 1s\nreceivers:\n  - name: none\n",
-        )
-        .unwrap();
+        let conf = workspace_root().join("deploy/alertmanager/alertmanager.yml");
         let mut cmd = Command::new("prometheus-alertmanager");
         cmd.arg(format!("--config.file={}", conf.display()))
             .arg(format!("--storage.path={}", dir.path().join("data").display()))

@@ -78,6 +78,8 @@ fn a_real_violation_alerts_alertmanager_and_resolves() {
     wait_until(15, "the alert in Alertmanager", || ours(&am).len() == 1);
     let alert = &ours(&am)[0];
     assert_eq!(alert["labels"]["severity"], "critical");
+    // deploy/alertmanager/alertmanager.yml, which this Alertmanager runs, pages for critical.
+    assert_eq!(alert["receivers"][0]["name"], "pager", "{alert}");
     assert_eq!(alert["labels"]["service"], format!("nginx:{}", nginx.port));
     assert!(
         alert["annotations"]["description"]
@@ -714,4 +716,14 @@ fn events_dropped_by_a_small_ring_raise_an_alert_that_resolves() {
     wait_until(20, "ApiwatchEventsDropped to fire and resolve", || {
         statuses() == ["firing", "resolved"]
     });
+}
+
+#[test]
+fn the_alertmanager_example_passes_amtool() {
+    let out = std::process::Command::new("amtool")
+        .args(["check-config"])
+        .arg(workspace_root().join("deploy/alertmanager/alertmanager.yml"))
+        .output()
+        .expect("amtool (Debian package prometheus-alertmanager)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
