@@ -148,15 +148,63 @@ const MODES: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// The data syscalls' tracepoints apiwatch attaches to, enter and exit.
+const DATA_SYSCALLS: &[&str] = &[
+    "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg", "sendfile64",
+];
+
+/// The reference: empty BPF programs (bpftrace) on the same data-syscall tracepoints. What it
+/// costs, no program on those tracepoints can avoid (syscalls take the traced slow path).
+struct Floor(Child);
+
+impl Floor {
+    fn start() -> Result<Self> {
+        let probes: Vec<String> = DATA_SYSCALLS
+            .iter()
+            .flat_map(|s| {
+                [
+                    format!("tracepoint:syscalls:sys_enter_{s}"),
+                    format!("tracepoint:syscalls:sys_exit_{s}"),
+                ]
+            })
+            .collect();
+        let mut child = Command::new("bpftrace")
+            .args(["-e", &format!("{} {{ }}", probes.join(","))])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("bpftrace (Debian package bpftrace)")?;
+        let out = child.stdout.take().context("stdout")?;
+        let mut first = String::new();
+        BufReader::new(out).read_line(&mut first)?; // "Attaching N probes..."
+        std::thread::sleep(Duration::from_secs(2)); // attached once it has said so and settled
+        Ok(Self(child))
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = self.0.wait();
+    }
+}
+
 fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
     println!("== {what} (-t1 -c32 -d{WRK_SECONDS}s), agent off vs on, {ROUNDS} interleaved rounds ==");
     let mut off = Vec::new();
+    let mut floor = Vec::new();
     let mut on = vec![Vec::new(); MODES.len()];
     let mut cpu_per_10k = vec![Vec::new(); MODES.len()];
     let mut drops = vec![0; MODES.len()];
     for round in 1..=ROUNDS {
         let (rps_off, _) = wrk(url)?;
         off.push(rps_off);
+        let f = Floor::start()?;
+        let (rps_floor, _) = wrk(url)?;
+        f.stop();
+        println!(
+            "round {round}: off {rps_off:>9.0} req/s | empty programs on the same tracepoints {rps_floor:>9.0} req/s | ratio {:.3}",
+            rps_floor / rps_off
+        );
+        floor.push(rps_floor);
         for (m, (mode, args)) in MODES.iter().enumerate() {
             let agent = Agent::start(bin, args)?;
             let (rps_on, requests) = wrk(url)?;
@@ -174,13 +222,19 @@ fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
             cpu_per_10k[m].push(per10k);
         }
     }
-    let m_off = median(&off);
+    let (m_off, m_floor) = (median(&off), median(&floor));
+    println!(
+        "median (reference: empty programs on the same tracepoints): {m_floor:.0} req/s, ratio {:.3} (loss {:.1}%): the floor for any agent built on syscall tracepoints",
+        m_floor / m_off,
+        (1.0 - m_floor / m_off) * 100.0
+    );
     for (m, (mode, _)) in MODES.iter().enumerate() {
         let m_on = median(&on[m]);
         println!(
-            "median ({mode}): off {m_off:.0} req/s, on {m_on:.0} req/s, throughput ratio {:.3} (loss {:.1}%), agent CPU {:.3}s per 10k requests, ring drops {}  [target: loss <= 5%]",
+            "median ({mode}): off {m_off:.0} req/s, on {m_on:.0} req/s, throughput ratio {:.3} (loss {:.1}%; {:.1} points above the floor), agent CPU {:.3}s per 10k requests, ring drops {}  [target: loss <= 5%]",
             m_on / m_off,
             (1.0 - m_on / m_off) * 100.0,
+            (m_floor - m_on) / m_off * 100.0,
             median(&cpu_per_10k[m]),
             drops[m]
         );
