@@ -224,7 +224,7 @@ fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
     }
     let (m_off, m_floor) = (median(&off), median(&floor));
     println!(
-        "median (reference: empty programs on the same tracepoints): {m_floor:.0} req/s, ratio {:.3} (loss {:.1}%): the floor for any agent built on syscall tracepoints",
+        "median (reference: empty programs on the same tracepoints): {m_floor:.0} req/s, ratio {:.3} (loss {:.1}%): the floor of the syscall tracepoints alone (uprobes, for TLS, come on top)",
         m_floor / m_off,
         (1.0 - m_floor / m_off) * 100.0
     );
