@@ -150,7 +150,15 @@ const MODES: &[(&str, &[&str])] = &[
 
 /// The data syscalls' tracepoints apiwatch attaches to, enter and exit.
 const DATA_SYSCALLS: &[&str] = &[
-    "read", "write", "readv", "writev", "recvfrom", "sendto", "recvmsg", "sendmsg", "sendfile64",
+    "read",
+    "write",
+    "readv",
+    "writev",
+    "recvfrom",
+    "sendto",
+    "recvmsg",
+    "sendmsg",
+    "sendfile64",
 ];
 
 /// The reference: empty BPF programs (bpftrace) on the same data-syscall tracepoints. What it
@@ -182,7 +190,9 @@ impl Floor {
     }
 
     fn stop(mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.0.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status();
         let _ = self.0.wait();
     }
 }
