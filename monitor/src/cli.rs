@@ -57,6 +57,12 @@ pub enum Command {
         #[arg(long, default_value_t = 500_000)]
         evaluations: usize,
     },
+    /// Send a test alert, firing then resolved, to every sink in the configuration and say what
+    /// each answered (exit 1 if one did not take it).
+    TestAlerts {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Alert engine throughput with a real spool in --dir (used by `cargo xtask bench`).
     #[command(hide = true)]
     BenchAlerts {
@@ -201,6 +207,17 @@ pub fn main() -> Result<()> {
                 n as f64 / secs
             );
             Ok(())
+        }
+        Command::TestAlerts { config } => {
+            let cfg = load_config(Some(&config))?;
+            if cfg.alerts.sinks.is_empty() {
+                anyhow::bail!("{}: no alerts.sinks configured", config.display());
+            }
+            if crate::alert::send_test_alerts(&cfg.alerts.sinks, &mut std::io::stdout()) {
+                Ok(())
+            } else {
+                anyhow::bail!("not every sink took the test alert")
+            }
         }
         Command::BenchAlerts {
             dir,

@@ -544,3 +544,49 @@ fn sighup_reloads_the_policy_even_when_its_mtime_did_not_change() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(outside(), 1, "SIGHUP reloaded the policy");
 }
+
+#[test]
+fn test_alerts_reaches_every_sink_and_says_which_did_not_take_it() {
+    let good = Receiver::start(vec![Reply::status(202)]);
+    let wrong = Receiver::start(vec![Reply::status(404)]);
+    let dir = TempDir::new("test-alerts");
+    let lines = dir.path().join("alerts.jsonl");
+    let config = dir.path().join("apiwatch.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "alerts:\n  sinks:\n    - {{type: pagerduty, url: \"{}\", routing_key: k, min_severity: critical}}\n    - {{type: webhook, name: typo, url: \"{}\"}}\n    - {{type: file, path: \"{}\"}}\n",
+            good.url("/v2/enqueue"),
+            wrong.url("/wrong-path"),
+            lines.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(apiwatch())
+        .args(["test-alerts", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "one sink refused: exit 1");
+    assert!(
+        text.contains("pagerduty (pagerduty): firing delivered, resolved delivered"),
+        "{text}"
+    );
+    assert!(
+        text.contains("typo (webhook): firing rejected (HTTP 404"),
+        "{text}"
+    );
+    assert!(
+        text.contains("file (file): firing delivered, resolved delivered"),
+        "{text}"
+    );
+    // Routes are bypassed (min_severity: critical, the test alert is info): it still arrives.
+    let actions: Vec<String> = good
+        .received()
+        .iter()
+        .map(|q| q.json()["event_action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["trigger", "resolve"]);
+    let file = std::fs::read_to_string(&lines).unwrap();
+    assert_eq!(file.matches("ApiwatchTestAlert").count(), 2);
+}

@@ -576,46 +576,7 @@ impl Sinks {
             let spool = Arc::new(Mutex::new(spool));
             let health = Arc::new(SinkHealth::default());
             metrics.add_sink(&name);
-            let timeout = std::time::Duration::from_secs(spec.timeout_secs.unwrap_or(10));
-            // Validated with the configuration; a value that no longer resolves sends nothing
-            // (each attempt fails and ApiwatchAlertSinkFailing tells the other sinks).
-            let opt = |v: &Option<String>| {
-                crate::config::resolve_secret(v.as_deref().unwrap_or_default()).unwrap_or_else(|e| {
-                    log::error!("sink {name}: {e}");
-                    String::new()
-                })
-            };
-            let (sink, default_rate): (Box<dyn delivery::Sink>, Option<&str>) = match spec.kind.as_str() {
-                "alertmanager" => (
-                    Box::new(alertmanager::Alertmanager::new(&opt(&spec.url), timeout)),
-                    None,
-                ),
-                // PagerDuty: 120 events a minute per integration; Slack: 1 message a second.
-                "pagerduty" => (
-                    Box::new(pagerduty::PagerDuty::new(
-                        &spec
-                            .url
-                            .as_ref()
-                            .map_or(pagerduty::DEFAULT_URL.to_string(), |_| opt(&spec.url)),
-                        &opt(&spec.routing_key),
-                        timeout,
-                    )),
-                    Some("120/min"),
-                ),
-                "slack" => (
-                    Box::new(slack::Slack::new(&opt(&spec.webhook_url), timeout)),
-                    Some("1/s"),
-                ),
-                "webhook" => (
-                    Box::new(webhook::Webhook::new(
-                        &opt(&spec.url),
-                        spec.secret.as_ref().map(|_| opt(&spec.secret)).as_deref(),
-                        timeout,
-                    )),
-                    None,
-                ),
-                _ => (Box::new(file::JsonLinesFile::new(&opt(&spec.path))), None),
-            };
+            let (sink, default_rate) = driver(spec);
             let rate = spec.rate_limit.as_deref().or(default_rate);
             out.deliveries.push(delivery::Delivery::start(
                 delivery::DeliveryConfig {
@@ -647,6 +608,109 @@ impl Sinks {
         }
         Ok(out)
     }
+}
+
+/// The transport of a sink, and its default rate limit.
+fn driver(spec: &crate::config::SinkSpec) -> (Box<dyn delivery::Sink>, Option<&'static str>) {
+    let name = spec.name();
+    let timeout = std::time::Duration::from_secs(spec.timeout_secs.unwrap_or(10));
+    // Validated with the configuration; a value that no longer resolves sends nothing (each
+    // attempt fails and ApiwatchAlertSinkFailing tells the other sinks).
+    let secret = |v: &Option<String>| {
+        crate::config::resolve_secret(v.as_deref().unwrap_or_default()).unwrap_or_else(|e| {
+            log::error!("sink {name}: {e}");
+            String::new()
+        })
+    };
+    match spec.kind.as_str() {
+        "alertmanager" => (
+            Box::new(alertmanager::Alertmanager::new(&secret(&spec.url), timeout)),
+            None,
+        ),
+        // PagerDuty: 120 events a minute per integration; Slack: 1 message a second.
+        "pagerduty" => (
+            Box::new(pagerduty::PagerDuty::new(
+                &spec
+                    .url
+                    .as_ref()
+                    .map_or(pagerduty::DEFAULT_URL.to_string(), |_| secret(&spec.url)),
+                &secret(&spec.routing_key),
+                timeout,
+            )),
+            Some("120/min"),
+        ),
+        "slack" => (
+            Box::new(slack::Slack::new(&secret(&spec.webhook_url), timeout)),
+            Some("1/s"),
+        ),
+        "webhook" => (
+            Box::new(webhook::Webhook::new(
+                &secret(&spec.url),
+                spec.secret.as_ref().map(|_| secret(&spec.secret)).as_deref(),
+                timeout,
+            )),
+            None,
+        ),
+        _ => (
+            Box::new(file::JsonLinesFile::new(spec.path.as_deref().unwrap_or("-"))),
+            None,
+        ),
+    }
+}
+
+/// `apiwatch test-alerts`: a test alert, firing then resolved, straight to every configured
+/// sink (routes and spools bypassed), with what each answered. True if every sink took both.
+pub fn send_test_alerts(specs: &[crate::config::SinkSpec], out: &mut dyn std::io::Write) -> bool {
+    let now = crate::capture::kernel::unix_now_ns();
+    let host = hostname();
+    let labels = BTreeMap::from([
+        ("alertname".to_string(), "ApiwatchTestAlert".to_string()),
+        ("severity".to_string(), "info".to_string()),
+        ("service".to_string(), "apiwatch".to_string()),
+        ("host".to_string(), host.clone()),
+    ]);
+    let notice = AlertNotice {
+        fingerprint: fingerprint(&labels),
+        status: "firing".into(),
+        labels,
+        annotations: BTreeMap::from([
+            (
+                "summary".to_string(),
+                format!("apiwatch test alert from {host}: the sink works"),
+            ),
+            (
+                "description".to_string(),
+                "Sent by `apiwatch test-alerts`; resolved right after. Nothing is wrong.".to_string(),
+            ),
+        ]),
+        starts_at: now,
+        ends_at: None,
+    };
+    let mut all_ok = true;
+    for spec in specs {
+        let (mut sink, _) = driver(spec);
+        let firing = sink.send(std::slice::from_ref(&notice));
+        let mut resolved_notice = notice.clone();
+        resolved_notice.status = "resolved".into();
+        resolved_notice.ends_at = Some(crate::capture::kernel::unix_now_ns());
+        let resolved = sink.send(std::slice::from_ref(&resolved_notice));
+        let word = |o: &delivery::Outcome| match o {
+            delivery::Outcome::Delivered => "delivered".to_string(),
+            delivery::Outcome::Retry { why, .. } => format!("failed ({why}; the agent would retry)"),
+            delivery::Outcome::Rejected(why) => format!("rejected ({why}; the agent would not retry)"),
+        };
+        let ok = firing == delivery::Outcome::Delivered && resolved == delivery::Outcome::Delivered;
+        all_ok &= ok;
+        let _ = writeln!(
+            out,
+            "{} ({}): firing {}, resolved {}",
+            spec.name(),
+            spec.kind,
+            word(&firing),
+            word(&resolved)
+        );
+    }
+    all_ok
 }
 
 /// Spools in `dir` that no configured sink owns and that still hold notifications.
