@@ -490,6 +490,14 @@ fn pagerduty_slack_webhook_and_file_sinks_get_their_alerts_through_failures() {
             "{want} once in {hook_alerts:?}"
         );
     }
+    // The resolution says how often it happened: the 10 requests, one alert.
+    let resolution = posts
+        .iter()
+        .filter(|q| q.accepted())
+        .flat_map(|q| q.json()["alerts"].as_array().unwrap().clone())
+        .find(|a| a["labels"]["alertname"] == "source_outside_boundary" && a["status"] == "resolved")
+        .unwrap();
+    assert_eq!(resolution["annotations"]["occurrences"], "10", "{resolution}");
     // pd-bad keeps refusing: the other sinks are told it is failing.
     assert!(
         hook_alerts.contains(&"ApiwatchAlertSinkFailing firing".to_string()),

@@ -181,6 +181,23 @@ struct Active {
     last_sent_ns: u64,
     /// Anomaly alerts and failing sinks resolve explicitly, not by silence.
     has_lifecycle: bool,
+    /// Findings folded into this alert, the first included.
+    #[serde(default)]
+    occurrences: u64,
+}
+
+impl Active {
+    /// The notice as sent now: how often it happened and when last, for the on-call engineer.
+    fn current(&self) -> AlertNotice {
+        let mut n = self.notice.clone();
+        n.annotations
+            .insert("occurrences".into(), self.occurrences.max(1).to_string());
+        n.annotations.insert(
+            "last_seen".into(),
+            crate::exchange::rfc3339_micros(self.last_seen_ns),
+        );
+        n
+    }
 }
 
 /// Findings in, notices into the sinks' spools. Bounded: at most MAX_ACTIVE alerts tracked.
@@ -300,7 +317,7 @@ impl AlertEngine {
                 resolved.push(fp.clone());
             } else if now_ns.saturating_sub(a.last_sent_ns) >= self.opts.resend_ns {
                 a.last_sent_ns = now_ns;
-                resend.push(a.notice.clone());
+                resend.push(a.current());
             }
         }
         for fp in resolved {
@@ -356,6 +373,7 @@ impl AlertEngine {
         let fp = fingerprint(&labels);
         if let Some(a) = self.active.get_mut(&fp) {
             a.last_seen_ns = now;
+            a.occurrences += 1;
             self.deduplicated += 1;
             self.metrics.deduplicated.inc();
             return fp;
@@ -386,6 +404,7 @@ impl AlertEngine {
                 notice,
                 last_seen_ns: now,
                 last_sent_ns: now,
+                occurrences: 1,
                 has_lifecycle,
             },
         );
@@ -393,11 +412,12 @@ impl AlertEngine {
     }
 
     fn resolve(&mut self, fp: &str, now: u64) {
-        if let Some(mut a) = self.active.remove(fp) {
+        if let Some(a) = self.active.remove(fp) {
             self.dirty = true;
-            a.notice.status = "resolved".into();
-            a.notice.ends_at = Some(now);
-            self.enqueue(&a.notice, false, now);
+            let mut n = a.current();
+            n.status = "resolved".into();
+            n.ends_at = Some(now);
+            self.enqueue(&n, false, now);
         }
     }
 

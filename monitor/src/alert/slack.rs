@@ -47,7 +47,7 @@ pub fn message(notices: &[AlertNotice]) -> serde_json::Value {
             .filter(|k| !n.label(k).is_empty())
             .map(|k| mrkdwn(format!("*{k}*\n{}", truncate(&escape(n.label(k)), FIELD_MAX))))
             .chain(
-                ["source", "identity"]
+                ["source", "identity", "occurrences"]
                     .iter()
                     .filter(|k| !n.annotation(k).is_empty())
                     .map(|k| {

@@ -95,6 +95,9 @@ fn burst_is_one_alert_that_resolves_and_everything_is_spooled_first() {
         "http://grafana/d/apiwatch-trust-boundaries?var-service=nginx%3A80&var-route=%2Fapi"
     );
     assert_eq!(n[0].annotations["source"], "10.0.0.0");
+    // The resolution says how bad it was: 50 findings, the last at 149 ns.
+    assert_eq!(n[1].annotations["occurrences"], "50");
+    assert_eq!(n[1].annotations["last_seen"], "1970-01-01T00:00:00.000000Z");
 }
 
 #[test]
