@@ -15,6 +15,9 @@ pub static CAPTURE_BYTES: u32 = monitor_common::CAPTURE_DEFAULT;
 /// submitted without a wakeup and the reader drains on its own timer.
 #[unsafe(no_mangle)]
 pub static WAKEUP_BYTES: u64 = 1 << 20;
+/// Set by the loader: 1 when only the processes named in TRACED_COMMS are traced.
+#[unsafe(no_mangle)]
+pub static FILTER_BY_COMM: u32 = 0;
 
 #[inline(always)]
 pub fn global_u32(v: &'static u32) -> u32 {
@@ -25,6 +28,11 @@ pub fn global_u32(v: &'static u32) -> u32 {
 pub fn global_u64(v: &'static u64) -> u64 {
     unsafe { core::ptr::read_volatile(v) }
 }
+
+/// Process names (comm, NUL-padded to 16 bytes) whose connections are traced, when
+/// FILTER_BY_COMM is set (`capture.processes`).
+#[map]
+pub static TRACED_COMMS: HashMap<[u8; 16], u8> = HashMap::with_max_entries(64, 0);
 
 /// The size is set by the loader (`capture.ring_bytes`).
 #[map]

@@ -85,6 +85,10 @@ pub struct CommonArgs {
     /// Only watch these processes (repeatable).
     #[arg(long = "pid")]
     pub pids: Vec<u32>,
+    /// Only trace the connections of processes with this name (comm, e.g. nginx; repeatable);
+    /// added to capture.processes. Filtered in the kernel: other processes cost almost nothing.
+    #[arg(long = "process")]
+    pub processes: Vec<String>,
     /// Boundary policy file; overrides `policy` in the configuration.
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -251,7 +255,13 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 }
 
 fn options(common: &CommonArgs) -> Result<(AgentOptions, Config)> {
-    let cfg = load_config(common.config.as_ref())?;
+    let mut cfg = load_config(common.config.as_ref())?;
+    for p in &common.processes {
+        if p.is_empty() || p.len() > 15 {
+            anyhow::bail!("--process {p:?}: a process name (comm) is 1 to 15 bytes");
+        }
+        cfg.capture.processes.push(p.clone());
+    }
     let policy_path = common
         .policy
         .clone()

@@ -136,7 +136,8 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
 
 /// Agent off vs on, interleaved rounds, against one URL at saturation.
 /// How the agent runs in the saturation rounds: every exchange serialized as a JSON line (to
-/// /dev/null), and the production mode (metrics, findings and alerts; no exchange lines).
+/// /dev/null); the production mode (metrics, findings and alerts; no exchange lines); and the
+/// same tracing only the server, as on a host whose clients are elsewhere.
 const MODES: &[(&str, &[&str])] = &[
     (
         "exchange lines",
@@ -145,6 +146,19 @@ const MODES: &[(&str, &[&str])] = &[
     (
         "exchanges off",
         &["run", "--exchanges", "off", "--metrics-addr", "off"],
+    ),
+    // A server host: only the server's connections traced (wrk stands in for remote clients).
+    (
+        "exchanges off, --process nginx",
+        &[
+            "run",
+            "--exchanges",
+            "off",
+            "--metrics-addr",
+            "off",
+            "--process",
+            "nginx",
+        ],
     ),
 ];
 

@@ -12,3 +12,16 @@ pub fn traced_pid_tgid() -> Option<u64> {
         Some(id)
     }
 }
+
+/// The calling process, unless it is the agent or (with `capture.processes`) a process not
+/// named there. Only where connections begin (accept, connect) and where TLS calls enter: a
+/// connection never opened is never looked up again, so the data path needs no name check.
+#[inline(always)]
+pub fn traced_process() -> Option<u64> {
+    let id = traced_pid_tgid()?;
+    if crate::maps::global_u32(&crate::maps::FILTER_BY_COMM) != 0 {
+        let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
+        unsafe { crate::maps::TRACED_COMMS.get(&comm) }?;
+    }
+    Some(id)
+}

@@ -10,7 +10,7 @@ use monitor_common::{
     EVENT_CONN_OPEN, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
 };
 
-use super::traced_pid_tgid;
+use super::{traced_pid_tgid, traced_process};
 use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count};
 
 const EINPROGRESS: i64 = -115;
@@ -21,7 +21,7 @@ const IPPROTO_TCP: u16 = 6;
 // sys_enter_accept/accept4 args: fd @16, upeer_sockaddr @24, upeer_addrlen @32 (from .../format)
 #[tracepoint]
 pub fn enter_accept(ctx: TracePointContext) -> u32 {
-    let Some(id) = traced_pid_tgid() else {
+    let Some(id) = traced_process() else {
         return 0;
     };
     let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe {
@@ -43,7 +43,7 @@ pub fn enter_accept(ctx: TracePointContext) -> u32 {
 // sys_exit_*: ret @16
 #[tracepoint]
 pub fn exit_accept(ctx: TracePointContext) -> u32 {
-    let Some(id) = traced_pid_tgid() else {
+    let Some(id) = traced_process() else {
         return 0;
     };
     // No saved arguments when the thread was already blocked in accept() as we attached: the
@@ -79,7 +79,7 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
 // sys_enter_connect args: fd @16, uservaddr @24, addrlen @32
 #[tracepoint]
 pub fn enter_connect(ctx: TracePointContext) -> u32 {
-    let Some(id) = traced_pid_tgid() else {
+    let Some(id) = traced_process() else {
         return 0;
     };
     let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe {

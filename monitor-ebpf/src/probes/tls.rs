@@ -9,12 +9,12 @@ use aya_ebpf::{
 use monitor_common::{CAPTURE_MAX, CAPTURE_SMALL, ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, Stat};
 
 use super::data::emit;
-use super::traced_pid_tgid;
+use super::traced_process;
 use crate::maps::{CAPTURE_BYTES, CONNS, SSL_ARGS, SSL_FD, SslArgs, SslKey, count, global_u32};
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, direction: u32, ex: bool) {
-    let Some(id) = traced_pid_tgid() else { return };
+    let Some(id) = traced_process() else { return };
     // SSL_read(SSL *ssl, void *buf, int num); SSL_read_ex(SSL *ssl, void *buf, size_t num,
     // size_t *readbytes); the write twins alike.
     let (Some(ssl), Some(buf)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(1)) else {

@@ -50,6 +50,17 @@ pub struct KernelConfig {
     pub ring_bytes: u32,
     /// How often the ring is drained when no wakeup came.
     pub drain_interval: Duration,
+    /// Only connections of processes with these names (comm) are traced; empty: every process.
+    /// Applied in the kernel where connections begin, so the others cost almost nothing.
+    pub processes: Vec<String>,
+}
+
+/// A process name as the kernel keeps it (comm): at most 15 bytes, NUL-padded to 16.
+pub fn comm_key(name: &str) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    let n = name.len().min(15);
+    key[..n].copy_from_slice(&name.as_bytes()[..n]);
+    key
 }
 
 impl Default for KernelConfig {
@@ -58,6 +69,7 @@ impl Default for KernelConfig {
             capture_bytes: monitor_common::CAPTURE_DEFAULT,
             ring_bytes: 16 << 20,
             drain_interval: Duration::from_millis(10),
+            processes: Vec::new(),
         }
     }
 }
@@ -154,13 +166,29 @@ impl KernelCapture {
         let own = std::process::id();
         let capture = cfg.capture_bytes.clamp(64, monitor_common::CAPTURE_MAX as u32);
         let wakeup = u64::from(cfg.ring_bytes / 4);
+        let filter_by_comm = u32::from(!cfg.processes.is_empty());
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &own, true)
             .override_global("CAPTURE_BYTES", &capture, true)
             .override_global("WAKEUP_BYTES", &wakeup, true)
+            .override_global("FILTER_BY_COMM", &filter_by_comm, true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor")))
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
+
+        if !cfg.processes.is_empty() {
+            let map = ebpf
+                .map_mut("TRACED_COMMS")
+                .ok_or_else(|| CaptureError::Map("TRACED_COMMS", "missing".into()))?;
+            let mut comms: BpfHashMap<&mut MapData, [u8; 16], u8> =
+                BpfHashMap::try_from(map).map_err(|e| CaptureError::Map("TRACED_COMMS", e.to_string()))?;
+            for name in &cfg.processes {
+                comms
+                    .insert(comm_key(name), 1, 0)
+                    .map_err(|e| CaptureError::Map("TRACED_COMMS", e.to_string()))?;
+            }
+            info!("tracing only the connections of: {}", cfg.processes.join(", "));
+        }
 
         for (program, category, names) in ATTACHMENTS {
             let prog: &mut TracePoint = ebpf
@@ -191,7 +219,10 @@ impl KernelCapture {
         // Seed after attaching, so a connection accepted meanwhile is not missed.
         let decoder = Decoder::new();
         let now = unix_now_ns();
-        let seeded = procfs::established_connections(own, now);
+        let mut seeded = procfs::established_connections(own, now);
+        if !cfg.processes.is_empty() {
+            seeded.retain(|o| cfg.processes.iter().any(|p| comm_key(p) == comm_key(&o.comm)));
+        }
         {
             let map = ebpf
                 .map_mut("CONNS")
