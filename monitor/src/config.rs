@@ -802,6 +802,25 @@ mod tests {
     }
 
     #[test]
+    fn process_names_are_kernel_comms() {
+        let errs = Config::parse(
+            "a.yml",
+            "capture:\n  processes: [nginx, /usr/sbin/nginx, a-name-longer-than-15]\n",
+        )
+        .unwrap_err()
+        .0;
+        let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("a.yml:2:3: capture.processes: \"/usr/sbin/nginx\" is not a process name")
+        );
+        assert!(shown[1].contains("\"a-name-longer-than-15\""));
+        let ok = Config::parse("a.yml", "capture:\n  processes: [nginx, gunicorn]\n").unwrap();
+        assert_eq!(ok.kernel().processes, ["nginx", "gunicorn"]);
+        assert_eq!(&crate::capture::kernel::comm_key("nginx")[..6], b"nginx\0");
+    }
+
+    #[test]
     fn unknown_field_is_located() {
         let errs = Config::parse("a.yml", "capture:\n  byts: 100\n").unwrap_err().0;
         assert_eq!(errs.len(), 1);
