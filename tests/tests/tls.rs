@@ -166,3 +166,29 @@ fn tls_we_cannot_see_is_a_counted_blind_spot() {
     );
     assert!(client_side(&ex, tls.port).is_empty());
 }
+
+#[test]
+fn with_a_process_filter_the_probes_attach_to_those_processes_and_still_see_plaintext() {
+    let tls = Nginx::start_tls(&[("s.json", b"{\"secure\":true}")]);
+    let mut opts = monitor::agent::AgentOptions::default();
+    opts.kernel.processes = vec!["nginx".into()];
+    let agent = Agent::start_with(opts);
+    for i in 0..4 {
+        curl(&[
+            "-k",
+            "-o",
+            "/dev/null",
+            &format!("https://127.0.0.1:{}/s.json?n={i}", tls.port),
+        ]);
+    }
+    let (ex, _) = agent.stop();
+    // nginx's workers were probed one by one (per process, not host-wide): their plaintext
+    // is seen; curl is not traced at all.
+    let srv = server_side(&ex, tls.port);
+    assert_eq!(srv.len(), 4, "{ex:#?}");
+    assert!(
+        srv.iter()
+            .all(|e| e.tls && e.path == "/s.json" && e.status == Some(200))
+    );
+    assert!(ex.iter().all(|e| e.comm == "nginx"), "{ex:#?}");
+}

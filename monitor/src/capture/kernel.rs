@@ -155,6 +155,8 @@ pub struct KernelCapture {
     stats: PerCpuArray<MapData, u64>,
     decoder: Decoder,
     tick: tokio::time::Interval,
+    /// capture.processes, for the TLS rescans.
+    processes: Vec<String>,
     pub decode_errors: u64,
 }
 
@@ -214,7 +216,7 @@ impl KernelCapture {
         }
 
         let mut tls = super::tls::TlsProbes::default();
-        tls.scan(&mut ebpf);
+        tls.scan(&mut ebpf, &cfg.processes);
 
         // Seed after attaching, so a connection accepted meanwhile is not missed.
         let decoder = Decoder::new();
@@ -272,6 +274,7 @@ impl KernelCapture {
             stats,
             decoder,
             tick,
+            processes: cfg.processes.clone(),
             decode_errors: 0,
         };
         Ok((capture, seeded.into_iter().map(CaptureEvent::Open).collect()))
@@ -310,9 +313,16 @@ impl KernelCapture {
     /// Looks for libssl files loaded since the last scan (new processes, new containers);
     /// at most every `TLS_RESCAN`.
     pub fn rescan_tls(&mut self) {
-        if self.last_tls_scan.elapsed() >= TLS_RESCAN {
+        // Filtered by name, a rescan reads only the named processes' maps: often enough that a
+        // new worker is probed within seconds.
+        let every = if self.processes.is_empty() {
+            TLS_RESCAN
+        } else {
+            Duration::from_secs(5)
+        };
+        if self.last_tls_scan.elapsed() >= every {
             self.last_tls_scan = std::time::Instant::now();
-            self.tls.scan(&mut self.ebpf);
+            self.tls.scan(&mut self.ebpf, &self.processes);
         }
     }
 

@@ -3,12 +3,19 @@
 //! Libraries come from the ldconfig cache and from the maps of running processes (through
 //! /proc/PID/root, so containers' own copies count too). Each distinct file (device, inode) is
 //! probed once; a periodic rescan covers processes and containers started later.
-use std::collections::HashSet;
+//!
+//! With `capture.processes`, the probes are attached to the named processes only (one
+//! attachment per process and library, detached when the process is gone): other processes'
+//! SSL calls then do not even trap into the kernel.
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use aya::Ebpf;
-use aya::programs::{UProbe, uprobe::UProbeScope};
+use aya::programs::{
+    UProbe,
+    uprobe::{UProbeLinkId, UProbeScope},
+};
 use log::{debug, info, warn};
 
 /// (program, symbol); every symbol also gets the shared return probe.
@@ -23,13 +30,16 @@ const RETURN_PROBE: &str = "ssl_return";
 #[derive(Default)]
 pub struct TlsProbes {
     attached: HashSet<(u64, u64)>,
+    /// With a process filter: (pid, device, inode) -> the links made for that process.
+    per_process: HashMap<(u32, u64, u64), Vec<(&'static str, UProbeLinkId)>>,
     pub libraries: Vec<PathBuf>,
     loaded: bool,
 }
 
 impl TlsProbes {
-    /// Attaches to every libssl not probed yet; returns how many new libraries were probed.
-    pub fn scan(&mut self, ebpf: &mut Ebpf) -> usize {
+    /// Attaches to every libssl not probed yet (for every process, or with `processes` for
+    /// those named only); returns how many new attachments were made.
+    pub fn scan(&mut self, ebpf: &mut Ebpf, processes: &[String]) -> usize {
         if !self.loaded {
             for name in ENTRY_PROBES.iter().map(|(p, _)| *p).chain([RETURN_PROBE]) {
                 let loaded = ebpf
@@ -43,6 +53,9 @@ impl TlsProbes {
             }
             self.loaded = true;
         }
+        if !processes.is_empty() {
+            return self.scan_processes(ebpf, processes);
+        }
         let mut new = 0;
         for lib in find_libssl() {
             let Ok(meta) = std::fs::metadata(&lib) else {
@@ -53,7 +66,10 @@ impl TlsProbes {
             }
             let mut symbols = 0;
             for (program, symbol) in ENTRY_PROBES {
-                if attach(ebpf, program, symbol, &lib) && attach(ebpf, RETURN_PROBE, symbol, &lib) {
+                let scope = UProbeScope::AllProcesses;
+                if attach(ebpf, program, symbol, &lib, scope).is_some()
+                    && attach(ebpf, RETURN_PROBE, symbol, &lib, scope).is_some()
+                {
                     symbols += 1;
                 }
             }
@@ -67,21 +83,113 @@ impl TlsProbes {
     }
 }
 
-fn attach(ebpf: &mut Ebpf, program: &str, symbol: &str, lib: &Path) -> bool {
-    let Some(prog) = ebpf
+impl TlsProbes {
+    /// The named processes' libssl mappings, each attached once; links of processes that are
+    /// gone are detached (bounded by the processes alive).
+    fn scan_processes(&mut self, ebpf: &mut Ebpf, processes: &[String]) -> usize {
+        let mut alive = HashSet::new();
+        let mut new = 0;
+        for (pid, lib) in libssl_of_named(processes) {
+            let Ok(meta) = std::fs::metadata(&lib) else {
+                continue;
+            };
+            let key = (pid, meta.dev(), meta.ino());
+            alive.insert(key);
+            if self.per_process.contains_key(&key) {
+                continue;
+            }
+            let Some(scope) = std::num::NonZeroU32::new(pid).map(UProbeScope::OneProcess) else {
+                continue;
+            };
+            let mut links = Vec::new();
+            for (program, symbol) in ENTRY_PROBES {
+                for prog in [*program, RETURN_PROBE] {
+                    if let Some(id) = attach(ebpf, prog, symbol, &lib, scope) {
+                        links.push((prog, id));
+                    }
+                }
+            }
+            if !links.is_empty() {
+                info!(
+                    "TLS: probing {} for pid {pid} ({} probes)",
+                    lib.display(),
+                    links.len()
+                );
+                if !self.libraries.contains(&lib) {
+                    self.libraries.push(lib);
+                }
+                new += 1;
+            }
+            self.per_process.insert(key, links);
+        }
+        let gone: Vec<_> = self
+            .per_process
+            .keys()
+            .filter(|k| !alive.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            for (program, id) in self.per_process.remove(&key).unwrap_or_default() {
+                if let Some(p) = ebpf
+                    .program_mut(program)
+                    .and_then(|p| <&mut UProbe>::try_from(p).ok())
+                {
+                    let _ = p.detach(id);
+                }
+            }
+        }
+        new
+    }
+}
+
+fn attach(
+    ebpf: &mut Ebpf,
+    program: &str,
+    symbol: &str,
+    lib: &Path,
+    scope: UProbeScope,
+) -> Option<UProbeLinkId> {
+    let prog = ebpf
         .program_mut(program)
-        .and_then(|p| <&mut UProbe>::try_from(p).ok())
-    else {
-        return false;
-    };
-    match prog.attach(symbol, lib, UProbeScope::AllProcesses) {
-        Ok(_) => true,
+        .and_then(|p| <&mut UProbe>::try_from(p).ok())?;
+    match prog.attach(symbol, lib, scope) {
+        Ok(id) => Some(id),
         Err(e) => {
             // SSL_read_ex/SSL_write_ex do not exist before OpenSSL 1.1.1: not an error.
             debug!("{program} on {}:{symbol}: {e}", lib.display());
-            false
+            None
         }
     }
+}
+
+/// (pid, libssl path through the process's root) for every process whose comm is named.
+fn libssl_of_named(processes: &[String]) -> Vec<(u32, PathBuf)> {
+    let keys: Vec<[u8; 16]> = processes.iter().map(|p| super::kernel::comm_key(p)).collect();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
+            continue;
+        };
+        if !keys.contains(&super::kernel::comm_key(comm.trim_end_matches('\n'))) {
+            continue;
+        }
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        let mut seen = HashSet::new();
+        for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
+            if is_libssl(Path::new(path)) && seen.insert(path) {
+                out.push((pid, PathBuf::from(format!("/proc/{pid}/root{path}"))));
+            }
+        }
+    }
+    out
 }
 
 /// Paths of libssl files: the ldconfig cache, then every process's mapped libraries.
