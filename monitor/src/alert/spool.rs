@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 const KIND_JOB: u8 = 1;
 const KIND_ACK: u8 = 2;
 const MAX_RECORD: usize = 1 << 20;
+/// A spool file is rewritten with only its pending records once it is this big and more than
+/// half of it is acknowledged records: the file stays bounded however long the agent runs.
+const COMPACT_MIN_BYTES: u64 = 1 << 20;
 /// Room kept beyond `max_pending` for apiwatch's own alerts, so that a full spool can still
 /// carry the alert saying it is full.
 pub const RESERVE: usize = 64;
@@ -41,6 +44,9 @@ pub struct Spool {
     pub torn_records: u64,
     /// Alerts refused because the spool was full.
     pub overflowed: u64,
+    /// Bytes in the file, and of them the bytes of jobs not yet acknowledged.
+    file_bytes: u64,
+    live_bytes: u64,
 }
 
 impl Spool {
@@ -93,17 +99,7 @@ impl Spool {
                 path.display()
             );
         }
-        // Rewrite with only what is pending, atomically.
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            for (id, payload) in &pending {
-                f.write_all(&record(KIND_JOB, *id, payload))?;
-            }
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        let file = OpenOptions::new().append(true).open(path)?;
+        let (file, size) = rewrite(path, pending.iter())?;
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -113,7 +109,25 @@ impl Spool {
             max_pending,
             torn_records: torn,
             overflowed: 0,
+            file_bytes: size,
+            live_bytes: size,
         })
+    }
+
+    /// Rewrites the file with only the jobs not yet acknowledged (staged ones included, which
+    /// the rewrite makes durable).
+    fn compact(&mut self) -> Result<(), SpoolError> {
+        self.pending.extend(self.staged.drain(..));
+        let (file, size) = rewrite(&self.path, self.pending.iter())?;
+        self.file = file;
+        self.file_bytes = size;
+        self.live_bytes = size;
+        Ok(())
+    }
+
+    /// Bytes the file holds now (bounded by compaction).
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
     }
 
     /// Appends a job; `sync` makes it durable and deliverable. `reserved`: may use the RESERVE
@@ -126,7 +140,10 @@ impl Spool {
         }
         let id = self.next_id;
         self.next_id += 1;
-        self.file.write_all(&record(KIND_JOB, id, payload))?;
+        let rec = record(KIND_JOB, id, payload);
+        self.file.write_all(&rec)?;
+        self.file_bytes += rec.len() as u64;
+        self.live_bytes += rec.len() as u64;
         self.staged.push((id, payload.to_vec()));
         Ok(id)
     }
@@ -144,9 +161,15 @@ impl Spool {
 
     /// The sink delivered it: it will not be sent again, even after a restart.
     pub fn ack(&mut self, id: u64) -> Result<(), SpoolError> {
-        if self.pending.remove(&id).is_some() {
-            self.file.write_all(&record(KIND_ACK, id, &[]))?;
+        if let Some(payload) = self.pending.remove(&id) {
+            let rec = record(KIND_ACK, id, &[]);
+            self.file.write_all(&rec)?;
             self.file.sync_data()?;
+            self.file_bytes += rec.len() as u64;
+            self.live_bytes = self.live_bytes.saturating_sub(record_len(payload.len()));
+            if self.file_bytes > COMPACT_MIN_BYTES && self.file_bytes > 2 * self.live_bytes {
+                self.compact()?;
+            }
         }
         Ok(())
     }
@@ -172,6 +195,32 @@ impl Spool {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Writes `jobs` to a new file and renames it over `path`; returns it open for appending, and
+/// its size.
+fn rewrite<'a>(
+    path: &Path,
+    jobs: impl Iterator<Item = (&'a u64, &'a Vec<u8>)>,
+) -> Result<(File, u64), SpoolError> {
+    let tmp = path.with_extension("tmp");
+    let mut size = 0;
+    {
+        let mut f = File::create(&tmp)?;
+        for (id, payload) in jobs {
+            let rec = record(KIND_JOB, *id, payload);
+            f.write_all(&rec)?;
+            size += rec.len() as u64;
+        }
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    Ok((OpenOptions::new().append(true).open(path)?, size))
+}
+
+/// The bytes a job record of `payload_len` takes: header, kind, id, payload.
+fn record_len(payload_len: usize) -> u64 {
+    (8 + 9 + payload_len) as u64
 }
 
 fn record(kind: u8, id: u64, payload: &[u8]) -> Vec<u8> {
@@ -243,6 +292,31 @@ mod tests {
         bad[last] ^= 0xff;
         std::fs::write(&p, &bad).unwrap();
         assert_eq!(Spool::open(&p, 10).unwrap().torn_records, 1);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_long_run_keeps_the_file_bounded_and_the_pending_intact() {
+        let d = dir("compact");
+        let p = d.join("spool");
+        let mut s = Spool::open(&p, 100).unwrap();
+        let payload = vec![b'x'; 500];
+        let mut max = 0;
+        // 5,000 alerts through (about 2.7 MB written), one kept pending all along.
+        let kept = s.push(b"kept", false).unwrap();
+        s.sync().unwrap();
+        for _ in 0..5_000 {
+            let id = s.push(&payload, false).unwrap();
+            s.sync().unwrap();
+            s.ack(id).unwrap();
+            max = max.max(s.file_bytes());
+        }
+        assert!(max <= COMPACT_MIN_BYTES + 1024, "{max} bytes");
+        assert!(std::fs::metadata(&p).unwrap().len() <= COMPACT_MIN_BYTES + 1024);
+        drop(s);
+        let s = Spool::open(&p, 100).unwrap();
+        assert_eq!(s.pending(10), vec![(kept, b"kept".to_vec())]);
+        assert_eq!(s.torn_records, 0);
         let _ = std::fs::remove_dir_all(d);
     }
 
