@@ -27,11 +27,16 @@ const ENTRY_PROBES: &[(&str, &str)] = &[
 ];
 const RETURN_PROBE: &str = "ssl_return";
 
+/// (pid, device, inode): one process's mapping of one libssl file.
+type ProcessLib = (u32, u64, u64);
+/// The links attached for it, by program.
+type Links = Vec<(&'static str, UProbeLinkId)>;
+
 #[derive(Default)]
 pub struct TlsProbes {
     attached: HashSet<(u64, u64)>,
     /// With a process filter: (pid, device, inode) -> the links made for that process.
-    per_process: HashMap<(u32, u64, u64), Vec<(&'static str, UProbeLinkId)>>,
+    per_process: HashMap<ProcessLib, Links>,
     pub libraries: Vec<PathBuf>,
     loaded: bool,
 }
