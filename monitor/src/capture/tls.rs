@@ -37,6 +37,8 @@ pub struct TlsProbes {
     attached: HashSet<(u64, u64)>,
     /// With a process filter: (pid, device, inode) -> the links made for that process.
     per_process: HashMap<ProcessLib, Links>,
+    /// Libraries probed host-wide (per-process probes are in `per_process`, bounded by the
+    /// processes alive).
     pub libraries: Vec<PathBuf>,
     loaded: bool,
 }
@@ -120,9 +122,6 @@ impl TlsProbes {
                     lib.display(),
                     links.len()
                 );
-                if !self.libraries.contains(&lib) {
-                    self.libraries.push(lib);
-                }
                 new += 1;
             }
             self.per_process.insert(key, links);
