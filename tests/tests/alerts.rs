@@ -627,6 +627,38 @@ fn a_sink_that_is_down_fills_its_spool_and_the_others_hear_of_it() {
         3.0
     );
     assert_eq!(metric(metrics_port, "apiwatch_alert_sink_up{sink=\"down\"}"), 0.0);
+    // The agent's own view of what fires: GET /api/v1/alerts.
+    let text = curl(&["-s", &format!("http://127.0.0.1:{metrics_port}/api/v1/alerts")]);
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let firing: Vec<String> = doc["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            assert_eq!(a["status"], "firing");
+            format!(
+                "{} {}",
+                a["labels"]["alertname"].as_str().unwrap(),
+                a["labels"]["sink"].as_str().unwrap_or("-")
+            )
+        })
+        .collect();
+    assert_eq!(
+        firing
+            .iter()
+            .filter(|a| a.starts_with("source_outside_boundary"))
+            .count(),
+        4,
+        "{firing:?}"
+    );
+    assert!(
+        firing.contains(&"ApiwatchAlertSpoolOverflow down".to_string()),
+        "{firing:?}"
+    );
+    assert!(
+        firing.contains(&"ApiwatchAlertSinkFailing down".to_string()),
+        "{firing:?}"
+    );
 }
 
 #[test]

@@ -1,5 +1,9 @@
 //! The alert stage's metrics. Label sets are bounded: one per configured sink (and outcome).
+use std::sync::{Arc, Mutex};
+
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+
+use super::AlertNotice;
 
 /// Handles shared by the engine and the delivery threads; registered on /metrics when there
 /// is a registry, working but unexported otherwise.
@@ -15,6 +19,8 @@ pub struct AlertMetrics {
     spool_torn: IntCounterVec,
     rate_limited: IntCounterVec,
     sink_up: IntGaugeVec,
+    /// The alerts firing now, as the engine last published them (GET /api/v1/alerts).
+    firing_now: Arc<Mutex<Vec<AlertNotice>>>,
 }
 
 /// Outcomes of a delivery attempt, as the `outcome` label.
@@ -104,7 +110,19 @@ impl AlertMetrics {
                 "1 if the sink's last delivery attempt succeeded, 0 if it failed.",
                 &["sink"],
             ),
+            firing_now: Arc::default(),
         }
+    }
+
+    /// The engine's view of what fires now (at most the 10,000 active alerts).
+    pub fn publish_firing(&self, firing: Vec<AlertNotice>) {
+        if let Ok(mut f) = self.firing_now.lock() {
+            *f = firing;
+        }
+    }
+
+    pub fn firing_now(&self) -> Vec<AlertNotice> {
+        self.firing_now.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     /// Makes every series of a sink exist from the start, at zero.

@@ -212,6 +212,8 @@ pub struct AlertEngine {
     failing: HashMap<String, String>,
     /// The active set changed since it was last saved.
     dirty: bool,
+    /// ... since it was last published for /api/v1/alerts.
+    unpublished: bool,
     saved_ns: u64,
     pub deduplicated: u64,
     pub refused: u64,
@@ -235,6 +237,7 @@ impl AlertEngine {
             dropped_seen: None,
             failing: HashMap::new(),
             dirty: false,
+            unpublished: true,
             saved_ns: 0,
             deduplicated: 0,
             refused: 0,
@@ -327,6 +330,12 @@ impl AlertEngine {
             self.enqueue(&n, true, now_ns);
         }
         self.metrics.firing.set(self.active.len() as i64);
+        if self.unpublished {
+            self.unpublished = false;
+            let mut firing: Vec<AlertNotice> = self.active.values().map(Active::current).collect();
+            firing.sort_by(|a, b| (a.starts_at, &a.fingerprint).cmp(&(b.starts_at, &b.fingerprint)));
+            self.metrics.publish_firing(firing);
+        }
         if self.dirty && now_ns.saturating_sub(self.saved_ns) >= 5_000_000_000 {
             self.saved_ns = now_ns;
             if let Err(e) = self.save() {
@@ -397,6 +406,7 @@ impl AlertEngine {
         };
         self.metrics.raised(notice.label("severity")).inc();
         self.dirty = true;
+        self.unpublished = true;
         self.enqueue(&notice, false, now);
         self.active.insert(
             fp.clone(),
@@ -414,6 +424,7 @@ impl AlertEngine {
     fn resolve(&mut self, fp: &str, now: u64) {
         if let Some(a) = self.active.remove(fp) {
             self.dirty = true;
+            self.unpublished = true;
             let mut n = a.current();
             n.status = "resolved".into();
             n.ends_at = Some(now);

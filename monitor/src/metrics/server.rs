@@ -1,4 +1,4 @@
-//! The agent's HTTP endpoint: /metrics, /healthz, /readyz, /api/v1/routes.
+//! The agent's HTTP endpoint: /metrics, /healthz, /readyz, /api/v1/routes, /api/v1/alerts.
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -86,10 +86,24 @@ fn respond(url: &str, metrics: &Metrics) -> (u16, &'static str, Vec<u8>) {
                 serde_json::to_vec(&serde_json::json!({ "routes": report })).unwrap_or_default(),
             )
         }
+        "/api/v1/alerts" => {
+            // Firing now, in the webhook's alert shape (docs/schemas/alert-webhook.schema.json).
+            let alerts: Vec<serde_json::Value> = metrics
+                .alerts
+                .firing_now()
+                .iter()
+                .map(crate::alert::webhook::alert_json)
+                .collect();
+            (
+                200,
+                "application/json",
+                serde_json::to_vec(&serde_json::json!({ "alerts": alerts })).unwrap_or_default(),
+            )
+        }
         _ => (
             404,
             "text/plain",
-            b"not found: try /metrics, /healthz, /readyz, /api/v1/routes\n".to_vec(),
+            b"not found: try /metrics, /healthz, /readyz, /api/v1/routes, /api/v1/alerts\n".to_vec(),
         ),
     }
 }
