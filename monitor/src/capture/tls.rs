@@ -169,31 +169,10 @@ fn attach(
 /// (pid, libssl path through the process's root) for every process whose comm is named.
 fn libssl_of_named(processes: &[String]) -> Vec<(u32, PathBuf)> {
     let keys: Vec<[u8; 16]> = processes.iter().map(|p| super::kernel::comm_key(p)).collect();
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) else {
-            continue;
-        };
-        if !keys.contains(&super::kernel::comm_key(comm.trim_end_matches('\n'))) {
-            continue;
-        }
-        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-            continue;
-        };
-        let mut seen = HashSet::new();
-        for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
-            if is_libssl(Path::new(path)) && seen.insert(path) {
-                out.push((pid, PathBuf::from(format!("/proc/{pid}/root{path}"))));
-            }
-        }
-    }
-    out
+    mapped_libssl(|pid| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| keys.contains(&super::kernel::comm_key(comm.trim_end_matches('\n'))))
+    })
 }
 
 /// Paths of libssl files: the ldconfig cache, then every process's mapped libraries.
@@ -209,29 +188,36 @@ pub fn find_libssl() -> Vec<PathBuf> {
             }
         }
     }
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for entry in dir.flatten() {
-            let pid = entry.file_name();
-            let Some(pid) = pid.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
-                continue;
-            };
-            let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
-                continue;
-            };
-            for line in maps.lines() {
-                let Some(path) = line.split_whitespace().nth(5) else {
-                    continue;
-                };
-                let p = Path::new(path);
-                if is_libssl(p) {
-                    // Through the process's root, so a container's own copy is the file probed.
-                    out.push(PathBuf::from(format!("/proc/{pid}/root{path}")));
-                }
+    out.extend(mapped_libssl(|_| true).into_iter().map(|(_, p)| p));
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// (pid, path) of every libssl mapped by the processes `wanted` accepts, each once per process.
+/// The path goes through the process's root, so a container's own copy is the file probed.
+fn mapped_libssl(wanted: impl Fn(u32) -> bool) -> Vec<(u32, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !wanted(pid) {
+            continue;
+        }
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
+            continue;
+        };
+        let mut seen = HashSet::new();
+        for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
+            if is_libssl(Path::new(path)) && seen.insert(path) {
+                out.push((pid, PathBuf::from(format!("/proc/{pid}/root{path}"))));
             }
         }
     }
-    out.sort();
-    out.dedup();
     out
 }
 
