@@ -735,3 +735,11 @@ pub fn assert_valid(schema: &jsonschema::Validator, doc: &serde_json::Value, wha
         .collect();
     assert!(errors.is_empty(), "{what} breaks its schema: {errors:?}\n{doc}");
 }
+
+/// A policy in which the service "shop" on `port` may be called from `cidr` only (zone "corp",
+/// undeclared endpoints allowed): with 10.0.0.0/8, every loopback request crosses the boundary.
+pub fn policy_only_from(port: u16, cidr: &str) -> String {
+    format!(
+        "zones:\n  corp: [\"{cidr}\"]\nservices:\n  - name: shop\n    match:\n      port: {port}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n"
+    )
+}

@@ -27,11 +27,7 @@ fn pending(sinks: &Sinks) -> usize {
 
 fn policy(port: u16) -> Policy {
     // Loopback is outside the only zone: every request crosses the boundary.
-    Policy::parse(
-        "test",
-        &format!("zones:\n  corp: [\"10.0.0.0/8\"]\nservices:\n  - name: shop\n    match:\n      port: {port}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n"),
-    )
-    .unwrap()
+    Policy::parse("test", &policy_only_from(port, "10.0.0.0/8")).unwrap()
 }
 
 fn wait_until(secs: u64, what: &str, mut ok: impl FnMut() -> bool) {
@@ -150,11 +146,7 @@ fn queued_alerts_survive_sigkill_of_the_agent_and_arrive_once() {
     let hook_port = free_port();
     let dir = TempDir::new("alerts-kill");
     let policy_file = dir.path().join("policy.yml");
-    std::fs::write(
-        &policy_file,
-        format!("zones:\n  corp: [\"10.0.0.0/8\"]\nservices:\n  - name: shop\n    match:\n      port: {}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n", nginx.port),
-    )
-    .unwrap();
+    std::fs::write(&policy_file, policy_only_from(nginx.port, "10.0.0.0/8")).unwrap();
     let config = dir.path().join("apiwatch.yml");
     std::fs::write(
         &config,
@@ -246,11 +238,7 @@ const WEBHOOK_SECRET: &str = "whsec-TEST-SECRET-77";
 
 /// A policy file for `port` that loopback callers violate, and a config with `alerts`.
 fn write_config(dir: &Path, port: u16, alerts: &str) -> std::path::PathBuf {
-    std::fs::write(
-        dir.join("policy.yml"),
-        format!("zones:\n  corp: [\"10.0.0.0/8\"]\nservices:\n  - name: shop\n    match:\n      port: {port}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("policy.yml"), policy_only_from(port, "10.0.0.0/8")).unwrap();
     let config = dir.join("apiwatch.yml");
     std::fs::write(
         &config,

@@ -440,14 +440,7 @@ fn exchanges_off_writes_none_and_a_restart_appends_to_the_findings() {
     let dir = TempDir::new("append");
     let findings = dir.path().join("findings.jsonl");
     let policy = dir.path().join("policy.yml");
-    std::fs::write(
-        &policy,
-        format!(
-            "zones:\n  corp: [\"10.0.0.0/8\"]\nservices:\n  - name: py\n    match:\n      port: {}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n",
-            server.port
-        ),
-    )
-    .unwrap();
+    std::fs::write(&policy, policy_only_from(server.port, "10.0.0.0/8")).unwrap();
     for run in 1..=2 {
         let agent = Command::new(apiwatch())
             .args([
@@ -498,12 +491,7 @@ fn sighup_reloads_the_policy_even_when_its_mtime_did_not_change() {
     let dir = TempDir::new("sighup");
     let findings = dir.path().join("findings.jsonl");
     let policy = dir.path().join("policy.yml");
-    let zone = |cidr: &str| {
-        format!(
-            "zones:\n  z: [\"{cidr}\"]\nservices:\n  - name: py\n    match:\n      port: {}\n    undeclared: allow\n    defaults:\n      allowed_sources: [z]\n",
-            server.port
-        )
-    };
+    let zone = |cidr: &str| policy_only_from(server.port, cidr);
     std::fs::write(&policy, zone("127.0.0.0/8")).unwrap(); // loopback allowed
     let agent = start_agent_binary(
         free_port(),
