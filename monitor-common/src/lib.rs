@@ -75,8 +75,15 @@ pub enum Stat {
     RingAvailBytes = 8,
     /// An SSL_read/SSL_write returned data but its socket was not known yet.
     TlsFdUnknown = 9,
+    /// Socket layer: connections that do their I/O through io_uring, which the socket
+    /// tracepoints see without a user buffer to read: counted, not captured.
+    IoUringConnections = 10,
+    /// Socket layer: I/O through a call whose buffer layout is not read (sendmmsg, recvmmsg).
+    UnsupportedCall = 11,
+    /// Socket layer: connections opened before the agent, adopted on their first I/O.
+    ConnAdopted = 12,
 }
-pub const STAT_COUNT: u32 = 10;
+pub const STAT_COUNT: u32 = 13;
 
 impl Stat {
     pub const ALL: [Stat; STAT_COUNT as usize] = [
@@ -90,7 +97,16 @@ impl Stat {
         Stat::VectoredPartial,
         Stat::RingAvailBytes,
         Stat::TlsFdUnknown,
+        Stat::IoUringConnections,
+        Stat::UnsupportedCall,
+        Stat::ConnAdopted,
     ];
+
+    /// How the per-CPU values of this stat combine: counters add up, a gauge (the last value a
+    /// CPU saw) is read as the maximum over CPUs.
+    pub const fn is_gauge(self) -> bool {
+        matches!(self, Stat::RingAvailBytes)
+    }
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -104,6 +120,9 @@ impl Stat {
             Stat::VectoredPartial => "vectored_partial",
             Stat::RingAvailBytes => "ring_avail_bytes",
             Stat::TlsFdUnknown => "tls_fd_unknown",
+            Stat::IoUringConnections => "io_uring_connections",
+            Stat::UnsupportedCall => "unsupported_call",
+            Stat::ConnAdopted => "conn_adopted",
         }
     }
 }
@@ -165,8 +184,13 @@ pub struct ConnOpenEvent {
     pub comm: [u8; 16],
     /// The listening fd an accepted socket came from, or u32::MAX.
     pub listen_fd: u32,
-    pub _pad: u32,
+    /// OPEN_FLAG_* bits.
+    pub flags: u32,
 }
+
+/// Open-event flag: the connection existed before the agent started; its stream may be seen
+/// from the middle of a message.
+pub const OPEN_FLAG_MIDSTREAM: u32 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

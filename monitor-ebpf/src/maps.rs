@@ -29,6 +29,11 @@ pub fn global_u64(v: &'static u64) -> u64 {
     unsafe { core::ptr::read_volatile(v) }
 }
 
+/// Set by the loader: 1 when the data path is the socket layer (socket_layer.rs), 0 for the
+/// syscall tracepoints; tells the TLS probes which connection map holds the socket.
+#[unsafe(no_mangle)]
+pub static SOCKET_LAYER: u32 = 0;
+
 /// Process names (comm, NUL-padded to 16 bytes) whose connections are traced, when
 /// FILTER_BY_COMM is set (`capture.processes`).
 #[map]
@@ -41,6 +46,40 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 << 20, 0);
 /// Sockets we track, keyed by (tgid, fd); LRU so a host with many idle sockets cannot exhaust it.
 #[map]
 pub static CONNS: LruHashMap<ConnKey, ConnInfo> = LruHashMap::with_max_entries(65536, 0);
+
+/// Socket layer: every TCP socket established since start (and those adopted on first I/O),
+/// keyed by the kernel's `struct sock *`. LRU bounds it; an entry is replaced when the same
+/// address is established again, so a stale entry cannot outlive its socket's reuse.
+#[map]
+pub static SOCKS: LruHashMap<u64, SockConn> = LruHashMap::with_max_entries(65536, 0);
+
+/// Socket layer: which socket a (tgid, fd) names now. A close is reported only by the socket
+/// that still owns its fd: an fd closed and reused before its old socket reached TCP_CLOSE
+/// must not close the new connection.
+#[map]
+pub static FD_OWNER: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(65536, 0);
+
+/// Socket layer: local ports some socket listens on (port -> listening sockets), so a socket
+/// adopted without its handshake gets its role. Seeded from /proc by the loader.
+#[map]
+pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(8192, 0);
+
+pub const SOCK_FLAG_OWNED: u32 = 1;
+pub const SOCK_FLAG_IO_URING: u32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SockConn {
+    pub info: ConnInfo,
+    /// The (tgid, fd) that did the first I/O: the connection's name in events.
+    pub owner: ConnKey,
+    /// SOCK_FLAG_* bits.
+    pub flags: u32,
+    /// OPEN_FLAG_* bits for the open event.
+    pub open_flags: u32,
+    pub local: SockAddr,
+    pub peer: SockAddr,
+}
 
 /// Arguments of a data syscall in flight, saved on enter, used on exit; keyed by pid_tgid.
 #[map]

@@ -63,6 +63,9 @@ impl Default for RouteLimits {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
+    /// The kernel data path a live capture ran on: "socket" or "syscall".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_mode: Option<&'static str>,
     pub seconds: f64,
     pub pipeline: PipelineStats,
     pub kernel: Option<KernelStats>,
@@ -365,6 +368,7 @@ async fn capture_loop(
     }
     let _ = ready.send(Ok(()));
     if let Some(m) = &opts.metrics {
+        m.set_capture_mode(capture.mode().as_str());
         m.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
@@ -419,6 +423,7 @@ async fn capture_loop(
     drop(tx);
     let (pipeline, filtered) = worker.join().unwrap_or_default();
     Ok(Summary {
+        capture_mode: Some(capture.mode().as_str()),
         seconds: start.elapsed().as_secs_f64(),
         pipeline,
         kernel: Some(capture.kernel_stats()),

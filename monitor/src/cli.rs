@@ -89,6 +89,9 @@ pub struct CommonArgs {
     /// added to capture.processes. Filtered in the kernel: other processes cost almost nothing.
     #[arg(long = "process")]
     pub processes: Vec<String>,
+    /// Where the data path hooks the kernel (auto, socket, syscall); overrides capture.mode.
+    #[arg(long = "capture-mode", value_parser = parse_capture_mode)]
+    pub capture_mode: Option<crate::capture::kernel::CaptureMode>,
     /// Boundary policy file; overrides `policy` in the configuration.
     #[arg(long)]
     pub policy: Option<PathBuf>,
@@ -256,6 +259,9 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config> {
 
 fn options(common: &CommonArgs) -> Result<(AgentOptions, Config)> {
     let mut cfg = load_config(common.config.as_ref())?;
+    if let Some(mode) = common.capture_mode {
+        cfg.capture.mode = mode;
+    }
     for p in &common.processes {
         if p.is_empty() || p.len() > 15 {
             anyhow::bail!("--process {p:?}: a process name (comm) is 1 to 15 bytes");
@@ -518,4 +524,9 @@ fn wait(duration: Option<f64>) -> Result<()> {
 fn finish(summary: Summary) -> Result<()> {
     eprintln!("{}", summary.line());
     Ok(())
+}
+
+fn parse_capture_mode(s: &str) -> Result<crate::capture::kernel::CaptureMode, String> {
+    crate::capture::kernel::CaptureMode::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of auto, socket, syscall"))
 }

@@ -12,6 +12,10 @@ use crate::stream::StreamConfig;
 /// The configuration used when no file is given. `Config::default()` equals it (tested).
 pub const DEFAULT_CONFIG: &str = r#"# apiwatch configuration (all fields optional; these are the defaults)
 capture:
+  # Where the data path hooks the kernel: socket (the socket tracepoints: only socket I/O pays),
+  # syscall (the syscall tracepoints, for kernels before 6.3: every syscall on the host pays),
+  # or auto (socket where the kernel has it).
+  mode: auto
   # Bytes copied from each socket read/write: enough for request and response heads.
   bytes: 4096
   # Kernel ring buffer between the probes and the agent (power of two).
@@ -263,6 +267,7 @@ impl Default for MetricsSection {
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CaptureSection {
+    pub mode: crate::capture::kernel::CaptureMode,
     pub bytes: u32,
     pub ring_bytes: u32,
     pub drain_interval_ms: u64,
@@ -293,6 +298,7 @@ impl Default for Config {
 impl Default for CaptureSection {
     fn default() -> Self {
         Self {
+            mode: crate::capture::kernel::CaptureMode::Auto,
             bytes: 4096,
             ring_bytes: 16 << 20,
             drain_interval_ms: 10,
@@ -637,6 +643,7 @@ impl Config {
 
     pub fn kernel(&self) -> KernelConfig {
         KernelConfig {
+            mode: self.capture.mode,
             capture_bytes: self.capture.bytes,
             ring_bytes: self.capture.ring_bytes,
             drain_interval: std::time::Duration::from_millis(self.capture.drain_interval_ms),

@@ -1,4 +1,6 @@
 pub mod data;
+pub mod emit;
+pub mod socket_layer;
 pub mod sockets;
 pub mod tls;
 

@@ -1,17 +1,17 @@
-//! Socket lifecycle: accept (server role), connect (client role), close, and the TCP state
+//! Syscall-tracepoint lifecycle (the fallback mode): accept (server role), connect (client role), close, and the TCP state
 //! tracepoint that tells us each socket's local address.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user},
+    helpers::{bpf_probe_read_kernel, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use monitor_common::{
-    AF_INET, AF_INET6, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo, ConnKey, ConnOpenEvent, EVENT_CONN_CLOSE,
-    EVENT_CONN_OPEN, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
+    AF_INET, AF_INET6, CLASS_UNKNOWN, ConnInfo, ConnKey, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
 };
 
+use super::emit::{emit_close, emit_open};
 use super::{traced_pid_tgid, traced_process};
-use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count};
+use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, PEER_LOCAL, count};
 
 const EINPROGRESS: i64 = -115;
 const TCP_SYN_SENT: i32 = 2;
@@ -208,19 +208,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = CONNS.remove(key);
-    let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
-        count(Stat::RingFull, 1);
-        return 0;
-    };
-    entry.write(ConnCloseEvent {
-        kind: EVENT_CONN_CLOSE,
-        _pad: 0,
-        tgid: key.tgid,
-        fd: key.fd,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    });
-    entry.submit(crate::probes::data::wakeup_flags());
-    count(Stat::EventsSubmitted, 1);
+    emit_close(key);
     0
 }
 
@@ -241,29 +229,12 @@ fn open_conn(id: u64, fd: u32, role: u32, local: SockAddr, peer: SockAddr, liste
         count(Stat::ConnMapInsertFailed, 1);
         return;
     }
-    let Some(mut entry) = EVENTS.reserve::<ConnOpenEvent>(0) else {
-        count(Stat::RingFull, 1);
-        return;
-    };
-    entry.write(ConnOpenEvent {
-        kind: EVENT_CONN_OPEN,
-        role,
-        tgid: key.tgid,
-        fd,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        local,
-        peer,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-        listen_fd,
-        _pad: 0,
-    });
-    entry.submit(crate::probes::data::wakeup_flags());
-    count(Stat::EventsSubmitted, 1);
+    emit_open(key, role, local, peer, listen_fd, 0);
 }
 
 /// Reads a user `struct sockaddr` (in or in6); family 0 if absent or unreadable.
 #[inline(always)]
-fn read_user_sockaddr(ptr: u64) -> SockAddr {
+pub fn read_user_sockaddr(ptr: u64) -> SockAddr {
     let mut out = SockAddr::EMPTY;
     if ptr == 0 {
         return out;

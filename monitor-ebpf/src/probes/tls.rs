@@ -6,11 +6,13 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use monitor_common::{CAPTURE_MAX, CAPTURE_SMALL, ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, Stat};
+use monitor_common::{ConnInfo, ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, Stat};
 
-use super::data::emit;
+use super::emit::emit_prefix;
 use super::traced_process;
-use crate::maps::{CAPTURE_BYTES, CONNS, SSL_ARGS, SSL_FD, SslArgs, SslKey, count, global_u32};
+use crate::maps::{
+    CONNS, FD_OWNER, SOCKET_LAYER, SOCKS, SSL_ARGS, SSL_FD, SslArgs, SslKey, count, global_u32,
+};
 
 #[inline(always)]
 fn enter(ctx: &ProbeContext, direction: u32, ex: bool) {
@@ -49,8 +51,9 @@ fn exit(ctx: &RetProbeContext) {
     // All four return a C int: read 32 bits, or a -1 (WANT_READ) reads as 4 GiB.
     let ret = ctx.ret::<i32>() as i64;
     let bytes = if args.count_ptr != 0 {
-        // The _ex variants return 1 on success and the count through a pointer.
-        if ret != 1 {
+        // The _ex variants (and the internal functions both forms call) return 1 on success and
+        // the count through a pointer.
+        if ret <= 0 {
             return;
         }
         match unsafe { bpf_probe_read_user(args.count_ptr as *const u64) } {
@@ -76,15 +79,21 @@ fn exit(ctx: &RetProbeContext) {
         tgid: (id >> 32) as u32,
         fd: args.fd,
     };
-    let Some(info) = CONNS.get_ptr_mut(key) else {
+    let Some(info) = conn_info(key) else {
         return;
     };
-    let limit = global_u32(&CAPTURE_BYTES) as u64;
-    let want = if bytes > limit { limit } else { bytes };
-    if want <= CAPTURE_SMALL as u64 {
-        emit::<CAPTURE_SMALL>(key, args.direction, bytes, args.buf, want, DATA_FLAG_TLS, info);
+    emit_prefix(key, args.direction, bytes, args.buf, bytes, DATA_FLAG_TLS, info);
+}
+
+/// The connection state of a (tgid, fd), in whichever map the data path keeps it.
+#[inline(always)]
+fn conn_info(key: ConnKey) -> Option<*mut ConnInfo> {
+    if global_u32(&SOCKET_LAYER) != 0 {
+        let sk = unsafe { FD_OWNER.get(key) }.copied()?;
+        let conn = SOCKS.get_ptr_mut(sk)?;
+        Some(unsafe { &raw mut (*conn).info })
     } else {
-        emit::<CAPTURE_MAX>(key, args.direction, bytes, args.buf, want, DATA_FLAG_TLS, info);
+        CONNS.get_ptr_mut(key)
     }
 }
 

@@ -42,7 +42,8 @@ pub struct ConnOpen {
     pub local: Option<SocketAddr>,
     pub peer: Option<SocketAddr>,
     pub comm: String,
-    /// The connection existed before the agent started (seeded from /proc).
+    /// The connection existed before the agent started (seeded from /proc, or adopted by the
+    /// socket layer on its first I/O): its stream may begin inside a message.
     pub seeded: bool,
 }
 
@@ -139,7 +140,7 @@ impl Decoder {
                     local: sockaddr(&ev.local),
                     peer: sockaddr(&ev.peer),
                     comm: comm_string(&ev.comm),
-                    seeded: false,
+                    seeded: ev.flags & common::OPEN_FLAG_MIDSTREAM != 0,
                 }))
             }
             common::EVENT_CONN_CLOSE | common::EVENT_CONN_TLS => {
@@ -266,7 +267,7 @@ mod tests {
             peer: common::SockAddr::EMPTY,
             comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
             listen_fd: 4,
-            _pad: 0,
+            flags: common::OPEN_FLAG_MIDSTREAM,
         };
         match d.decode(&bytes_of(&open)).unwrap() {
             CaptureEvent::Open(o) => {
@@ -275,6 +276,7 @@ mod tests {
                 assert_eq!(o.peer, None);
                 assert_eq!(o.comm, "nginx");
                 assert_eq!(o.role, Role::Server);
+                assert!(o.seeded, "an adopted connection is mid-stream");
             }
             e => panic!("{e:?}"),
         }

@@ -3,8 +3,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::TracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
 use log::{info, warn};
 use monitor_common::{
     CLASS_UNKNOWN, ConnInfo, ConnKey, ROLE_CLIENT, ROLE_SERVER, SEEDED_CLASSIFY_TRIES, Stat,
@@ -38,12 +38,50 @@ pub enum CaptureError {
     },
     #[error("eBPF map {0} is missing or has the wrong type: {1}")]
     Map(&'static str, String),
+    #[error("the socket-layer capture is not available on this kernel: {0}")]
+    SocketLayer(String),
     #[error("waiting on the ring buffer failed: {0}")]
     Io(#[from] std::io::Error),
 }
 
+/// Where the data path hooks the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// The socket layer where the kernel has its tracepoints, else the syscall tracepoints.
+    #[default]
+    Auto,
+    /// `sock:sock_send_length`/`sock_recv_length` and the TCP state tracepoint: only socket
+    /// I/O pays, one hook after each call.
+    Socket,
+    /// The syscall tracepoints (read, write, ..., accept, connect, close): the fallback for
+    /// kernels without the socket tracepoints. Every syscall of every task takes the slow path.
+    Syscall,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::Auto => "auto",
+            CaptureMode::Socket => "socket",
+            CaptureMode::Syscall => "syscall",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "auto" => Some(CaptureMode::Auto),
+            "socket" => Some(CaptureMode::Socket),
+            "syscall" => Some(CaptureMode::Syscall),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct KernelConfig {
+    /// Socket layer, syscall tracepoints, or the best this kernel has.
+    pub mode: CaptureMode,
     /// Bytes copied from each syscall buffer (at most monitor_common::CAPTURE_MAX).
     pub capture_bytes: u32,
     /// Ring buffer size in bytes (a power of two, a multiple of the page size).
@@ -66,6 +104,7 @@ pub fn comm_key(name: &str) -> [u8; 16] {
 impl Default for KernelConfig {
     fn default() -> Self {
         Self {
+            mode: CaptureMode::Auto,
             capture_bytes: monitor_common::CAPTURE_DEFAULT,
             ring_bytes: 16 << 20,
             drain_interval: Duration::from_millis(10),
@@ -76,7 +115,19 @@ impl Default for KernelConfig {
 
 const TLS_RESCAN: Duration = Duration::from_secs(30);
 
-/// (program, tracepoint category, tracepoint names) - one program may serve several syscalls.
+/// Socket layer: (program, tracepoint) attached as tp_btf.
+const SOCKET_BTF_ATTACHMENTS: &[(&str, &str)] = &[
+    ("sock_send", "sock_send_length"),
+    ("sock_recv", "sock_recv_length"),
+];
+/// Socket layer: the lifecycle, on classic tracepoints (neither is a syscall tracepoint).
+const SOCKET_ATTACHMENTS: &[(&str, &str, &[&str])] = &[
+    ("sock_lifecycle", "sock", &["inet_sock_set_state"]),
+    ("sock_destroy", "tcp", &["tcp_destroy_sock"]),
+];
+
+/// Syscall mode: (program, tracepoint category, tracepoint names) - one program may serve
+/// several syscalls.
 const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     (
         "enter_accept",
@@ -124,7 +175,8 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ),
 ];
 
-/// Counters kept by the kernel programs, summed over CPUs.
+/// Counters kept by the kernel programs: counters summed over CPUs, gauges their maximum
+/// (`Stat::is_gauge`).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct KernelStats {
     pub counters: Vec<(&'static str, u64)>,
@@ -157,23 +209,48 @@ pub struct KernelCapture {
     tick: tokio::time::Interval,
     /// capture.processes, for the TLS rescans.
     processes: Vec<String>,
+    /// The data path in use (never Auto).
+    mode: CaptureMode,
     pub decode_errors: u64,
 }
 
 impl KernelCapture {
     /// Checks prerequisites, loads and attaches every program. Returns the capture and the
-    /// connections that were already open (seeded from /proc), as open events.
+    /// connections that were already open (seeded from /proc in syscall mode; the socket layer
+    /// adopts them in the kernel on their first I/O), as open events.
     pub fn start(cfg: &KernelConfig) -> Result<(Self, Vec<CaptureEvent>), CaptureError> {
         preflight()?;
+        match cfg.mode {
+            CaptureMode::Socket => Self::start_in(cfg, CaptureMode::Socket),
+            CaptureMode::Syscall => Self::start_in(cfg, CaptureMode::Syscall),
+            CaptureMode::Auto if !socket_layer_available() => {
+                warn!(
+                    "this kernel has no sock:sock_send_length tracepoint: capturing on the syscall tracepoints, \
+                     which slow every syscall on the host"
+                );
+                Self::start_in(cfg, CaptureMode::Syscall)
+            }
+            CaptureMode::Auto => Self::start_in(cfg, CaptureMode::Socket).or_else(|e| {
+                warn!(
+                    "the socket-layer capture did not start ({e}); falling back to the syscall tracepoints"
+                );
+                Self::start_in(cfg, CaptureMode::Syscall)
+            }),
+        }
+    }
+
+    fn start_in(cfg: &KernelConfig, mode: CaptureMode) -> Result<(Self, Vec<CaptureEvent>), CaptureError> {
         let own = std::process::id();
         let capture = cfg.capture_bytes.clamp(64, monitor_common::CAPTURE_MAX as u32);
         let wakeup = u64::from(cfg.ring_bytes / 4);
         let filter_by_comm = u32::from(!cfg.processes.is_empty());
+        let socket_layer = u32::from(mode == CaptureMode::Socket);
         let mut ebpf = EbpfLoader::new()
             .override_global("AGENT_TGID", &own, true)
             .override_global("CAPTURE_BYTES", &capture, true)
             .override_global("WAKEUP_BYTES", &wakeup, true)
             .override_global("FILTER_BY_COMM", &filter_by_comm, true)
+            .override_global("SOCKET_LAYER", &socket_layer, true)
             .map_max_entries("EVENTS", cfg.ring_bytes)
             .load(aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor")))
             .map_err(|e| CaptureError::Load(Box::new(e)))?;
@@ -192,66 +269,20 @@ impl KernelCapture {
             info!("tracing only the connections of: {}", cfg.processes.join(", "));
         }
 
-        for (program, category, names) in ATTACHMENTS {
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| CaptureError::Map(program, "program not in object".into()))?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| CaptureError::Map(program, e.to_string()))?;
-            prog.load().map_err(|source| CaptureError::Attach {
-                program,
-                category,
-                name: "load",
-                source: Box::new(source),
-            })?;
-            for name in *names {
-                prog.attach(category, name)
-                    .map_err(|source| CaptureError::Attach {
-                        program,
-                        category,
-                        name,
-                        source: Box::new(source),
-                    })?;
-            }
-        }
+        let seeded = if mode == CaptureMode::Socket {
+            attach_socket_layer(&mut ebpf)?;
+            seed_listening_ports(&mut ebpf)?;
+            info!("capture: socket layer (sock_send_length/sock_recv_length, inet_sock_set_state)");
+            Vec::new()
+        } else {
+            attach_tracepoints(&mut ebpf, ATTACHMENTS)?;
+            info!("capture: syscall tracepoints");
+            // Seed after attaching, so a connection accepted meanwhile is not missed.
+            seed_connections(&mut ebpf, own, &cfg.processes)?
+        };
 
         let mut tls = super::tls::TlsProbes::default();
         tls.scan(&mut ebpf, &cfg.processes);
-
-        // Seed after attaching, so a connection accepted meanwhile is not missed.
-        let decoder = Decoder::new();
-        let now = unix_now_ns();
-        let mut seeded = procfs::established_connections(own, now);
-        if !cfg.processes.is_empty() {
-            seeded.retain(|o| cfg.processes.iter().any(|p| comm_key(p) == comm_key(&o.comm)));
-        }
-        {
-            let map = ebpf
-                .map_mut("CONNS")
-                .ok_or_else(|| CaptureError::Map("CONNS", "missing".into()))?;
-            let mut conns: BpfHashMap<&mut MapData, ConnKey, ConnInfo> =
-                BpfHashMap::try_from(map).map_err(|e| CaptureError::Map("CONNS", e.to_string()))?;
-            for open in &seeded {
-                let key = ConnKey {
-                    tgid: open.id.tgid,
-                    fd: open.id.fd,
-                };
-                let info = ConnInfo {
-                    role: if open.role == Role::Server {
-                        ROLE_SERVER
-                    } else {
-                        ROLE_CLIENT
-                    },
-                    class: CLASS_UNKNOWN,
-                    tries_left: SEEDED_CLASSIFY_TRIES,
-                    plain_class: CLASS_UNKNOWN,
-                    _pad: 0,
-                };
-                // BPF_NOEXIST: an entry the probes made meanwhile is newer than ours.
-                let _ = conns.insert(key, info, 1);
-            }
-        }
-        info!("seeded {} connections that were open before start", seeded.len());
 
         let ring = ebpf
             .take_map("EVENTS")
@@ -272,12 +303,18 @@ impl KernelCapture {
             last_tls_scan: std::time::Instant::now(),
             ring,
             stats,
-            decoder,
+            decoder: Decoder::new(),
             tick,
             processes: cfg.processes.clone(),
+            mode,
             decode_errors: 0,
         };
         Ok((capture, seeded.into_iter().map(CaptureEvent::Open).collect()))
+    }
+
+    /// The data path in use: `Socket` or `Syscall`.
+    pub fn mode(&self) -> CaptureMode {
+        self.mode
     }
 
     /// Waits for events (a wakeup or the drain timer) and appends up to `max` of them to `out`.
@@ -337,13 +374,124 @@ impl KernelCapture {
                 let v = self
                     .stats
                     .get(&(*s as u32), 0)
-                    .map(|v| v.iter().sum())
+                    .map(|v| {
+                        if s.is_gauge() {
+                            v.iter().copied().max().unwrap_or(0)
+                        } else {
+                            v.iter().sum()
+                        }
+                    })
                     .unwrap_or(0);
                 (s.name(), v)
             })
             .collect();
         KernelStats { counters }
     }
+}
+
+/// The kernel has the socket tracepoints (Linux 6.3+, net/socket.c).
+fn socket_layer_available() -> bool {
+    Path::new("/sys/kernel/tracing/events/sock/sock_send_length").exists()
+        && Path::new("/sys/kernel/tracing/events/sock/sock_recv_length").exists()
+}
+
+fn attach_tracepoints(
+    ebpf: &mut Ebpf,
+    attachments: &[(&'static str, &'static str, &'static [&'static str])],
+) -> Result<(), CaptureError> {
+    for (program, category, names) in attachments {
+        let prog: &mut TracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| CaptureError::Map(program, "program not in object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| CaptureError::Map(program, e.to_string()))?;
+        prog.load().map_err(|source| CaptureError::Attach {
+            program,
+            category,
+            name: "load",
+            source: Box::new(source),
+        })?;
+        for name in *names {
+            prog.attach(category, name)
+                .map_err(|source| CaptureError::Attach {
+                    program,
+                    category,
+                    name,
+                    source: Box::new(source),
+                })?;
+        }
+    }
+    Ok(())
+}
+
+fn attach_socket_layer(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    let btf = Btf::from_sys_fs().map_err(|e| CaptureError::SocketLayer(format!("kernel BTF: {e}")))?;
+    // The lifecycle first: a socket established from here on is known before its first I/O.
+    attach_tracepoints(ebpf, SOCKET_ATTACHMENTS)?;
+    for (program, tracepoint) in SOCKET_BTF_ATTACHMENTS {
+        let prog: &mut BtfTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| CaptureError::Map(program, "program not in object".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| CaptureError::Map(program, e.to_string()))?;
+        let attach_err = |source| CaptureError::Attach {
+            program,
+            category: "tp_btf",
+            name: tracepoint,
+            source: Box::new(source),
+        };
+        prog.load(tracepoint, &btf).map_err(attach_err)?;
+        prog.attach().map_err(attach_err)?;
+    }
+    Ok(())
+}
+
+/// Listening sockets that existed before start, so adopted connections get their role.
+fn seed_listening_ports(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
+    let map = ebpf
+        .map_mut("LISTEN_PORTS")
+        .ok_or_else(|| CaptureError::Map("LISTEN_PORTS", "missing".into()))?;
+    let mut ports: BpfHashMap<&mut MapData, u16, u32> =
+        BpfHashMap::try_from(map).map_err(|e| CaptureError::Map("LISTEN_PORTS", e.to_string()))?;
+    for (port, n) in procfs::listening_ports() {
+        // BPF_NOEXIST: a listen the lifecycle probe saw meanwhile is already counted.
+        let _ = ports.insert(port, n, 1);
+    }
+    Ok(())
+}
+
+/// Syscall mode: the connections open before start, from /proc, into the kernel's map.
+fn seed_connections(ebpf: &mut Ebpf, own: u32, processes: &[String]) -> Result<Vec<ConnOpen>, CaptureError> {
+    let mut seeded = procfs::established_connections(own, unix_now_ns());
+    if !processes.is_empty() {
+        seeded.retain(|o| processes.iter().any(|p| comm_key(p) == comm_key(&o.comm)));
+    }
+    let map = ebpf
+        .map_mut("CONNS")
+        .ok_or_else(|| CaptureError::Map("CONNS", "missing".into()))?;
+    let mut conns: BpfHashMap<&mut MapData, ConnKey, ConnInfo> =
+        BpfHashMap::try_from(map).map_err(|e| CaptureError::Map("CONNS", e.to_string()))?;
+    for open in &seeded {
+        let key = ConnKey {
+            tgid: open.id.tgid,
+            fd: open.id.fd,
+        };
+        let info = ConnInfo {
+            role: if open.role == Role::Server {
+                ROLE_SERVER
+            } else {
+                ROLE_CLIENT
+            },
+            class: CLASS_UNKNOWN,
+            tries_left: SEEDED_CLASSIFY_TRIES,
+            plain_class: CLASS_UNKNOWN,
+            _pad: 0,
+        };
+        // BPF_NOEXIST: an entry the probes made meanwhile is newer than ours.
+        let _ = conns.insert(key, info, 1);
+    }
+    info!("seeded {} connections that were open before start", seeded.len());
+    Ok(seeded)
 }
 
 /// The kernel could not see an address (accept without an address buffer, a socket family the

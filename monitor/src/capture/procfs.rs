@@ -164,6 +164,31 @@ pub fn established_connections(skip_tgid: u32, now_ns: u64) -> Vec<ConnOpen> {
     out
 }
 
+/// Local ports listened on, with how many listening sockets each has, across every network
+/// namespace a process is in (the socket layer's role for connections it adopts).
+pub fn listening_ports() -> HashMap<u16, u32> {
+    let mut ports = HashMap::new();
+    let mut namespaces = HashSet::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return ports;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(ns) = fs::read_link(format!("/proc/{pid}/ns/net")) else {
+            continue;
+        };
+        if !namespaces.insert(ns) {
+            continue;
+        }
+        for sock in tcp_sockets_of(pid).values().filter(|t| t.state == TCP_LISTEN) {
+            *ports.entry(sock.local.port()).or_insert(0) += 1;
+        }
+    }
+    ports
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,6 +104,8 @@ pub struct Metrics {
     finding_series: Mutex<HashSet<Vec<String>>>,
     anomalies_firing: prometheus::IntGaugeVec,
     connections: IntGauge,
+    capture_mode: prometheus::IntGaugeVec,
+    io_uring_connections: IntCounter,
     ring_fill: Gauge,
     ring_bytes: f64,
     last: Mutex<(PipelineStats, KernelStats, u64)>,
@@ -296,6 +298,23 @@ impl Metrics {
                 "Bytes moved by sockets beyond the captured prefix (counted, not copied).",
             ),
             connections,
+            capture_mode: {
+                let g = prometheus::IntGaugeVec::new(
+                    Opts::new(
+                        "apiwatch_capture_mode",
+                        "The kernel data path in use (1): socket (socket tracepoints) or syscall (the fallback).",
+                    ),
+                    &["mode"],
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
+            io_uring_connections: counter(
+                &r,
+                "apiwatch_io_uring_connections_total",
+                "Connections doing their socket I/O through io_uring: seen by the socket layer, not captured.",
+            ),
             ring_fill,
             ring_bytes: ring_bytes as f64,
             last: Mutex::new((PipelineStats::default(), KernelStats::default(), 0)),
@@ -457,6 +476,15 @@ impl Metrics {
     }
 
     /// Brings the kernel counters up to date (called on the capture thread's tick).
+    /// The data path the capture runs on (`socket` or `syscall`).
+    pub fn set_capture_mode(&self, mode: &str) {
+        for m in ["socket", "syscall"] {
+            self.capture_mode
+                .with_label_values(&[m])
+                .set(i64::from(m == mode));
+        }
+    }
+
     pub fn update_kernel(&self, k: &KernelStats, ring_avail_bytes: u64) {
         let Ok(mut last) = self.last.lock() else { return };
         let before = &last.1;
@@ -469,6 +497,10 @@ impl Metrics {
                 .with_label_values(&[reason])
                 .inc_by(k.get(stat).saturating_sub(before.get(stat)));
         }
+        self.io_uring_connections.inc_by(
+            k.get(Stat::IoUringConnections)
+                .saturating_sub(before.get(Stat::IoUringConnections)),
+        );
         self.ring_fill
             .set(ring_avail_bytes as f64 / self.ring_bytes.max(1.0));
         last.1 = k.clone();
@@ -481,6 +513,7 @@ const DROP_REASONS: &[(Option<Stat>, &str)] = &[
     (Some(Stat::ReadUserFailed), "read_user_failed"),
     (Some(Stat::ConnMapInsertFailed), "conn_map_full"),
     (Some(Stat::ArgsMapFull), "args_map_full"),
+    (Some(Stat::UnsupportedCall), "unsupported_call"),
     (None, "pending_request_overflow"),
     (None, "connection_evicted"),
 ];

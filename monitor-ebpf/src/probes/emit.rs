@@ -1,0 +1,281 @@
+//! Writing events into the ring: data chunks (classifying each connection on its first bytes),
+//! opens, closes and TLS marks. Shared by both data paths (syscall and socket layer) and the
+//! TLS probes.
+use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user, generated},
+};
+use monitor_common::{
+    CAPTURE_MAX, CAPTURE_SMALL, CLASS_HTTP, CLASS_OTHER, CLASS_TLS, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo,
+    ConnKey, ConnOpenEvent, DATA_FLAG_SENDFILE, DATA_FLAG_TLS, DATA_FLAG_VECTORED, DataEvent, DataHeader,
+    EVENT_CONN_CLOSE, EVENT_CONN_OPEN, EVENT_CONN_TLS, EVENT_DATA, SockAddr, Stat,
+};
+
+use crate::maps::{
+    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CAPTURE_BYTES, EVENTS, STATS, WAKEUP_BYTES, count,
+    global_u32, global_u64,
+};
+
+/// Copies the head of one call's bytes into an event. `kind` (ARGS_*) says what `ptr` is: the
+/// buffer, an iovec array, a msghdr, or nothing (sendfile, splice: file bytes are never copied,
+/// the count keeps the stream's byte accounting exact). `total` is what the call moved.
+#[inline(always)]
+pub fn emit_chunk(key: ConnKey, direction: u32, total: u64, kind: u32, ptr: u64, info: *mut ConnInfo) {
+    if kind == ARGS_SENDFILE {
+        if unsafe { (*info).class } == CLASS_HTTP {
+            emit::<CAPTURE_SMALL>(key, direction, total, 0, 0, DATA_FLAG_SENDFILE, info);
+        }
+        return;
+    }
+    let (src, avail, flags) = match kind {
+        ARGS_PLAIN => (ptr, total, 0),
+        ARGS_IOVEC => match first_iovec(ptr) {
+            Some((base, len)) => (base, len, DATA_FLAG_VECTORED),
+            None => return,
+        },
+        ARGS_MSGHDR => {
+            // struct user_msghdr: msg_name @0, msg_namelen @8, msg_iov @16, msg_iovlen @24
+            let Ok(iov) = (unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }) else {
+                count(Stat::ReadUserFailed, 1);
+                return;
+            };
+            match first_iovec(iov) {
+                Some((base, len)) => (base, len, DATA_FLAG_VECTORED),
+                None => return,
+            }
+        }
+        _ => return,
+    };
+    if flags == DATA_FLAG_VECTORED && avail < total {
+        count(Stat::VectoredPartial, 1);
+    }
+    emit_prefix(key, direction, total, src, avail, flags, info);
+}
+
+/// Emits up to the configured prefix of `avail` bytes at `src`, in the smallest reservation
+/// that holds it.
+#[inline(always)]
+pub fn emit_prefix(
+    key: ConnKey,
+    direction: u32,
+    total: u64,
+    src: u64,
+    avail: u64,
+    flags: u32,
+    info: *mut ConnInfo,
+) {
+    let limit = global_u32(&CAPTURE_BYTES) as u64;
+    let mut want = if total < avail { total } else { avail };
+    if want > limit {
+        want = limit;
+    }
+    if want <= CAPTURE_SMALL as u64 {
+        emit::<CAPTURE_SMALL>(key, direction, total, src, want, flags, info);
+    } else {
+        emit::<CAPTURE_MAX>(key, direction, total, src, want, flags, info);
+    }
+}
+
+/// struct iovec { void *iov_base; size_t iov_len; }
+#[inline(always)]
+fn first_iovec(iov: u64) -> Option<(u64, u64)> {
+    match unsafe { bpf_probe_read_user(iov as *const [u64; 2]) } {
+        Ok([base, len]) => Some((base, len)),
+        Err(_) => {
+            count(Stat::ReadUserFailed, 1);
+            None
+        }
+    }
+}
+
+/// Submit without waking the reader unless enough data waits: a wakeup per record would cost
+/// the traced thread over a microsecond; the reader drains on a short timer instead.
+#[inline(always)]
+pub fn wakeup_flags() -> u64 {
+    let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    if let Some(p) = STATS.get_ptr_mut(Stat::RingAvailBytes as u32) {
+        unsafe { *p = avail };
+    }
+    if avail >= global_u64(&WAKEUP_BYTES) {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        BPF_RB_NO_WAKEUP as u64
+    }
+}
+
+#[inline(always)]
+pub fn emit<const N: usize>(
+    key: ConnKey,
+    direction: u32,
+    total: u64,
+    src: u64,
+    want: u64,
+    flags: u32,
+    info: *mut ConnInfo,
+) {
+    let Some(mut entry) = EVENTS.reserve::<DataEvent<N>>(0) else {
+        count(Stat::RingFull, 1);
+        return;
+    };
+    let ev = entry.as_mut_ptr();
+    let mut n = want as u32;
+    if n > N as u32 {
+        n = N as u32;
+    }
+    let mut captured = 0u32;
+    if n > 0 {
+        let rc = unsafe {
+            generated::bpf_probe_read_user((*ev).data.as_mut_ptr().cast(), n, src as *const core::ffi::c_void)
+        };
+        if rc == 0 {
+            captured = n;
+        } else {
+            count(Stat::ReadUserFailed, 1);
+        }
+    }
+
+    let first: [u8; 4] = if captured >= 4 {
+        unsafe { core::ptr::read((*ev).data.as_ptr().cast::<[u8; 4]>()) }
+    } else {
+        [0; 4]
+    };
+    if flags & DATA_FLAG_TLS != 0 {
+        // Plaintext from the SSL uprobes: the syscall bytes of this socket are ciphertext.
+        unsafe {
+            if (*info).class == CLASS_UNKNOWN {
+                (*info).class = CLASS_TLS;
+            }
+        }
+        let plain = unsafe { (*info).plain_class };
+        if plain == CLASS_OTHER {
+            entry.discard(0);
+            return;
+        }
+        if plain == CLASS_UNKNOWN {
+            if looks_like_http(first) {
+                unsafe { (*info).plain_class = CLASS_HTTP };
+            } else {
+                // HTTP/2 over TLS ("PRI * HTTP/2.0") and other protocols: not ours.
+                unsafe { (*info).plain_class = CLASS_OTHER };
+                count(Stat::ConnNotHttp, 1);
+                entry.discard(0);
+                return;
+            }
+        }
+    } else if unsafe { (*info).class } == CLASS_UNKNOWN {
+        if looks_like_http(first) {
+            unsafe { (*info).class = CLASS_HTTP };
+        } else if first[0] == 0x16 && first[1] == 0x03 {
+            // A TLS handshake record: from now on only the SSL uprobes speak for this socket.
+            unsafe { (*info).class = CLASS_TLS };
+            entry.discard(0);
+            emit_tls_mark(key);
+            return;
+        } else {
+            let left = unsafe { (*info).tries_left };
+            if left <= 1 {
+                unsafe { (*info).class = CLASS_OTHER };
+                count(Stat::ConnNotHttp, 1);
+            } else {
+                unsafe { (*info).tries_left = left - 1 };
+            }
+            entry.discard(0);
+            return;
+        }
+    }
+
+    unsafe {
+        (*ev).header = DataHeader {
+            kind: EVENT_DATA,
+            direction,
+            tgid: key.tgid,
+            fd: key.fd,
+            ts_ns: bpf_ktime_get_ns(),
+            total_len: total,
+            captured,
+            flags,
+        };
+    }
+    entry.submit(wakeup_flags());
+    count(Stat::EventsSubmitted, 1);
+    if total > captured as u64 {
+        count(Stat::BytesNotCopied, total - captured as u64);
+    }
+}
+
+/// Tells userspace the connection is TLS, so it can count blind spots (TLS it never sees the
+/// plaintext of).
+#[inline(always)]
+pub fn emit_tls_mark(key: ConnKey) {
+    let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
+        count(Stat::RingFull, 1);
+        return;
+    };
+    entry.write(ConnCloseEvent {
+        kind: EVENT_CONN_TLS,
+        _pad: 0,
+        tgid: key.tgid,
+        fd: key.fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    entry.submit(wakeup_flags());
+    count(Stat::EventsSubmitted, 1);
+}
+
+/// HTTP/1.x starts with a method token or, for a response, "HTTP".
+#[inline(always)]
+fn looks_like_http(b: [u8; 4]) -> bool {
+    matches!(
+        b,
+        [b'G', b'E', b'T', b' ']
+            | [b'P', b'O', b'S', b'T']
+            | [b'P', b'U', b'T', b' ']
+            | [b'H', b'E', b'A', b'D']
+            | [b'D', b'E', b'L', b'E']
+            | [b'P', b'A', b'T', b'C']
+            | [b'O', b'P', b'T', b'I']
+            | [b'C', b'O', b'N', b'N']
+            | [b'T', b'R', b'A', b'C']
+            | [b'H', b'T', b'T', b'P']
+    )
+}
+
+/// A connection the probes will report on from now on.
+#[inline(always)]
+pub fn emit_open(key: ConnKey, role: u32, local: SockAddr, peer: SockAddr, listen_fd: u32, flags: u32) {
+    let Some(mut entry) = EVENTS.reserve::<ConnOpenEvent>(0) else {
+        count(Stat::RingFull, 1);
+        return;
+    };
+    entry.write(ConnOpenEvent {
+        kind: EVENT_CONN_OPEN,
+        role,
+        tgid: key.tgid,
+        fd: key.fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        local,
+        peer,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        listen_fd,
+        flags,
+    });
+    entry.submit(wakeup_flags());
+    count(Stat::EventsSubmitted, 1);
+}
+
+#[inline(always)]
+pub fn emit_close(key: ConnKey) {
+    let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
+        count(Stat::RingFull, 1);
+        return;
+    };
+    entry.write(ConnCloseEvent {
+        kind: EVENT_CONN_CLOSE,
+        _pad: 0,
+        tgid: key.tgid,
+        fd: key.fd,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    entry.submit(wakeup_flags());
+    count(Stat::EventsSubmitted, 1);
+}
