@@ -20,6 +20,9 @@ pub const EVENT_CONN_CLOSE: u32 = 2;
 pub const EVENT_DATA: u32 = 3;
 /// The connection's first bytes were a TLS handshake (same layout as ConnCloseEvent).
 pub const EVENT_CONN_TLS: u32 = 4;
+/// A process exited (same layout as ConnCloseEvent, fd unused): its connections are over.
+/// Syscall mode only: an exit closes sockets without the close syscall.
+pub const EVENT_PROC_EXIT: u32 = 5;
 
 pub const ROLE_SERVER: u32 = 1;
 pub const ROLE_CLIENT: u32 = 2;

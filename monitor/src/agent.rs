@@ -268,6 +268,7 @@ fn event_tgid(ev: &CaptureEvent) -> u32 {
         CaptureEvent::Open(o) => o.id.tgid,
         CaptureEvent::Data(d) => d.id.tgid,
         CaptureEvent::Close { id, .. } | CaptureEvent::Tls { id, .. } => id.tgid,
+        CaptureEvent::ProcessExit { tgid, .. } => *tgid,
     }
 }
 
@@ -405,6 +406,7 @@ async fn capture_loop(
                     }
                 }
                 if let Some(m) = &opts.metrics {
+                    m.set_tls_slow_sites(capture.tls_slow_sites());
                     m.update_kernel(&k, k.get(monitor_common::Stat::RingAvailBytes));
                 }
             }

@@ -17,6 +17,7 @@ const KIND_OPEN: u8 = 1;
 const KIND_DATA: u8 = 2;
 const KIND_CLOSE: u8 = 3;
 const KIND_TLS: u8 = 4;
+const KIND_EXIT: u8 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -89,6 +90,17 @@ pub fn encode(ev: &CaptureEvent, b: &mut Vec<u8>) {
         CaptureEvent::Tls { ts_ns, id } => {
             b.push(KIND_TLS);
             put_head(b, *ts_ns, *id);
+        }
+        CaptureEvent::ProcessExit { ts_ns, tgid } => {
+            b.push(KIND_EXIT);
+            put_head(
+                b,
+                *ts_ns,
+                ConnId {
+                    tgid: *tgid,
+                    fd: u32::MAX,
+                },
+            );
         }
     }
 }
@@ -198,6 +210,7 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
         }
         KIND_CLOSE => CaptureEvent::Close { ts_ns, id },
         KIND_TLS => CaptureEvent::Tls { ts_ns, id },
+        KIND_EXIT => CaptureEvent::ProcessExit { ts_ns, tgid: id.tgid },
         _ => return None,
     };
     if !c.0.is_empty() {
@@ -308,6 +321,7 @@ mod tests {
                 seeded: false,
             }),
             CaptureEvent::Close { ts_ns: 4, id },
+            CaptureEvent::ProcessExit { ts_ns: 5, tgid: 7 },
         ]
     }
 

@@ -58,7 +58,7 @@ impl Redactor {
                 self.open_secret_line.remove(&(*id, true));
                 self.open_secret_line.remove(&(*id, false));
             }
-            CaptureEvent::Open(_) | CaptureEvent::Tls { .. } => {}
+            CaptureEvent::Open(_) | CaptureEvent::Tls { .. } | CaptureEvent::ProcessExit { .. } => {}
         }
     }
 }

@@ -1,8 +1,12 @@
 //! `cargo xtask bench`: figures measured side by side in one run, printed as ratios.
 //!
-//! 1. nginx under wrk at saturation, agent off and on, interleaved rounds: requests/s, the ratio,
-//!    the agent's CPU seconds per 10k requests, kernel drops.
-//! 2. nginx at a fixed 10k requests/s (hey, rate-limited) with the agent on: drops and exchanges.
+//! 1. nginx under wrk at saturation (plaintext and TLS), agent off and on, interleaved rounds:
+//!    requests/s and the on/off ratio, on the socket layer and on the syscall-tracepoint
+//!    fallback, beside a floor (empty programs on the syscall tracepoints); the agent's CPU
+//!    seconds per 10k requests, kernel drops.
+//! 2. nginx at a fixed 10k requests/s (hey, rate-limited), off and on in each capture mode:
+//!    whole-machine CPU time per request (from /proc/stat), on minus off; the run time per hit
+//!    of every apiwatch program (kernel.bpf_stats_enabled); exchanges seen and drops.
 //! 3. The userspace pipeline alone: replay of a recording of real traffic, events/s on one core.
 //!
 //! Everything runs on loopback, bounded in time.
@@ -45,41 +49,13 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         &format!("https://127.0.0.1:{TLS_PORT}/index.json"),
     )?;
 
-    println!("\n== nginx at 10k req/s (hey -c10 -q1000 -z5s), agent on ==");
-    let agent = Agent::start(bin, &["run", "--exchanges", "/dev/null", "--metrics-addr", "off"])?;
-    let out = Command::new("hey")
-        .args(["-c", "10", "-q", "1000", "-z", "5s", &url])
-        .output()
-        .context("hey")?;
-    let summary = agent.stop()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let sent = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("[200]")
-                .and_then(|r| r.split_whitespace().next())
-        })
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    let rps = text
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Requests/sec:")
-                .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
-        })
-        .unwrap_or(0.0);
-    let exchanges = summary["pipeline"]["exchanges"].as_u64().unwrap_or(0);
-    println!(
-        "hey: {sent} responses at {rps:.0} req/s | agent: {exchanges} exchanges (server + client side = 2 per request: {}) | ring drops {} [target: 0]",
-        if exchanges == 2 * sent {
-            "all seen"
-        } else {
-            "MISMATCH"
-        },
-        ring_drops(&summary)
-    );
+    fixed_rate(bin, "plaintext", &url, true)?;
+    fixed_rate(
+        bin,
+        "TLS (nginx's side through the OpenSSL uprobes; hey is Go)",
+        &format!("https://127.0.0.1:{TLS_PORT}/index.json"),
+        false,
+    )?;
 
     println!("\n== boundary policy alone: evaluations per second, one core ==");
     let out = Command::new(bin)
@@ -140,27 +116,47 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
 /// same tracing only the server, as on a host whose clients are elsewhere.
 const MODES: &[(&str, &[&str])] = &[
     (
-        "exchange lines",
-        &["run", "--exchanges", "/dev/null", "--metrics-addr", "off"],
+        "socket layer, exchange lines",
+        &[
+            "run",
+            "--exchanges",
+            "/dev/null",
+            "--metrics-addr",
+            "off",
+            "--capture-mode",
+            "socket",
+        ],
     ),
     (
-        "exchanges off",
-        &["run", "--exchanges", "off", "--metrics-addr", "off"],
-    ),
-    // A server host: only the server's connections traced (wrk stands in for remote clients).
-    (
-        "exchanges off, --process nginx",
+        "socket layer, exchanges off",
         &[
             "run",
             "--exchanges",
             "off",
             "--metrics-addr",
             "off",
-            "--process",
-            "nginx",
+            "--capture-mode",
+            "socket",
+        ],
+    ),
+    // The fallback for kernels without the socket tracepoints, for comparison.
+    (
+        "syscall fallback, exchanges off",
+        &[
+            "run",
+            "--exchanges",
+            "off",
+            "--metrics-addr",
+            "off",
+            "--capture-mode",
+            "syscall",
         ],
     ),
 ];
+
+/// The capture modes of the fixed-rate figures.
+const CAPTURE_MODES: &[&str] = &["socket", "syscall"];
+const FIXED_RATE_SECONDS: u32 = 5;
 
 /// The data syscalls' tracepoints apiwatch attaches to, enter and exit.
 const DATA_SYSCALLS: &[&str] = &[
@@ -255,7 +251,7 @@ fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
     for (m, (mode, _)) in MODES.iter().enumerate() {
         let m_on = median(&on[m]);
         println!(
-            "median ({mode}): off {m_off:.0} req/s, on {m_on:.0} req/s, throughput ratio {:.3} (loss {:.1}%; {:.1} points above the floor), agent CPU {:.3}s per 10k requests, ring drops {}  [target: loss <= 5%]",
+            "median ({mode}): off {m_off:.0} req/s, on {m_on:.0} req/s, throughput ratio {:.3} (loss {:.1}%; {:.1} points below the syscall floor), agent CPU {:.3}s per 10k requests, ring drops {}",
             m_on / m_off,
             (1.0 - m_on / m_off) * 100.0,
             (m_floor - m_on) / m_off * 100.0,
@@ -265,6 +261,156 @@ fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
     }
     println!();
     Ok(())
+}
+
+/// nginx at 10k req/s (hey, rate-limited): off, then on in each capture mode, interleaved
+/// rounds. Whole-machine CPU per request is the cost a host pays at a given load, whatever
+/// process it lands in (the traced server, the client, the agent, softirqs).
+fn fixed_rate(bin: &Path, what: &str, url: &str, both_sides: bool) -> Result<()> {
+    println!(
+        "\n== {what}: nginx at 10k req/s (hey -c10 -q1000 -z{FIXED_RATE_SECONDS}s), {ROUNDS} interleaved rounds =="
+    );
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
+    let mut off = Vec::new();
+    let mut on = vec![Vec::new(); CAPTURE_MODES.len()];
+    for round in 1..=ROUNDS {
+        let (cpu, sent, _) = hey_cpu(url)?;
+        let per_off = cpu / sent.max(1) as f64 * 1e6;
+        off.push(per_off);
+        println!("round {round}: off: {sent} responses, machine CPU {per_off:.2} µs/request");
+        for (m, mode) in CAPTURE_MODES.iter().enumerate() {
+            let agent = Agent::start(
+                bin,
+                &[
+                    "run",
+                    "--exchanges",
+                    "off",
+                    "--metrics-addr",
+                    "off",
+                    "--capture-mode",
+                    mode,
+                ],
+            )?;
+            let (cpu, sent, rps) = hey_cpu(url)?;
+            let programs = if round == ROUNDS {
+                bpf_program_costs()
+            } else {
+                String::new()
+            };
+            let summary = agent.stop()?;
+            let per_on = cpu / sent.max(1) as f64 * 1e6;
+            on[m].push(per_on);
+            let exchanges = summary["pipeline"]["exchanges"].as_u64().unwrap_or(0);
+            let expected = if both_sides { 2 * sent } else { sent };
+            println!(
+                "round {round}: on ({mode}): {sent} responses at {rps:.0} req/s, machine CPU {per_on:.2} µs/request (+{:.2}) | {exchanges} exchanges ({}) | ring drops {} [target: 0]",
+                per_on - per_off,
+                if exchanges == expected {
+                    "all seen"
+                } else {
+                    "MISMATCH"
+                },
+                ring_drops(&summary)
+            );
+            if !programs.is_empty() {
+                print!("{programs}");
+            }
+        }
+    }
+    let m_off = median(&off);
+    for (m, mode) in CAPTURE_MODES.iter().enumerate() {
+        println!(
+            "median ({mode}): machine CPU per request, on minus off: {:.2} µs [target: <= {} µs]",
+            median(&on[m]) - m_off,
+            if both_sides { "1.5" } else { "5" }
+        );
+    }
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    Ok(())
+}
+
+/// (busy CPU seconds of the whole machine, 200 responses, requests/s) over one hey run.
+fn hey_cpu(url: &str) -> Result<(f64, u64, f64)> {
+    let before = machine_busy_seconds();
+    let out = Command::new("hey")
+        .args([
+            "-c",
+            "10",
+            "-q",
+            "1000",
+            "-z",
+            &format!("{FIXED_RATE_SECONDS}s"),
+            url,
+        ])
+        .output()
+        .context("hey")?;
+    let cpu = machine_busy_seconds() - before;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let sent = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("[200]")
+                .and_then(|r| r.split_whitespace().next())
+        })
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    let rps = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Requests/sec:")
+                .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
+        })
+        .unwrap_or(0.0);
+    if sent == 0 {
+        bail!("hey got no 200 responses:\n{text}");
+    }
+    Ok((cpu, sent, rps))
+}
+
+/// All CPUs' non-idle time (user, nice, system, irq, softirq, steal), from /proc/stat.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0.0;
+    };
+    let f: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7].iter().filter_map(|&i| f.get(i)).sum();
+    busy as f64 / 100.0
+}
+
+/// Run time per hit of the agent's loaded programs (bpftool, with kernel.bpf_stats_enabled).
+fn bpf_program_costs() -> String {
+    let Ok(out) = Command::new("bpftool").args(["prog", "show", "--json"]).output() else {
+        return "  (bpftool not found: no per-program figures)\n".into();
+    };
+    let Ok(progs) = serde_json::from_slice::<serde_json::Value>(&out.stdout) else {
+        return String::new();
+    };
+    let mut lines = String::new();
+    for p in progs.as_array().into_iter().flatten() {
+        let ours = p["pids"]
+            .as_array()
+            .is_some_and(|pids| pids.iter().any(|x| x["comm"] == "apiwatch"));
+        let cnt = p["run_cnt"].as_u64().unwrap_or(0);
+        if !ours || cnt == 0 {
+            continue;
+        }
+        let ns = p["run_time_ns"].as_u64().unwrap_or(0);
+        lines.push_str(&format!(
+            "  bpf {:<16} {:>9} hits, {:>6.0} ns per hit\n",
+            p["name"].as_str().unwrap_or("?"),
+            cnt,
+            ns as f64 / cnt as f64
+        ));
+    }
+    lines
 }
 
 fn ring_drops(summary: &serde_json::Value) -> u64 {

@@ -45,8 +45,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "procps",
     "prometheus",
     "prometheus-alertmanager",
-    // The benchmark's reference: empty BPF programs on the tracepoints apiwatch uses.
+    // The benchmark's reference: empty BPF programs on the syscall tracepoints.
     "bpftrace",
+    // The benchmark's run time per program hit (bpftool prog show, with bpf_stats).
+    "bpftool",
 ];
 /// What bpf-linker is built against (TOOLCHAIN.md: the default feature wants LLVM 23).
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];

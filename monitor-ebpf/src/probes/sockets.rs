@@ -1,17 +1,18 @@
 //! Syscall-tracepoint lifecycle (the fallback mode): accept (server role), connect (client role), close, and the TCP state
 //! tracepoint that tells us each socket's local address.
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use monitor_common::{
-    AF_INET, AF_INET6, CLASS_UNKNOWN, ConnInfo, ConnKey, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
+    AF_INET, AF_INET6, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo, ConnKey, EVENT_PROC_EXIT, ROLE_CLIENT,
+    ROLE_SERVER, SockAddr, Stat,
 };
 
 use super::emit::{emit_close, emit_open};
 use super::{traced_pid_tgid, traced_process};
-use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, PEER_LOCAL, count};
+use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count};
 
 const EINPROGRESS: i64 = -115;
 const TCP_SYN_SENT: i32 = 2;
@@ -209,6 +210,32 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     }
     let _ = CONNS.remove(key);
     emit_close(key);
+    0
+}
+
+// sched:sched_process_exit, once per exiting thread. A process that exits without close()
+// makes no close syscall; its connections end with it (the socket layer sees the TCP close
+// itself and does not need this).
+#[tracepoint]
+pub fn process_exit(_ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // Only the thread-group leader: the process, not one of its threads.
+    if (id >> 32) as u32 != id as u32 || traced_pid_tgid().is_none() {
+        return 0;
+    }
+    let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
+        count(Stat::RingFull, 1);
+        return 0;
+    };
+    entry.write(ConnCloseEvent {
+        kind: EVENT_PROC_EXIT,
+        _pad: 0,
+        tgid: (id >> 32) as u32,
+        fd: u32::MAX,
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+    });
+    entry.submit(super::emit::wakeup_flags());
+    count(Stat::EventsSubmitted, 1);
     0
 }
 

@@ -79,6 +79,11 @@ pub enum CaptureEvent {
         ts_ns: u64,
         id: ConnId,
     },
+    /// The process exited: every connection of its that is still open is over.
+    ProcessExit {
+        ts_ns: u64,
+        tgid: u32,
+    },
 }
 
 impl CaptureEvent {
@@ -86,7 +91,9 @@ impl CaptureEvent {
         match self {
             CaptureEvent::Open(o) => o.ts_ns,
             CaptureEvent::Data(d) => d.ts_ns,
-            CaptureEvent::Close { ts_ns, .. } | CaptureEvent::Tls { ts_ns, .. } => *ts_ns,
+            CaptureEvent::Close { ts_ns, .. }
+            | CaptureEvent::Tls { ts_ns, .. }
+            | CaptureEvent::ProcessExit { ts_ns, .. } => *ts_ns,
         }
     }
 }
@@ -142,6 +149,13 @@ impl Decoder {
                     comm: comm_string(&ev.comm),
                     seeded: ev.flags & common::OPEN_FLAG_MIDSTREAM != 0,
                 }))
+            }
+            common::EVENT_PROC_EXIT => {
+                let ev: common::ConnCloseEvent = read_struct(rec)?;
+                Ok(CaptureEvent::ProcessExit {
+                    ts_ns: self.unix(ev.ts_ns),
+                    tgid: ev.tgid,
+                })
             }
             common::EVENT_CONN_CLOSE | common::EVENT_CONN_TLS => {
                 let ev: common::ConnCloseEvent = read_struct(rec)?;
@@ -309,5 +323,16 @@ mod tests {
         ));
         assert_eq!(d.decode(&[1, 0]), Err(DecodeError::TooShort(2)));
         assert_eq!(d.decode(&[9, 0, 0, 0]), Err(DecodeError::UnknownKind(9)));
+        let exit = common::ConnCloseEvent {
+            kind: common::EVENT_PROC_EXIT,
+            _pad: 0,
+            tgid: 7,
+            fd: u32::MAX,
+            ts_ns: 1,
+        };
+        assert_eq!(
+            d.decode(&bytes_of(&exit)).unwrap(),
+            CaptureEvent::ProcessExit { ts_ns: 1001, tgid: 7 }
+        );
     }
 }

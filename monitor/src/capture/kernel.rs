@@ -143,6 +143,7 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ("exit_connect", "syscalls", &["sys_exit_connect"]),
     ("sock_state", "sock", &["inet_sock_set_state"]),
     ("enter_close", "syscalls", &["sys_enter_close"]),
+    ("process_exit", "sched", &["sched_process_exit"]),
     (
         "enter_read",
         "syscalls",
@@ -361,6 +362,11 @@ impl KernelCapture {
             self.last_tls_scan = std::time::Instant::now();
             self.tls.scan(&mut self.ebpf, &self.processes);
         }
+    }
+
+    /// TLS probe sites the kernel must single-step (slow; see tls_sites).
+    pub fn tls_slow_sites(&self) -> usize {
+        self.tls.slow_sites
     }
 
     pub fn tls_libraries(&self) -> &[std::path::PathBuf] {

@@ -3,5 +3,6 @@ pub mod event;
 pub mod kernel;
 pub mod procfs;
 pub mod tls;
+pub mod tls_sites;
 
 pub use event::{CaptureEvent, ConnId, ConnOpen, DataChunk, Decoder, Direction, Role};

@@ -18,13 +18,10 @@ use aya::programs::{
 };
 use log::{debug, info, warn};
 
-/// (program, symbol); every symbol also gets the shared return probe.
-const ENTRY_PROBES: &[(&str, &str)] = &[
-    ("ssl_read", "SSL_read"),
-    ("ssl_read_ex", "SSL_read_ex"),
-    ("ssl_write", "SSL_write"),
-    ("ssl_write_ex", "SSL_write_ex"),
-];
+use super::tls_sites::{ProbeSite, plan_file};
+
+/// The entry programs; every site also gets the shared return probe.
+const ENTRY_PROGRAMS: &[&str] = &["ssl_read", "ssl_read_ex", "ssl_write", "ssl_write_ex"];
 const RETURN_PROBE: &str = "ssl_return";
 
 /// (pid, device, inode): one process's mapping of one libssl file.
@@ -40,6 +37,10 @@ pub struct TlsProbes {
     /// Libraries probed host-wide (per-process probes are in `per_process`, bounded by the
     /// processes alive).
     pub libraries: Vec<PathBuf>,
+    /// Probe sites by library file (device, inode), planned once per file.
+    plans: HashMap<(u64, u64), Vec<ProbeSite>>,
+    /// Sites attached where the kernel must single-step (see tls_sites): each hit costs ~14 µs.
+    pub slow_sites: usize,
     loaded: bool,
 }
 
@@ -48,7 +49,7 @@ impl TlsProbes {
     /// those named only); returns how many new attachments were made.
     pub fn scan(&mut self, ebpf: &mut Ebpf, processes: &[String]) -> usize {
         if !self.loaded {
-            for name in ENTRY_PROBES.iter().map(|(p, _)| *p).chain([RETURN_PROBE]) {
+            for name in ENTRY_PROGRAMS.iter().copied().chain([RETURN_PROBE]) {
                 let loaded = ebpf
                     .program_mut(name)
                     .and_then(|p| <&mut UProbe>::try_from(p).ok())
@@ -71,17 +72,20 @@ impl TlsProbes {
             if !self.attached.insert((meta.dev(), meta.ino())) {
                 continue;
             }
-            let mut symbols = 0;
-            for (program, symbol) in ENTRY_PROBES {
+            let sites = self.plan(&lib, (meta.dev(), meta.ino()));
+            let mut attached = 0;
+            for site in &sites {
                 let scope = UProbeScope::AllProcesses;
-                if attach(ebpf, program, symbol, &lib, scope).is_some()
-                    && attach(ebpf, RETURN_PROBE, symbol, &lib, scope).is_some()
+                if attach(ebpf, site.program, site, &lib, scope).is_some()
+                    && attach(ebpf, RETURN_PROBE, site, &lib, scope).is_some()
                 {
-                    symbols += 1;
+                    attached += 1;
+                    self.count_site(site, &lib);
                 }
             }
-            if symbols > 0 {
-                info!("TLS: probing {} ({symbols} SSL functions)", lib.display());
+            if attached > 0 {
+                let what: Vec<&str> = sites.iter().map(|s| s.label.as_str()).collect();
+                info!("TLS: probing {} at {}", lib.display(), what.join(", "));
                 self.libraries.push(lib);
                 new += 1;
             }
@@ -109,11 +113,15 @@ impl TlsProbes {
                 continue;
             };
             let mut links = Vec::new();
-            for (program, symbol) in ENTRY_PROBES {
-                for prog in [*program, RETURN_PROBE] {
-                    if let Some(id) = attach(ebpf, prog, symbol, &lib, scope) {
+            for site in self.plan(&lib, (meta.dev(), meta.ino())) {
+                let before = links.len();
+                for prog in [site.program, RETURN_PROBE] {
+                    if let Some(id) = attach(ebpf, prog, &site, &lib, scope) {
                         links.push((prog, id));
                     }
+                }
+                if links.len() == before + 2 {
+                    self.count_site(&site, &lib);
                 }
             }
             if !links.is_empty() {
@@ -146,21 +154,53 @@ impl TlsProbes {
     }
 }
 
+impl TlsProbes {
+    /// The library's probe sites, planned on first sight of the file.
+    fn plan(&mut self, lib: &Path, file: (u64, u64)) -> Vec<ProbeSite> {
+        self.plans
+            .entry(file)
+            .or_insert_with(|| match plan_file(lib) {
+                Ok(sites) => sites,
+                Err(e) => {
+                    warn!("TLS: cannot probe {}: {e}", lib.display());
+                    Vec::new()
+                }
+            })
+            .clone()
+    }
+
+    fn count_site(&mut self, site: &ProbeSite, lib: &Path) {
+        if !site.emulated {
+            self.slow_sites += 1;
+            warn!(
+                "TLS: {} in {} starts with an instruction the kernel must single-step: each TLS read or \
+                 write there costs ~14 µs more (apiwatch_tls_slow_probe_sites)",
+                site.label,
+                lib.display()
+            );
+        }
+    }
+}
+
 fn attach(
     ebpf: &mut Ebpf,
     program: &str,
-    symbol: &str,
+    site: &ProbeSite,
     lib: &Path,
     scope: UProbeScope,
 ) -> Option<UProbeLinkId> {
     let prog = ebpf
         .program_mut(program)
         .and_then(|p| <&mut UProbe>::try_from(p).ok())?;
-    match prog.attach(symbol, lib, scope) {
+    match prog.attach(site.file_offset, lib, scope) {
         Ok(id) => Some(id),
         Err(e) => {
-            // SSL_read_ex/SSL_write_ex do not exist before OpenSSL 1.1.1: not an error.
-            debug!("{program} on {}:{symbol}: {e}", lib.display());
+            debug!(
+                "{program} on {}:{} ({:#x}): {e}",
+                lib.display(),
+                site.label,
+                site.file_offset
+            );
             None
         }
     }

@@ -106,6 +106,7 @@ pub struct Metrics {
     connections: IntGauge,
     capture_mode: prometheus::IntGaugeVec,
     io_uring_connections: IntCounter,
+    tls_slow_sites: IntGauge,
     ring_fill: Gauge,
     ring_bytes: f64,
     last: Mutex<(PipelineStats, KernelStats, u64)>,
@@ -315,6 +316,15 @@ impl Metrics {
                 "apiwatch_io_uring_connections_total",
                 "Connections doing their socket I/O through io_uring: seen by the socket layer, not captured.",
             ),
+            tls_slow_sites: {
+                let g = IntGauge::new(
+                    "apiwatch_tls_slow_probe_sites",
+                    "TLS uprobes attached at an instruction the kernel must single-step (about 14 us a hit instead of 0.4 us).",
+                )
+                .expect("valid metric definition");
+                r.register(Box::new(g.clone())).expect("unique metric name");
+                g
+            },
             ring_fill,
             ring_bytes: ring_bytes as f64,
             last: Mutex::new((PipelineStats::default(), KernelStats::default(), 0)),
@@ -483,6 +493,10 @@ impl Metrics {
                 .with_label_values(&[m])
                 .set(i64::from(m == mode));
         }
+    }
+
+    pub fn set_tls_slow_sites(&self, n: usize) {
+        self.tls_slow_sites.set(n as i64);
     }
 
     pub fn update_kernel(&self, k: &KernelStats, ring_avail_bytes: u64) {

@@ -100,6 +100,8 @@ impl Conn {
 pub struct ConnTable {
     cfg: StreamConfig,
     conns: HashMap<ConnId, Conn>,
+    /// Processes that opened a connection since their last exit event (bounded by processes).
+    tgids: std::collections::HashSet<u32>,
     events: Vec<ParseEvent>,
     last_expiry_ns: u64,
 }
@@ -109,6 +111,7 @@ impl ConnTable {
         Self {
             cfg,
             conns: HashMap::new(),
+            tgids: std::collections::HashSet::new(),
             events: Vec::new(),
             last_expiry_ns: 0,
         }
@@ -136,6 +139,19 @@ impl ConnTable {
             CaptureEvent::Tls { id, .. } => {
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.tls = true;
+                }
+            }
+            CaptureEvent::ProcessExit { ts_ns, tgid } => {
+                // Most exiting processes never had a connection: skip them without a scan.
+                if self.tgids.remove(&tgid) {
+                    let mut gone: Vec<ConnId> =
+                        self.conns.keys().filter(|id| id.tgid == tgid).copied().collect();
+                    gone.sort();
+                    for id in gone {
+                        if let Some(conn) = self.conns.remove(&id) {
+                            self.close_conn(id, conn, ts_ns, stats, out);
+                        }
+                    }
                 }
             }
         }
@@ -185,6 +201,7 @@ impl ConnTable {
         conn.peer = open.peer;
         conn.comm = open.comm;
         conn.last_ts = open.ts_ns;
+        self.tgids.insert(open.id.tgid);
         self.conns.insert(open.id, conn);
         stats.connections_opened += 1;
     }
@@ -216,6 +233,7 @@ impl ConnTable {
             self.make_room(chunk.ts_ns, stats, out);
             let mut conn = Conn::new(None, true);
             conn.comm = crate::capture::procfs::comm_of(chunk.id.tgid).unwrap_or_default();
+            self.tgids.insert(chunk.id.tgid);
             self.conns.insert(chunk.id, conn);
             stats.connections_opened += 1;
         }
