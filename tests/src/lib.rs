@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use monitor::agent::{AgentOptions, Consumer, LiveAgent, Summary};
 use monitor::boundary::Finding;
+use monitor::capture::kernel::CaptureMode;
 use monitor::exchange::Exchange;
 use monitor::output::SharedVec;
 
@@ -104,6 +105,33 @@ impl Drop for Proc {
     }
 }
 
+/// The capture mode the kernel tiers run in: $APIWATCH_TEST_CAPTURE_MODE (`cargo xtask test`
+/// runs those tiers once per mode), or None for the agent's default (auto).
+pub fn capture_mode() -> Option<CaptureMode> {
+    let m = std::env::var("APIWATCH_TEST_CAPTURE_MODE").ok()?;
+    Some(
+        CaptureMode::parse(&m)
+            .unwrap_or_else(|| panic!("APIWATCH_TEST_CAPTURE_MODE={m:?}: not auto, socket or syscall")),
+    )
+}
+
+/// `--capture-mode M` for an agent binary started by a test, when a mode is asked for.
+pub fn capture_mode_args() -> Vec<String> {
+    match capture_mode() {
+        Some(m) => vec!["--capture-mode".into(), m.as_str().into()],
+        None => Vec::new(),
+    }
+}
+
+/// The mode the agent must end up in here: the one asked for, and for auto the socket layer,
+/// which this kernel (6.18) has.
+pub fn expected_capture_mode() -> &'static str {
+    match capture_mode() {
+        Some(CaptureMode::Syscall) => "syscall",
+        _ => "socket",
+    }
+}
+
 /// The agent, started in this process, collecting exchanges and findings in memory.
 pub struct Agent {
     live: Option<LiveAgent>,
@@ -116,8 +144,11 @@ impl Agent {
         Self::start_with(AgentOptions::default())
     }
 
-    pub fn start_with(opts: AgentOptions) -> Self {
+    pub fn start_with(mut opts: AgentOptions) -> Self {
         require_root();
+        if let Some(mode) = capture_mode() {
+            opts.kernel.mode = mode;
+        }
         let exchanges = SharedVec::default();
         let findings = SharedVec::default();
         let consumer = Consumer::Exchanges(Box::new(exchanges.clone()), Some(Box::new(findings.clone())));
@@ -359,6 +390,7 @@ pub fn start_agent_binary_logged(metrics_port: u16, extra: &[&str], log: Option<
             &format!("127.0.0.1:{metrics_port}"),
         ])
         .args(extra)
+        .args(capture_mode_args())
         .env("RUST_LOG", if log.is_some() { "trace" } else { "info" })
         .stdout(Stdio::null())
         .stderr(stderr)

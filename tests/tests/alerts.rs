@@ -167,6 +167,7 @@ fn queued_alerts_survive_sigkill_of_the_agent_and_arrive_once() {
                 "--config",
                 config.to_str().unwrap(),
             ])
+            .args(capture_mode_args())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -261,3 +261,86 @@ fn only_the_named_processes_are_traced_and_the_filter_is_in_the_kernel() {
     let submitted = k.get(Stat::EventsSubmitted);
     assert!(submitted <= 35, "{submitted} events submitted");
 }
+
+/// The mode asked for is the one that runs, and it is what it says: the socket layer loads no
+/// syscall-tracepoint program (so processes doing no socket I/O pay nothing), the fallback does.
+#[test]
+fn the_capture_runs_on_the_layer_it_reports() {
+    let agent = Agent::start();
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output()
+        .expect("bpftool (cargo xtask setup installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<String> = progs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let (_, summary) = agent.stop();
+    assert_eq!(summary.capture_mode, Some(expected_capture_mode()));
+    let has = |n: &str| names.iter().any(|x| x == n);
+    if expected_capture_mode() == "socket" {
+        assert!(
+            has("sock_send") && has("sock_recv") && has("sock_lifecycle"),
+            "{names:?}"
+        );
+        // The tests run one at a time: no other agent has these loaded.
+        assert!(
+            !has("exit_data") && !has("enter_read") && !has("enter_close"),
+            "{names:?}"
+        );
+    } else {
+        assert!(
+            has("exit_data") && has("enter_read") && has("process_exit"),
+            "{names:?}"
+        );
+        assert!(!has("sock_send") && !has("sock_recv"), "{names:?}");
+    }
+}
+
+/// A client that exits without close() (as a Go program does): its connection still ends,
+/// and the request it never saw answered is reported then, not when the agent stops.
+#[test]
+fn a_client_that_exits_without_close_ends_its_connection() {
+    let port = free_port();
+    // Reads a request, never answers, closes when the client's side is gone.
+    let server_src = format!(
+        "import socket\n\
+         s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('127.0.0.1', {port})); s.listen(8)\n\
+         while True:\n    c, _ = s.accept()\n    while c.recv(4096): pass\n    c.close()\n"
+    );
+    let _server = Proc(Command::new(PYTHON).args(["-c", &server_src]).spawn().unwrap());
+    wait_for_port(port);
+    let agent = Agent::start();
+    // os._exit: no close(), no destructor; the kernel closes the socket as the process ends.
+    let client_src = format!(
+        "import socket, os\n\
+         c = socket.create_connection(('127.0.0.1', {port}))\n\
+         c.sendall(b'GET /never-answered HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n\
+         os._exit(0)\n"
+    );
+    let st = Command::new(PYTHON).args(["-c", &client_src]).status().unwrap();
+    assert!(st.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let seen = loop {
+        let ex = agent.exchanges.snapshot();
+        let cli: Vec<_> = client_side(&ex, port).into_iter().cloned().collect();
+        if !cli.is_empty() || std::time::Instant::now() > deadline {
+            break cli;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (_, summary) = agent.stop();
+    assert_eq!(
+        seen.len(),
+        1,
+        "the client's connection was not closed while the agent ran: {summary:?}"
+    );
+    assert_eq!(seen[0].path, "/never-answered");
+    assert_eq!(seen[0].status, None);
+    assert_eq!(seen[0].comm, "python3");
+}

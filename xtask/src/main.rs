@@ -214,23 +214,32 @@ fn test() -> Result<()> {
     cargo(&["build", "--release", "-p", "monitor", "--bin", "apiwatch"])?;
     // SAFETY: set before any thread of ours reads the environment.
     unsafe { std::env::set_var("APIWATCH_BIN", target_dir().join("release/apiwatch")) };
-    cargo(&[
-        "test",
-        "-p",
-        "apiwatch-tests",
-        "--test",
-        "kernel",
-        "--test",
-        "tls",
-        "--test",
-        "boundary",
-        "--test",
-        "baseline",
-        "--test",
-        "alerts",
-        "--",
-        "--test-threads=1",
-    ])?;
+    // The kernel tiers once per capture mode: what users get by default (auto: the socket
+    // layer on this kernel), then the syscall-tracepoint fallback of older kernels.
+    for mode in ["auto", "syscall"] {
+        eprintln!("xtask: kernel tiers, capture mode {mode}");
+        // SAFETY: set before the test process starts; no thread of ours reads it concurrently.
+        unsafe { std::env::set_var("APIWATCH_TEST_CAPTURE_MODE", mode) };
+        cargo(&[
+            "test",
+            "-p",
+            "apiwatch-tests",
+            "--test",
+            "kernel",
+            "--test",
+            "tls",
+            "--test",
+            "boundary",
+            "--test",
+            "baseline",
+            "--test",
+            "alerts",
+            "--",
+            "--test-threads=1",
+        ])?;
+    }
+    // SAFETY: as above.
+    unsafe { std::env::remove_var("APIWATCH_TEST_CAPTURE_MODE") };
     for suite in ["system", "monitoring"] {
         cargo(&[
             "test",

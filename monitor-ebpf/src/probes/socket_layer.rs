@@ -229,7 +229,7 @@ fn adopt(sk: *mut core::ffi::c_void, key: u64) -> Option<*mut SockConn> {
     } else if family != AF_INET6 {
         return None;
     }
-    let role = if unsafe { LISTEN_PORTS.get(&lport) }.is_some() {
+    let role = if unsafe { LISTEN_PORTS.get(lport) }.is_some() {
         ROLE_SERVER
     } else {
         ROLE_CLIENT
@@ -324,18 +324,18 @@ fn try_sock_lifecycle(ctx: &TracePointContext) -> Result<(), i64> {
         }
         TCP_LISTEN => {
             let port: u16 = unsafe { ctx.read_at(24)? };
-            let n = unsafe { LISTEN_PORTS.get(&port) }.copied().unwrap_or(0);
+            let n = unsafe { LISTEN_PORTS.get(port) }.copied().unwrap_or(0);
             let _ = LISTEN_PORTS.insert(port, n + 1, 0);
         }
         TCP_CLOSE => {
             if old == TCP_LISTEN {
                 let port: u16 = unsafe { ctx.read_at(24)? };
-                match unsafe { LISTEN_PORTS.get(&port) }.copied() {
+                match unsafe { LISTEN_PORTS.get(port) }.copied() {
                     Some(n) if n > 1 => {
                         let _ = LISTEN_PORTS.insert(port, n - 1, 0);
                     }
                     Some(_) => {
-                        let _ = LISTEN_PORTS.remove(&port);
+                        let _ = LISTEN_PORTS.remove(port);
                     }
                     None => {}
                 }
@@ -362,16 +362,16 @@ pub fn sock_destroy(ctx: TracePointContext) -> u32 {
 /// runs whether the process called close() or exited (the kernel closes its sockets then).
 #[inline(always)]
 fn close_sock(sk: u64) {
-    let Some(conn) = (unsafe { SOCKS.get(&sk) }).copied() else {
+    let Some(conn) = (unsafe { SOCKS.get(sk) }).copied() else {
         return;
     };
-    let _ = SOCKS.remove(&sk);
+    let _ = SOCKS.remove(sk);
     if conn.flags & SOCK_FLAG_OWNED == 0 || conn.flags & SOCK_FLAG_IO_URING != 0 {
         return;
     }
-    if unsafe { FD_OWNER.get(&conn.owner) }.copied() != Some(sk) {
+    if unsafe { FD_OWNER.get(conn.owner) }.copied() != Some(sk) {
         return;
     }
-    let _ = FD_OWNER.remove(&conn.owner);
+    let _ = FD_OWNER.remove(conn.owner);
     emit_close(conn.owner);
 }
