@@ -38,6 +38,8 @@ pub const DATA_FLAG_SENDFILE: u32 = 1;
 pub const DATA_FLAG_VECTORED: u32 = 2;
 /// Data-event flag: plaintext of a TLS connection, from an OpenSSL uprobe.
 pub const DATA_FLAG_TLS: u32 = 4;
+/// Data-event flag: body bytes userspace said it does not need (a body hint): counted, not copied.
+pub const DATA_FLAG_SKIPPED: u32 = 8;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
@@ -85,8 +87,10 @@ pub enum Stat {
     UnsupportedCall = 11,
     /// Socket layer: connections opened before the agent, adopted on their first I/O.
     ConnAdopted = 12,
+    /// Calls wholly inside a body userspace hinted at: counted, not copied.
+    BodyCallsSkipped = 13,
 }
-pub const STAT_COUNT: u32 = 13;
+pub const STAT_COUNT: u32 = 14;
 
 impl Stat {
     pub const ALL: [Stat; STAT_COUNT as usize] = [
@@ -103,6 +107,7 @@ impl Stat {
         Stat::IoUringConnections,
         Stat::UnsupportedCall,
         Stat::ConnAdopted,
+        Stat::BodyCallsSkipped,
     ];
 
     /// How the per-CPU values of this stat combine: counters add up, a gauge (the last value a
@@ -126,6 +131,7 @@ impl Stat {
             Stat::IoUringConnections => "io_uring_connections",
             Stat::UnsupportedCall => "unsupported_call",
             Stat::ConnAdopted => "conn_adopted",
+            Stat::BodyCallsSkipped => "body_calls_skipped",
         }
     }
 }
@@ -150,6 +156,47 @@ pub struct ConnInfo {
     /// Class of the TLS plaintext stream (CLASS_UNKNOWN, CLASS_HTTP or CLASS_OTHER).
     pub plain_class: u8,
     pub _pad: u8,
+    /// Names this connection, not its reusable fd, in body hints; never 0.
+    pub epoch: u32,
+    pub _pad2: u32,
+    /// Bytes reported per direction ([ingress, egress]): the offsets body hints are given in.
+    pub reported: [u64; 2],
+}
+
+impl ConnInfo {
+    pub const fn new(role: u32, tries_left: u8, epoch: u32) -> Self {
+        Self {
+            role,
+            class: CLASS_UNKNOWN,
+            tries_left,
+            plain_class: CLASS_UNKNOWN,
+            _pad: 0,
+            epoch,
+            _pad2: 0,
+            reported: [0, 0],
+        }
+    }
+}
+
+/// Userspace to kernel: in this direction of this connection, the bytes up to stream offset
+/// `until` are body the parser only counts; a call whose bytes all lie before it is not copied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BodyHintKey {
+    pub tgid: u32,
+    pub fd: u32,
+    pub direction: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyHint {
+    /// The connection's epoch (ConnInfo::epoch): a hint never applies to a later connection
+    /// that reuses the fd.
+    pub epoch: u32,
+    pub _pad: u32,
+    pub until: u64,
 }
 
 /// An IPv4 or IPv6 socket address; IPv4 uses the first 4 bytes of `addr`. `family == 0` means the
@@ -189,6 +236,9 @@ pub struct ConnOpenEvent {
     pub listen_fd: u32,
     /// OPEN_FLAG_* bits.
     pub flags: u32,
+    /// ConnInfo::epoch, for body hints.
+    pub epoch: u32,
+    pub _pad: u32,
 }
 
 /// Open-event flag: the connection existed before the agent started; its stream may be seen
@@ -233,7 +283,8 @@ pub type DataEventSmall = DataEvent<CAPTURE_SMALL>;
 pub type DataEventLarge = DataEvent<CAPTURE_MAX>;
 
 const _: () = assert!(core::mem::size_of::<SockAddr>() == 24);
-const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 96);
+const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 104);
+const _: () = assert!(core::mem::size_of::<ConnInfo>() == 32);
 const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 24);
 const _: () = assert!(core::mem::size_of::<DataHeader>() == 40);
 const _: () = assert!(core::mem::size_of::<DataEventLarge>() == 40 + CAPTURE_MAX);
@@ -245,4 +296,6 @@ mod pod {
     unsafe impl aya::Pod for ConnKey {}
     unsafe impl aya::Pod for ConnInfo {}
     unsafe impl aya::Pod for SockAddr {}
+    unsafe impl aya::Pod for BodyHintKey {}
+    unsafe impl aya::Pod for BodyHint {}
 }

@@ -3,7 +3,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use monitor_common::{ConnInfo, ConnKey, STAT_COUNT, SockAddr, Stat};
+use monitor_common::{BodyHint, BodyHintKey, ConnInfo, ConnKey, STAT_COUNT, SockAddr, Stat};
 
 /// Set by the loader: the agent's own tgid, whose sockets are never traced.
 #[unsafe(no_mangle)]
@@ -95,6 +95,17 @@ pub static CONNECT_ARGS: HashMap<u64, ConnectArgs> = HashMap::with_max_entries(4
 /// filled from `sock:inet_sock_set_state` (softirq) and taken by accept's exit.
 #[map]
 pub static PEER_LOCAL: LruHashMap<SockAddr, SockAddr> = LruHashMap::with_max_entries(16384, 0);
+
+/// Written by userspace: where the body of the message in flight ends (see BodyHint).
+#[map]
+pub static BODY_HINTS: LruHashMap<BodyHintKey, BodyHint> = LruHashMap::with_max_entries(16384, 0);
+
+/// A connection's epoch: any non-zero value a later connection is unlikely to repeat.
+#[inline(always)]
+pub fn new_epoch() -> u32 {
+    // SAFETY: a helper with no arguments.
+    (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() }) | 1
+}
 
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);

@@ -116,6 +116,8 @@ pub struct Pipeline {
     pids: Vec<u32>,
     pub filtered_events: u64,
     scratch: Vec<crate::exchange::Exchange>,
+    /// Body hints to the live capture (none in a replay).
+    hints: Option<SyncSender<Vec<crate::capture::BodyHint>>>,
 }
 
 impl Pipeline {
@@ -147,7 +149,14 @@ impl Pipeline {
             pids: opts.pids.clone(),
             filtered_events: 0,
             scratch: Vec::new(),
+            hints: None,
         }
+    }
+
+    /// Sends body hints to the live capture after each batch.
+    pub fn send_hints(&mut self, to: SyncSender<Vec<crate::capture::BodyHint>>) {
+        self.table.enable_body_hints();
+        self.hints = Some(to);
     }
 
     pub fn process(&mut self, ev: CaptureEvent) {
@@ -200,6 +209,13 @@ impl Pipeline {
 
     /// After a batch: flush the sinks, bring the metrics' counters up to date.
     pub fn end_batch(&mut self) {
+        if let Some(tx) = &self.hints {
+            let hints = self.table.take_hints();
+            if !hints.is_empty() {
+                // Never wait on the capture: a hint not taken only costs a copy.
+                let _ = tx.try_send(hints);
+            }
+        }
         if let Some(a) = &mut self.alerts {
             a.flush(); // one fsync per sink for the alerts this batch raised
         }
@@ -360,10 +376,11 @@ async fn capture_loop(
         }
     };
     let (tx, rx) = sync_channel::<Msg>(CHANNEL_BATCHES);
+    let (hint_tx, hint_rx) = sync_channel(CHANNEL_BATCHES);
     let worker_opts = opts.clone();
     let worker = std::thread::Builder::new()
         .name("apiwatch-pipeline".into())
-        .spawn(move || consume(rx, consumer, &worker_opts))?;
+        .spawn(move || consume(rx, consumer, &worker_opts, hint_tx))?;
     if !seeded.is_empty() {
         let _ = tx.send(Msg::Events(seeded));
     }
@@ -387,6 +404,9 @@ async fn capture_loop(
             }
             r = capture.next_batch(&mut batch, BATCH_EVENTS) => {
                 r?;
+                for hints in hint_rx.try_iter() {
+                    capture.apply_hints(&hints);
+                }
                 let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
                 // Blocking send is the backpressure: while the pipeline is behind, the ring fills.
                 if tx.send(Msg::Events(full)).is_err() {
@@ -461,11 +481,17 @@ fn reload_policy(path: &std::path::Path, state_dir: Option<&std::path::Path>, tx
     }
 }
 
-fn consume(rx: Receiver<Msg>, consumer: Consumer, opts: &AgentOptions) -> (PipelineStats, u64) {
+fn consume(
+    rx: Receiver<Msg>,
+    consumer: Consumer,
+    opts: &AgentOptions,
+    hints: SyncSender<Vec<crate::capture::BodyHint>>,
+) -> (PipelineStats, u64) {
     let pids = &opts.pids;
     match consumer {
         Consumer::Exchanges(sink, findings) => {
             let mut p = Pipeline::new(opts, sink, findings);
+            p.send_hints(hints);
             while let Ok(msg) = rx.recv() {
                 match msg {
                     Msg::Events(batch) => {

@@ -187,6 +187,8 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
                 peer,
                 comm,
                 seeded,
+                // A live connection's name in the kernel, meaningless in a replay: not recorded.
+                epoch: 0,
             })
         }
         KIND_DATA => {
@@ -301,6 +303,7 @@ mod tests {
                 peer: Some("[::1]:5000".parse().unwrap()),
                 comm: "nginx".into(),
                 seeded: true,
+                epoch: 0,
             }),
             CaptureEvent::Data(DataChunk {
                 ts_ns: 2,
@@ -319,6 +322,7 @@ mod tests {
                 peer: None,
                 comm: String::new(),
                 seeded: false,
+                epoch: 0,
             }),
             CaptureEvent::Close { ts_ns: 4, id },
             CaptureEvent::ProcessExit { ts_ns: 5, tgid: 7 },

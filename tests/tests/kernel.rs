@@ -344,3 +344,54 @@ fn a_client_that_exits_without_close_ends_its_connection() {
     assert_eq!(seen[0].status, None);
     assert_eq!(seen[0].comm, "python3");
 }
+
+/// Heads are copied, bodies are not: once userspace has parsed a response head with a large
+/// Content-Length, the kernel counts the body's calls without copying them (a body hint), and
+/// the next response on the same connection is still read from its first byte.
+#[test]
+fn large_bodies_are_counted_not_copied_and_the_next_head_is_still_seen() {
+    const BIG: usize = 16 << 20;
+    let big: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
+    // sendfile off: nginx writes the file through writev, in 32 KiB buffers.
+    let nginx = Nginx::start_with(
+        &[("big.bin", &big), ("small.json", b"{\"after\":true}")],
+        "location ~ \\.bin$ { sendfile off; }",
+    );
+    let agent = Agent::start();
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    // One keep-alive connection, paced so the body spans many calls (about 1.4 s; the hint
+    // reaches the kernel within a drain interval or two).
+    curl(&[
+        "--limit-rate",
+        "12M",
+        "-o",
+        "/dev/null",
+        &format!("{base}/big.bin"),
+        "-o",
+        "/dev/null",
+        &format!("{base}/small.json"),
+    ]);
+    std::thread::sleep(Duration::from_millis(100));
+    let (ex, summary) = agent.stop();
+    for side in [server_side(&ex, nginx.port), client_side(&ex, nginx.port)] {
+        let paths: Vec<&str> = side.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/big.bin", "/small.json"], "{side:#?}");
+        assert_eq!(side[0].resp_body_bytes, BIG as u64, "the body is counted exactly");
+        assert!(side.iter().all(|e| e.status == Some(200)), "{side:#?}");
+        assert_eq!(side[1].resp_body_bytes, 14);
+    }
+    let k = summary.kernel.as_ref().unwrap();
+    assert!(k.get(Stat::BodyCallsSkipped) > 10, "{k:?}");
+    // Both sides moved 16 MiB each; what was copied is a small part of it.
+    assert!(
+        summary.pipeline.bytes_seen < (BIG as u64) / 2,
+        "{} bytes copied",
+        summary.pipeline.bytes_seen
+    );
+    let e = &summary.pipeline.parse_errors;
+    assert_eq!(
+        e.malformed + e.framing_lost + e.bad_chunk + e.head_too_large,
+        0,
+        "{summary:?}"
+    );
+}

@@ -123,6 +123,6 @@ pub fn exit_data(ctx: TracePointContext) -> u32 {
     let Some(info) = CONNS.get_ptr_mut(key) else {
         return 0;
     };
-    emit_chunk(key, args.direction, ret as u64, args.kind, args.ptr, info);
+    emit_chunk(key, args.direction, ret as u64, args.kind, args.ptr, 0, info);
     0
 }

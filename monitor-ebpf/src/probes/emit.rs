@@ -6,29 +6,45 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_user, generated},
 };
 use monitor_common::{
-    CAPTURE_MAX, CAPTURE_SMALL, CLASS_HTTP, CLASS_OTHER, CLASS_TLS, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo,
-    ConnKey, ConnOpenEvent, DATA_FLAG_SENDFILE, DATA_FLAG_TLS, DATA_FLAG_VECTORED, DataEvent, DataHeader,
-    EVENT_CONN_CLOSE, EVENT_CONN_OPEN, EVENT_CONN_TLS, EVENT_DATA, SockAddr, Stat,
+    BodyHintKey, CAPTURE_MAX, CAPTURE_SMALL, CLASS_HTTP, CLASS_OTHER, CLASS_TLS, CLASS_UNKNOWN,
+    ConnCloseEvent, ConnInfo, ConnKey, ConnOpenEvent, DATA_FLAG_SENDFILE, DATA_FLAG_SKIPPED, DATA_FLAG_TLS,
+    DATA_FLAG_VECTORED, DIR_INGRESS, DataEvent, DataHeader, EVENT_CONN_CLOSE, EVENT_CONN_OPEN,
+    EVENT_CONN_TLS, EVENT_DATA, SockAddr, Stat,
 };
 
 use crate::maps::{
-    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CAPTURE_BYTES, EVENTS, STATS, WAKEUP_BYTES, count,
-    global_u32, global_u64,
+    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, BODY_HINTS, CAPTURE_BYTES, EVENTS, STATS,
+    WAKEUP_BYTES, count, global_u32, global_u64,
 };
 
 /// Copies the head of one call's bytes into an event. `kind` (ARGS_*) says what `ptr` is: the
 /// buffer, an iovec array, a msghdr, or nothing (sendfile, splice: file bytes are never copied,
-/// the count keeps the stream's byte accounting exact). `total` is what the call moved.
+/// the count keeps the stream's byte accounting exact). `total` is what the call moved;
+/// `base_flags` is DATA_FLAG_TLS for the plaintext of the SSL probes, else 0.
 #[inline(always)]
-pub fn emit_chunk(key: ConnKey, direction: u32, total: u64, kind: u32, ptr: u64, info: *mut ConnInfo) {
+pub fn emit_chunk(
+    key: ConnKey,
+    direction: u32,
+    total: u64,
+    kind: u32,
+    ptr: u64,
+    base_flags: u32,
+    info: *mut ConnInfo,
+) {
     if kind == ARGS_SENDFILE {
         if unsafe { (*info).class } == CLASS_HTTP {
-            emit::<CAPTURE_SMALL>(key, direction, total, 0, 0, DATA_FLAG_SENDFILE, info);
+            emit::<0>(key, direction, total, 0, 0, DATA_FLAG_SENDFILE, info);
         }
         return;
     }
+    // Body bytes userspace only counts: nothing to copy (small calls are not worth the lookup).
+    if total > CAPTURE_SMALL as u64 && inside_hinted_body(key, direction, total, info) {
+        emit::<0>(key, direction, total, 0, 0, base_flags | DATA_FLAG_SKIPPED, info);
+        count(Stat::BodyCallsSkipped, 1);
+        return;
+    }
     let (src, avail, flags) = match kind {
-        ARGS_PLAIN => (ptr, total, 0),
+        ARGS_PLAIN => (ptr, total, base_flags),
         ARGS_IOVEC => match first_iovec(ptr) {
             Some((base, len)) => (base, len, DATA_FLAG_VECTORED),
             None => return,
@@ -52,10 +68,32 @@ pub fn emit_chunk(key: ConnKey, direction: u32, total: u64, kind: u32, ptr: u64,
     emit_prefix(key, direction, total, src, avail, flags, info);
 }
 
+/// Index of a direction in ConnInfo::reported.
+#[inline(always)]
+fn dir_index(direction: u32) -> usize {
+    if direction == DIR_INGRESS { 0 } else { 1 }
+}
+
+/// The whole call lies before the end of the body userspace told us about.
+#[inline(always)]
+fn inside_hinted_body(key: ConnKey, direction: u32, total: u64, info: *mut ConnInfo) -> bool {
+    let hint_key = BodyHintKey {
+        tgid: key.tgid,
+        fd: key.fd,
+        direction,
+        _pad: 0,
+    };
+    let Some(hint) = (unsafe { BODY_HINTS.get(hint_key) }) else {
+        return false;
+    };
+    let (epoch, at) = unsafe { ((*info).epoch, (*info).reported[dir_index(direction)]) };
+    hint.epoch == epoch && at + total <= hint.until
+}
+
 /// Emits up to the configured prefix of `avail` bytes at `src`, in the smallest reservation
 /// that holds it.
 #[inline(always)]
-pub fn emit_prefix(
+fn emit_prefix(
     key: ConnKey,
     direction: u32,
     total: u64,
@@ -197,6 +235,7 @@ pub fn emit<const N: usize>(
         };
     }
     entry.submit(wakeup_flags());
+    unsafe { (*info).reported[dir_index(direction)] += total };
     count(Stat::EventsSubmitted, 1);
     if total > captured as u64 {
         count(Stat::BytesNotCopied, total - captured as u64);
@@ -242,7 +281,15 @@ fn looks_like_http(b: [u8; 4]) -> bool {
 
 /// A connection the probes will report on from now on.
 #[inline(always)]
-pub fn emit_open(key: ConnKey, role: u32, local: SockAddr, peer: SockAddr, listen_fd: u32, flags: u32) {
+pub fn emit_open(
+    key: ConnKey,
+    role: u32,
+    local: SockAddr,
+    peer: SockAddr,
+    listen_fd: u32,
+    flags: u32,
+    epoch: u32,
+) {
     let Some(mut entry) = EVENTS.reserve::<ConnOpenEvent>(0) else {
         count(Stat::RingFull, 1);
         return;
@@ -258,6 +305,8 @@ pub fn emit_open(key: ConnKey, role: u32, local: SockAddr, peer: SockAddr, liste
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         listen_fd,
         flags,
+        epoch,
+        _pad: 0,
     });
     entry.submit(wakeup_flags());
     count(Stat::EventsSubmitted, 1);

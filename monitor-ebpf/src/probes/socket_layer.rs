@@ -14,15 +14,15 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, TracePointContext},
 };
 use monitor_common::{
-    AF_INET, AF_INET6, CLASS_HTTP, CLASS_OTHER, CLASS_TLS, CLASS_UNKNOWN, ConnInfo, ConnKey, DIR_EGRESS,
-    DIR_INGRESS, OPEN_FLAG_MIDSTREAM, ROLE_CLIENT, ROLE_SERVER, SEEDED_CLASSIFY_TRIES, SockAddr, Stat,
+    AF_INET, AF_INET6, CLASS_HTTP, CLASS_OTHER, CLASS_TLS, ConnInfo, ConnKey, DIR_EGRESS, DIR_INGRESS,
+    OPEN_FLAG_MIDSTREAM, ROLE_CLIENT, ROLE_SERVER, SEEDED_CLASSIFY_TRIES, SockAddr, Stat,
 };
 
 use super::emit::{emit_chunk, emit_close, emit_open};
 use super::{traced_pid_tgid, traced_process};
 use crate::maps::{
     ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, FD_OWNER, LISTEN_PORTS, SOCK_FLAG_IO_URING,
-    SOCK_FLAG_OWNED, SOCKS, SSL_ARGS, SSL_FD, SockConn, SslKey, count,
+    SOCK_FLAG_OWNED, SOCKS, SSL_ARGS, SSL_FD, SockConn, SslKey, count, new_epoch,
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -146,7 +146,7 @@ fn on_socket_io(ctx: &BtfTracePointContext, direction: u32) {
         // Kernel threads and anything else with no user buffer behind it.
         _ => return,
     };
-    emit_chunk(owner, direction, ret as u64, kind, ptr, info);
+    emit_chunk(owner, direction, ret as u64, kind, ptr, 0, info);
 }
 
 /// The first I/O on a socket names it (tgid, fd) and opens it in userspace; a process not
@@ -198,6 +198,7 @@ fn take_ownership(conn: *mut SockConn, sk: u64, id: u64, regs: &SyscallRegs) -> 
             (*conn).peer,
             u32::MAX,
             (*conn).open_flags,
+            (*conn).info.epoch,
         );
     }
     true
@@ -235,14 +236,8 @@ fn adopt(sk: *mut core::ffi::c_void, key: u64) -> Option<*mut SockConn> {
         ROLE_CLIENT
     };
     let conn = SockConn {
-        info: ConnInfo {
-            role,
-            class: CLASS_UNKNOWN,
-            // It may be in the middle of a body: allow a few chunks to find a message start.
-            tries_left: SEEDED_CLASSIFY_TRIES,
-            plain_class: CLASS_UNKNOWN,
-            _pad: 0,
-        },
+        // It may be in the middle of a body: allow a few chunks to find a message start.
+        info: ConnInfo::new(role, SEEDED_CLASSIFY_TRIES, new_epoch()),
         owner: ConnKey { tgid: 0, fd: 0 },
         flags: 0,
         open_flags: OPEN_FLAG_MIDSTREAM,
@@ -304,13 +299,7 @@ fn try_sock_lifecycle(ctx: &TracePointContext) -> Result<(), i64> {
                 return Ok(());
             }
             let conn = SockConn {
-                info: ConnInfo {
-                    role,
-                    class: CLASS_UNKNOWN,
-                    tries_left: 1,
-                    plain_class: CLASS_UNKNOWN,
-                    _pad: 0,
-                },
+                info: ConnInfo::new(role, 1, new_epoch()),
                 owner: ConnKey { tgid: 0, fd: 0 },
                 flags: 0,
                 open_flags: 0,

@@ -6,13 +6,15 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use monitor_common::{
-    AF_INET, AF_INET6, CLASS_UNKNOWN, ConnCloseEvent, ConnInfo, ConnKey, EVENT_PROC_EXIT, ROLE_CLIENT,
-    ROLE_SERVER, SockAddr, Stat,
+    AF_INET, AF_INET6, ConnCloseEvent, ConnInfo, ConnKey, EVENT_PROC_EXIT, ROLE_CLIENT, ROLE_SERVER,
+    SockAddr, Stat,
 };
 
 use super::emit::{emit_close, emit_open};
 use super::{traced_pid_tgid, traced_process};
-use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count};
+use crate::maps::{
+    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count, new_epoch,
+};
 
 const EINPROGRESS: i64 = -115;
 const TCP_SYN_SENT: i32 = 2;
@@ -245,18 +247,12 @@ fn open_conn(id: u64, fd: u32, role: u32, local: SockAddr, peer: SockAddr, liste
         tgid: (id >> 32) as u32,
         fd,
     };
-    let info = ConnInfo {
-        role,
-        class: CLASS_UNKNOWN,
-        tries_left: 1,
-        plain_class: CLASS_UNKNOWN,
-        _pad: 0,
-    };
+    let info = ConnInfo::new(role, 1, new_epoch());
     if CONNS.insert(key, info, 0).is_err() {
         count(Stat::ConnMapInsertFailed, 1);
         return;
     }
-    emit_open(key, role, local, peer, listen_fd, 0);
+    emit_open(key, role, local, peer, listen_fd, 0, info.epoch);
 }
 
 /// Reads a user `struct sockaddr` (in or in6); family 0 if absent or unreadable.

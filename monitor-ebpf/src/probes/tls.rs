@@ -8,10 +8,10 @@ use aya_ebpf::{
 };
 use monitor_common::{ConnInfo, ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, Stat};
 
-use super::emit::emit_prefix;
+use super::emit::emit_chunk;
 use super::traced_process;
 use crate::maps::{
-    CONNS, FD_OWNER, SOCKET_LAYER, SOCKS, SSL_ARGS, SSL_FD, SslArgs, SslKey, count, global_u32,
+    ARGS_PLAIN, CONNS, FD_OWNER, SOCKET_LAYER, SOCKS, SSL_ARGS, SSL_FD, SslArgs, SslKey, count, global_u32,
 };
 
 #[inline(always)]
@@ -82,7 +82,15 @@ fn exit(ctx: &RetProbeContext) {
     let Some(info) = conn_info(key) else {
         return;
     };
-    emit_prefix(key, args.direction, bytes, args.buf, bytes, DATA_FLAG_TLS, info);
+    emit_chunk(
+        key,
+        args.direction,
+        bytes,
+        ARGS_PLAIN,
+        args.buf,
+        DATA_FLAG_TLS,
+        info,
+    );
 }
 
 /// The connection state of a (tgid, fd), in whichever map the data path keeps it.

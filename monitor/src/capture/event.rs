@@ -45,6 +45,18 @@ pub struct ConnOpen {
     /// The connection existed before the agent started (seeded from /proc, or adopted by the
     /// socket layer on its first I/O): its stream may begin inside a message.
     pub seeded: bool,
+    /// The kernel's name for this connection in body hints (0: none, e.g. in a replay).
+    pub epoch: u32,
+}
+
+/// Userspace to kernel: in `direction` of connection `id` (as named by `epoch`), the bytes up to
+/// stream offset `until` are body the parser only counts, so the kernel need not copy them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BodyHint {
+    pub id: ConnId,
+    pub direction: Direction,
+    pub epoch: u32,
+    pub until: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,6 +160,7 @@ impl Decoder {
                     peer: sockaddr(&ev.peer),
                     comm: comm_string(&ev.comm),
                     seeded: ev.flags & common::OPEN_FLAG_MIDSTREAM != 0,
+                    epoch: ev.epoch,
                 }))
             }
             common::EVENT_PROC_EXIT => {
@@ -282,6 +295,8 @@ mod tests {
             comm: *b"nginx\0\0\0\0\0\0\0\0\0\0\0",
             listen_fd: 4,
             flags: common::OPEN_FLAG_MIDSTREAM,
+            epoch: 77,
+            _pad: 0,
         };
         match d.decode(&bytes_of(&open)).unwrap() {
             CaptureEvent::Open(o) => {
@@ -291,6 +306,7 @@ mod tests {
                 assert_eq!(o.comm, "nginx");
                 assert_eq!(o.role, Role::Server);
                 assert!(o.seeded, "an adopted connection is mid-stream");
+                assert_eq!(o.epoch, 77);
             }
             e => panic!("{e:?}"),
         }

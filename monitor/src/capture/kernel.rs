@@ -7,7 +7,7 @@ use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use log::{info, warn};
 use monitor_common::{
-    CLASS_UNKNOWN, ConnInfo, ConnKey, ROLE_CLIENT, ROLE_SERVER, SEEDED_CLASSIFY_TRIES, Stat,
+    BodyHint, BodyHintKey, ConnInfo, ConnKey, ROLE_CLIENT, ROLE_SERVER, SEEDED_CLASSIFY_TRIES, Stat,
 };
 use tokio::io::unix::AsyncFd;
 
@@ -206,6 +206,7 @@ pub struct KernelCapture {
     last_tls_scan: std::time::Instant,
     ring: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
+    body_hints: BpfHashMap<MapData, BodyHintKey, BodyHint>,
     decoder: Decoder,
     tick: tokio::time::Interval,
     /// capture.processes, for the TLS rescans.
@@ -293,6 +294,11 @@ impl KernelCapture {
             .take_map("STATS")
             .ok_or_else(|| CaptureError::Map("STATS", "missing".into()))?;
         let stats = PerCpuArray::try_from(stats).map_err(|e| CaptureError::Map("STATS", e.to_string()))?;
+        let hints = ebpf
+            .take_map("BODY_HINTS")
+            .ok_or_else(|| CaptureError::Map("BODY_HINTS", "missing".into()))?;
+        let body_hints =
+            BpfHashMap::try_from(hints).map_err(|e| CaptureError::Map("BODY_HINTS", e.to_string()))?;
         let mut tick = tokio::time::interval(cfg.drain_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // SAFETY: the RingBuf owns its map fd and keeps it open for as long as the AsyncFd lives.
@@ -304,6 +310,7 @@ impl KernelCapture {
             last_tls_scan: std::time::Instant::now(),
             ring,
             stats,
+            body_hints,
             decoder: Decoder::new(),
             tick,
             processes: cfg.processes.clone(),
@@ -311,6 +318,28 @@ impl KernelCapture {
             decode_errors: 0,
         };
         Ok((capture, seeded.into_iter().map(CaptureEvent::Open).collect()))
+    }
+
+    /// Tells the kernel where bodies in flight end, so it does not copy calls wholly inside
+    /// them. A hint that cannot be written only means those bytes get copied.
+    pub fn apply_hints(&mut self, hints: &[super::BodyHint]) {
+        for h in hints {
+            let key = BodyHintKey {
+                tgid: h.id.tgid,
+                fd: h.id.fd,
+                direction: match h.direction {
+                    super::Direction::Ingress => monitor_common::DIR_INGRESS,
+                    super::Direction::Egress => monitor_common::DIR_EGRESS,
+                },
+                _pad: 0,
+            };
+            let value = BodyHint {
+                epoch: h.epoch,
+                _pad: 0,
+                until: h.until,
+            };
+            let _ = self.body_hints.insert(key, value, 0);
+        }
     }
 
     /// The data path in use: `Socket` or `Syscall`.
@@ -380,18 +409,22 @@ impl KernelCapture {
                 let v = self
                     .stats
                     .get(&(*s as u32), 0)
-                    .map(|v| {
-                        if s.is_gauge() {
-                            v.iter().copied().max().unwrap_or(0)
-                        } else {
-                            v.iter().sum()
-                        }
-                    })
+                    .map(|v| combine_cpus(*s, &v))
                     .unwrap_or(0);
                 (s.name(), v)
             })
             .collect();
         KernelStats { counters }
+    }
+}
+
+/// One stat from its per-CPU values: a counter is their sum, a gauge (the last value each CPU
+/// saw) their maximum; summing a gauge would overstate it N_CPU times.
+pub fn combine_cpus(stat: Stat, per_cpu: &[u64]) -> u64 {
+    if stat.is_gauge() {
+        per_cpu.iter().copied().max().unwrap_or(0)
+    } else {
+        per_cpu.iter().sum()
     }
 }
 
@@ -469,6 +502,7 @@ fn seed_listening_ports(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
 /// Syscall mode: the connections open before start, from /proc, into the kernel's map.
 fn seed_connections(ebpf: &mut Ebpf, own: u32, processes: &[String]) -> Result<Vec<ConnOpen>, CaptureError> {
     let mut seeded = procfs::established_connections(own, unix_now_ns());
+    let mut epoch = (unix_now_ns() as u32) | 1;
     if !processes.is_empty() {
         seeded.retain(|o| processes.iter().any(|p| comm_key(p) == comm_key(&o.comm)));
     }
@@ -477,22 +511,20 @@ fn seed_connections(ebpf: &mut Ebpf, own: u32, processes: &[String]) -> Result<V
         .ok_or_else(|| CaptureError::Map("CONNS", "missing".into()))?;
     let mut conns: BpfHashMap<&mut MapData, ConnKey, ConnInfo> =
         BpfHashMap::try_from(map).map_err(|e| CaptureError::Map("CONNS", e.to_string()))?;
-    for open in &seeded {
+    for open in &mut seeded {
+        // Any non-zero number the kernel's own (random) epochs are unlikely to repeat.
+        epoch = epoch.wrapping_add(2);
+        open.epoch = epoch;
         let key = ConnKey {
             tgid: open.id.tgid,
             fd: open.id.fd,
         };
-        let info = ConnInfo {
-            role: if open.role == Role::Server {
-                ROLE_SERVER
-            } else {
-                ROLE_CLIENT
-            },
-            class: CLASS_UNKNOWN,
-            tries_left: SEEDED_CLASSIFY_TRIES,
-            plain_class: CLASS_UNKNOWN,
-            _pad: 0,
+        let role = if open.role == Role::Server {
+            ROLE_SERVER
+        } else {
+            ROLE_CLIENT
         };
+        let info = ConnInfo::new(role, SEEDED_CLASSIFY_TRIES, open.epoch);
         // BPF_NOEXIST: an entry the probes made meanwhile is newer than ours.
         let _ = conns.insert(key, info, 1);
     }
@@ -572,4 +604,18 @@ fn ensure_tracefs() -> Result<(), CaptureError> {
     }
     warn!("tracefs was not mounted: mounted it at /sys/kernel/tracing");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_up_over_cpus_and_the_ring_fill_gauge_does_not() {
+        assert_eq!(combine_cpus(Stat::RingFull, &[3, 4]), 7);
+        // Both CPUs saw the same 1 MiB waiting: 1 MiB waits, not 2.
+        assert_eq!(combine_cpus(Stat::RingAvailBytes, &[1 << 20, 1 << 20]), 1 << 20);
+        assert_eq!(combine_cpus(Stat::RingAvailBytes, &[5, 9]), 9);
+        assert_eq!(combine_cpus(Stat::EventsSubmitted, &[]), 0);
+    }
 }

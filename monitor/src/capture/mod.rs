@@ -5,4 +5,4 @@ pub mod procfs;
 pub mod tls;
 pub mod tls_sites;
 
-pub use event::{CaptureEvent, ConnId, ConnOpen, DataChunk, Decoder, Direction, Role};
+pub use event::{BodyHint, CaptureEvent, ConnId, ConnOpen, DataChunk, Decoder, Direction, Role};

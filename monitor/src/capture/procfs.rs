@@ -158,6 +158,7 @@ pub fn established_connections(skip_tgid: u32, now_ns: u64) -> Vec<ConnOpen> {
                 peer: Some(sock.remote),
                 comm,
                 seeded: true,
+                epoch: 0,
             });
         }
     }

@@ -139,6 +139,15 @@ impl MessageParser {
         }
     }
 
+    /// Body bytes still to come that are only counted, never parsed: the rest of a
+    /// Content-Length body or of a chunk's data. The capture need not copy them.
+    pub fn body_remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Body { remaining } | State::ChunkData { remaining } => Some(remaining),
+            _ => None,
+        }
+    }
+
     pub fn is_tunnel(&self) -> bool {
         self.state == State::Tunnel
     }

@@ -3,13 +3,19 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
-use crate::capture::{CaptureEvent, ConnId, ConnOpen, DataChunk, Direction, Role};
+use crate::capture::{BodyHint, CaptureEvent, ConnId, ConnOpen, DataChunk, Direction, Role};
 use crate::exchange::{Exchange, version_str};
 use crate::http::{Head, MessageParser, ParseError, ParseEvent, RequestHead, RequestMethods};
 use crate::stats::PipelineStats;
 
 /// Requests awaiting their response on one connection (pipelining); more are dropped and counted.
 pub const MAX_PENDING_REQUESTS: usize = 64;
+/// A body with at least this much still to come is worth telling the kernel about (it skips
+/// copying calls that lie wholly inside it).
+pub const BODY_HINT_MIN: u64 = 8192;
+/// Body hints waiting for the capture to take them; beyond it they are dropped (a dropped hint
+/// only means bytes get copied that need not be).
+pub const MAX_BODY_HINTS: usize = 4096;
 
 #[derive(Clone, Debug)]
 pub struct StreamConfig {
@@ -61,6 +67,12 @@ struct Conn {
     tls: bool,
     /// Plaintext of this TLS connection was seen: it is not a blind spot.
     tls_plaintext_seen: bool,
+    /// The kernel's name for it in body hints; 0: no hints (a replay, or no open event).
+    epoch: u32,
+    /// Bytes received per direction ([ingress, egress]): the offsets body hints are given in.
+    reported: [u64; 2],
+    /// The furthest body end hinted per direction.
+    hinted: [u64; 2],
 }
 
 impl Conn {
@@ -85,6 +97,9 @@ impl Conn {
             last_ts: 0,
             tls: false,
             tls_plaintext_seen: false,
+            epoch: 0,
+            reported: [0, 0],
+            hinted: [0, 0],
         }
     }
 
@@ -104,6 +119,8 @@ pub struct ConnTable {
     tgids: std::collections::HashSet<u32>,
     events: Vec<ParseEvent>,
     last_expiry_ns: u64,
+    /// Body hints for the kernel (only when a live capture takes them).
+    hints: Option<Vec<BodyHint>>,
 }
 
 impl ConnTable {
@@ -114,7 +131,18 @@ impl ConnTable {
             tgids: std::collections::HashSet::new(),
             events: Vec::new(),
             last_expiry_ns: 0,
+            hints: None,
         }
+    }
+
+    /// Collect body hints for a live capture (see `take_hints`).
+    pub fn enable_body_hints(&mut self) {
+        self.hints = Some(Vec::new());
+    }
+
+    /// The body hints since the last call.
+    pub fn take_hints(&mut self) -> Vec<BodyHint> {
+        self.hints.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -201,6 +229,7 @@ impl ConnTable {
         conn.peer = open.peer;
         conn.comm = open.comm;
         conn.last_ts = open.ts_ns;
+        conn.epoch = open.epoch;
         self.tgids.insert(open.id.tgid);
         self.conns.insert(open.id, conn);
         stats.connections_opened += 1;
@@ -259,11 +288,33 @@ impl ConnTable {
             &mut self.events,
         );
         stats.bytes_skipped += parser.skipped_bytes - skipped;
+        let body_left = parser.body_remaining();
         let events = std::mem::take(&mut self.events);
         for ev in events.iter() {
             handle(chunk.id, conn, chunk.direction, ev, stats, out);
         }
         self.events = events;
+        let d = match chunk.direction {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        };
+        conn.reported[d] += chunk.total_len;
+        if let (Some(hints), Some(left)) = (&mut self.hints, body_left) {
+            let until = conn.reported[d] + left;
+            if conn.epoch != 0
+                && left >= BODY_HINT_MIN
+                && until > conn.hinted[d]
+                && hints.len() < MAX_BODY_HINTS
+            {
+                conn.hinted[d] = until;
+                hints.push(BodyHint {
+                    id: chunk.id,
+                    direction: chunk.direction,
+                    epoch: conn.epoch,
+                    until,
+                });
+            }
+        }
     }
 
     fn close_conn(

@@ -20,6 +20,7 @@ fn run_with(role: Role, pieces: &[Piece], close: bool) -> (Vec<Exchange>, Pipeli
             peer: Some("127.0.0.1:40000".parse().unwrap()),
             comm: "srv".into(),
             seeded: false,
+            epoch: 0,
         }),
         &mut stats,
         &mut out,
