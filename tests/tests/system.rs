@@ -25,6 +25,31 @@ fn summary_of(stderr: &str) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
+/// A child whose stderr is read while it runs: a trace-level log fills a pipe's 64 KiB long
+/// before the child exits, and a child blocked writing its log captures nothing.
+struct Drained(std::process::Child, std::thread::JoinHandle<Vec<u8>>);
+
+impl Drained {
+    fn new(mut child: std::process::Child) -> Self {
+        let mut err = child.stderr.take().expect("stderr piped");
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut err, &mut all);
+            all
+        });
+        Self(child, reader)
+    }
+
+    fn wait(mut self) -> Output {
+        let status = self.0.wait().unwrap();
+        Output {
+            status,
+            stdout: Vec::new(),
+            stderr: self.1.join().unwrap(),
+        }
+    }
+}
+
 const SECRETS: &[&str] = &["Sup3rS3cretBearer", "qv4lue", "Ck00kie", "hunter22"];
 
 #[test]
@@ -53,6 +78,7 @@ fn run_record_and_replay_agree_and_leak_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let (run, record) = (Drained::new(run), Drained::new(record));
     std::thread::sleep(Duration::from_millis(1500));
     let url = format!("http://127.0.0.1:{}/x.json?q=qv4lue&page=2", server.port);
     for _ in 0..5 {
@@ -73,8 +99,8 @@ fn run_record_and_replay_agree_and_leak_nothing() {
         "user=bob&password=hunter22",
         &format!("http://127.0.0.1:{}/login", server.port),
     ]);
-    let run: Output = run.wait_with_output().unwrap();
-    let record: Output = record.wait_with_output().unwrap();
+    let run: Output = run.wait();
+    let record: Output = record.wait();
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert!(
         record.status.success(),
