@@ -246,12 +246,18 @@ pub fn emit<const N: usize>(
 /// plaintext of).
 #[inline(always)]
 pub fn emit_tls_mark(key: ConnKey) {
+    emit_conn_event(EVENT_CONN_TLS, key);
+}
+
+/// An event of the ConnCloseEvent layout: a close, a TLS mark, a process exit (fd unused).
+#[inline(always)]
+pub fn emit_conn_event(kind: u32, key: ConnKey) {
     let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
         count(Stat::RingFull, 1);
         return;
     };
     entry.write(ConnCloseEvent {
-        kind: EVENT_CONN_TLS,
+        kind,
         _pad: 0,
         tgid: key.tgid,
         fd: key.fd,
@@ -314,17 +320,5 @@ pub fn emit_open(
 
 #[inline(always)]
 pub fn emit_close(key: ConnKey) {
-    let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
-        count(Stat::RingFull, 1);
-        return;
-    };
-    entry.write(ConnCloseEvent {
-        kind: EVENT_CONN_CLOSE,
-        _pad: 0,
-        tgid: key.tgid,
-        fd: key.fd,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    });
-    entry.submit(wakeup_flags());
-    count(Stat::EventsSubmitted, 1);
+    emit_conn_event(EVENT_CONN_CLOSE, key);
 }

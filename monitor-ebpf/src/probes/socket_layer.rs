@@ -274,30 +274,9 @@ fn try_sock_lifecycle(ctx: &TracePointContext) -> Result<(), i64> {
                 TCP_SYN_RECV => ROLE_SERVER,
                 _ => return Ok(()),
             };
-            let family: u16 = unsafe { ctx.read_at(28)? };
-            let mut local = SockAddr {
-                family,
-                port: unsafe { ctx.read_at(24)? },
-                _pad: 0,
-                addr: [0; 16],
-            };
-            let mut peer = SockAddr {
-                family,
-                port: unsafe { ctx.read_at(26)? },
-                _pad: 0,
-                addr: [0; 16],
-            };
-            if family == AF_INET {
-                let s: [u8; 4] = unsafe { ctx.read_at(32)? };
-                let d: [u8; 4] = unsafe { ctx.read_at(36)? };
-                local.addr[..4].copy_from_slice(&s);
-                peer.addr[..4].copy_from_slice(&d);
-            } else if family == AF_INET6 {
-                local.addr = unsafe { ctx.read_at(40)? };
-                peer.addr = unsafe { ctx.read_at(56)? };
-            } else {
+            let Some((local, peer)) = super::sockets::state_addresses(ctx)? else {
                 return Ok(());
-            }
+            };
             let conn = SockConn {
                 info: ConnInfo::new(role, 1, new_epoch()),
                 owner: ConnKey { tgid: 0, fd: 0 },

@@ -1,20 +1,17 @@
 //! Syscall-tracepoint lifecycle (the fallback mode): accept (server role), connect (client role), close, and the TCP state
 //! tracepoint that tells us each socket's local address.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
 };
 use monitor_common::{
-    AF_INET, AF_INET6, ConnCloseEvent, ConnInfo, ConnKey, EVENT_PROC_EXIT, ROLE_CLIENT, ROLE_SERVER,
-    SockAddr, Stat,
+    AF_INET, AF_INET6, ConnInfo, ConnKey, EVENT_PROC_EXIT, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
 };
 
-use super::emit::{emit_close, emit_open};
+use super::emit::{emit_close, emit_conn_event, emit_open};
 use super::{traced_pid_tgid, traced_process};
-use crate::maps::{
-    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, EVENTS, PEER_LOCAL, count, new_epoch,
-};
+use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, PEER_LOCAL, count, new_epoch};
 
 const EINPROGRESS: i64 = -115;
 const TCP_SYN_SENT: i32 = 2;
@@ -145,7 +142,7 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
     0
 }
 
-fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
+fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
     let newstate: i32 = unsafe { ctx.read_at(20)? };
     if newstate != TCP_SYN_SENT && newstate != TCP_SYN_RECV {
         return Ok(());
@@ -154,6 +151,29 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
+    let Some((local, remote)) = state_addresses(ctx)? else {
+        return Ok(());
+    };
+    if newstate == TCP_SYN_SENT {
+        // connect() runs this transition in the caller's context: the thread in CONNECT_ARGS.
+        let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+        if let Some(args) = CONNECT_ARGS.get_ptr_mut(id) {
+            let sk: u64 = unsafe { ctx.read_at(8)? };
+            unsafe {
+                (*args).local = local;
+                (*args).sk = sk;
+            }
+        }
+    } else if PEER_LOCAL.insert(remote, local, 0).is_err() {
+        count(Stat::ConnMapInsertFailed, 1);
+    }
+    Ok(())
+}
+
+/// Local and remote address from an inet_sock_set_state record (layout above); None for a
+/// family other than IPv4 and IPv6.
+#[inline(always)]
+pub fn state_addresses(ctx: &TracePointContext) -> Result<Option<(SockAddr, SockAddr)>, i64> {
     let family: u16 = unsafe { ctx.read_at(28)? };
     let mut local = SockAddr {
         family,
@@ -176,22 +196,9 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i32> {
         local.addr = unsafe { ctx.read_at(40)? };
         remote.addr = unsafe { ctx.read_at(56)? };
     } else {
-        return Ok(());
+        return Ok(None);
     }
-    if newstate == TCP_SYN_SENT {
-        // connect() runs this transition in the caller's context: the thread in CONNECT_ARGS.
-        let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-        if let Some(args) = CONNECT_ARGS.get_ptr_mut(id) {
-            let sk: u64 = unsafe { ctx.read_at(8)? };
-            unsafe {
-                (*args).local = local;
-                (*args).sk = sk;
-            }
-        }
-    } else if PEER_LOCAL.insert(remote, local, 0).is_err() {
-        count(Stat::ConnMapInsertFailed, 1);
-    }
-    Ok(())
+    Ok(Some((local, remote)))
 }
 
 // sys_enter_close args: fd @16
@@ -225,19 +232,11 @@ pub fn process_exit(_ctx: TracePointContext) -> u32 {
     if (id >> 32) as u32 != id as u32 || traced_pid_tgid().is_none() {
         return 0;
     }
-    let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
-        count(Stat::RingFull, 1);
-        return 0;
-    };
-    entry.write(ConnCloseEvent {
-        kind: EVENT_PROC_EXIT,
-        _pad: 0,
+    let key = ConnKey {
         tgid: (id >> 32) as u32,
         fd: u32::MAX,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-    });
-    entry.submit(super::emit::wakeup_flags());
-    count(Stat::EventsSubmitted, 1);
+    };
+    emit_conn_event(EVENT_PROC_EXIT, key);
     0
 }
 
