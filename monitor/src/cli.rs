@@ -433,8 +433,12 @@ fn replay(a: ReplayArgs) -> Result<()> {
 
 fn backtest(a: BacktestArgs) -> Result<()> {
     let input = File::open(&a.csv).with_context(|| format!("cannot open {}", a.csv.display()))?;
+    // A history of any metric: no Poisson floor (it need not be a count), no absolute floor on
+    // the scale (a CPU share of 0.13 must not be drowned by one meant for request rates).
     let cfg = crate::baseline::DetectorConfig {
         bucket_secs: a.interval.max(1),
+        counts: false,
+        min_scale: 0.0,
         ..Default::default()
     };
     let out: Box<dyn std::io::Write> = if a.out == "-" {

@@ -20,6 +20,9 @@ fn options(state: &std::path::Path) -> AgentOptions {
             detector: DetectorConfig {
                 season_buckets: 1,
                 warmup: 8,
+                // Episodes here are seconds apart on 1-second windows: a cool-down of 5 windows
+                // (the default, 120 windows, is for the 60-second windows of a real deployment).
+                cooldown: 5,
                 ..DetectorConfig::default()
             },
             min_requests: 5,

@@ -70,7 +70,7 @@ pub fn run<R: BufRead, W: Write>(
         }
         writeln!(
             out,
-            "{},{},{:.4},{}",
+            "{},{},{:.6},{}",
             ts.trim(),
             value.trim(),
             verdict.score,

@@ -402,6 +402,9 @@ mod tests {
             detector: DetectorConfig {
                 season_buckets: 1,
                 warmup: 10,
+                // These tests raise several episodes a few windows apart on one series: a short
+                // cool-down (the detector's own tests cover the default).
+                cooldown: 4,
                 ..DetectorConfig::default()
             },
             state_file,
