@@ -53,6 +53,17 @@ pub const COOLDOWN_POINTS: u32 = 120;
 const SEASONAL_EXPLAINS: f64 = 0.25;
 const CHOICE_HORIZON: f64 = 1000.0;
 const MIN_SEASONAL_SAMPLES: u32 = 100;
+/// Tail calibration of the Gaussian model: a running estimate of the 99.9th percentile of the
+/// series' own |z| (stochastic quantile steps of QUANTILE_STEP), against 3.29, a Gaussian's.
+/// A heavy-tailed series (bursty message volumes) has a higher one, and its z are scaled down by
+/// the ratio: what is unusual is judged against the series' own tail, not a bell curve.
+const TAIL_QUANTILE: f64 = 0.999;
+const GAUSSIAN_Q999: f64 = 3.29;
+const QUANTILE_STEP: f64 = 0.2;
+
+fn gaussian_q999() -> f64 {
+    GAUSSIAN_Q999
+}
 
 /// The score at which a point is anomalous: the two-sided tail of a z of `threshold` (z = 4:
 /// 0.99994).
@@ -147,6 +158,9 @@ pub struct Detector {
     /// Points left in the cool-down after an alarm.
     #[serde(default)]
     cooldown: u32,
+    /// The series' own 99.9th percentile of |z| under the Gaussian model (see TAIL_QUANTILE).
+    #[serde(default = "gaussian_q999")]
+    z_q999: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -190,6 +204,7 @@ impl Detector {
             c_mean: 0.0,
             c_var: 0.0,
             cooldown: 0,
+            z_q999: GAUSSIAN_Q999,
         }
     }
 
@@ -225,13 +240,22 @@ impl Detector {
                 0.0
             })
             .max(cfg.min_scale);
-        let z_global = if g_sd > 0.0 {
+        let z_raw = if g_sd > 0.0 {
             (x - self.g_mean).abs() / g_sd
         } else if x == self.g_mean {
             0.0
         } else {
             f64::INFINITY
         };
+        let z_global = z_raw / (self.z_q999 / GAUSSIAN_Q999).max(1.0);
+        if self.n >= 2 {
+            if z_raw > self.z_q999 {
+                self.z_q999 += QUANTILE_STEP * TAIL_QUANTILE;
+            } else {
+                self.z_q999 -= QUANTILE_STEP * (1.0 - TAIL_QUANTILE);
+            }
+            self.z_q999 = self.z_q999.max(1.0);
+        }
         // The seasonal model speaks for a series it explains: its hour known, its residuals
         // small against the series' own spread.
         let seasonal =
