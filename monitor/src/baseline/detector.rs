@@ -50,7 +50,7 @@ pub const COOLDOWN_POINTS: u32 = 120;
 /// The seasonal model speaks when its residual variance is below this share of the series'
 /// variance (it explains at least three quarters of it), both over the last CHOICE_HORIZON
 /// points, and once it has been checked on MIN_SEASONAL_SAMPLES of them.
-const SEASONAL_EXPLAINS: f64 = 0.25;
+const SEASONAL_EXPLAINS: f64 = 0.15;
 const CHOICE_HORIZON: f64 = 1000.0;
 const MIN_SEASONAL_SAMPLES: u32 = 100;
 /// Tail calibration of the Gaussian model: a running estimate of the 99.9th percentile of the
@@ -60,6 +60,25 @@ const MIN_SEASONAL_SAMPLES: u32 = 100;
 const TAIL_QUANTILE: f64 = 0.999;
 const GAUSSIAN_Q999: f64 = 3.29;
 const QUANTILE_STEP: f64 = 0.2;
+
+/// `z` against the series' own tail, and that tail (`q999`) learnt from `z` when `learn`.
+fn calibrated(z: f64, q999: &mut f64, learn: bool) -> f64 {
+    let out = z / (*q999 / GAUSSIAN_Q999).max(1.0);
+    if learn {
+        if z > *q999 {
+            *q999 += QUANTILE_STEP * TAIL_QUANTILE;
+        } else {
+            *q999 -= QUANTILE_STEP * (1.0 - TAIL_QUANTILE);
+        }
+        *q999 = q999.max(1.0);
+    }
+    out
+}
+
+/// A recent view of the series (weight 1/RECENT_HORIZON): at the end of an alarm's cool-down,
+/// a series still far from its Gaussian model has moved to a new level, and the model is
+/// re-anchored there instead of alarming again every cool-down while its long memory catches up.
+const RECENT_HORIZON: f64 = 50.0;
 
 fn gaussian_q999() -> f64 {
     GAUSSIAN_Q999
@@ -161,6 +180,13 @@ pub struct Detector {
     /// The series' own 99.9th percentile of |z| under the Gaussian model (see TAIL_QUANTILE).
     #[serde(default = "gaussian_q999")]
     z_q999: f64,
+    /// The same for the seasonal model's z.
+    #[serde(default = "gaussian_q999")]
+    zs_q999: f64,
+    #[serde(default)]
+    r_mean: f64,
+    #[serde(default)]
+    r_var: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +231,9 @@ impl Detector {
             c_var: 0.0,
             cooldown: 0,
             z_q999: GAUSSIAN_Q999,
+            zs_q999: GAUSSIAN_Q999,
+            r_mean: 0.0,
+            r_var: 0.0,
         }
     }
 
@@ -229,7 +258,12 @@ impl Detector {
         if cfg.counts {
             scale = scale.max(expected.max(0.0).sqrt());
         }
-        let z_seasonal = (x - expected).abs() / scale;
+        let z_seasonal_raw = (x - expected).abs() / scale;
+        let z_seasonal = calibrated(
+            z_seasonal_raw,
+            &mut self.zs_q999,
+            bucket.n >= 2 && self.cooldown == 0,
+        );
         // The Gaussian model's view, before it learns this point.
         let g_sd = self
             .g_var
@@ -247,15 +281,7 @@ impl Detector {
         } else {
             f64::INFINITY
         };
-        let z_global = z_raw / (self.z_q999 / GAUSSIAN_Q999).max(1.0);
-        if self.n >= 2 {
-            if z_raw > self.z_q999 {
-                self.z_q999 += QUANTILE_STEP * TAIL_QUANTILE;
-            } else {
-                self.z_q999 -= QUANTILE_STEP * (1.0 - TAIL_QUANTILE);
-            }
-            self.z_q999 = self.z_q999.max(1.0);
-        }
+        let z_global = calibrated(z_raw, &mut self.z_q999, self.n >= 2 && self.cooldown == 0);
         // The seasonal model speaks for a series it explains: its hour known, its residuals
         // small against the series' own spread.
         let seasonal =
@@ -264,7 +290,7 @@ impl Detector {
         let warming_up = self.n < cfg.warmup as u64;
         // A sustained move to one side of the seasonal expectation is evidence too (a quiet
         // series dropping to zero, a shift that is large for the series but small for one point).
-        self.drift_run = match (z_seasonal > cfg.threshold / 2.0, x > expected) {
+        self.drift_run = match (z_seasonal_raw > cfg.threshold / 2.0, x > expected) {
             (true, true) => self.drift_run.max(0) + 1,
             (true, false) => self.drift_run.min(0) - 1,
             (false, _) => 0,
@@ -283,8 +309,13 @@ impl Detector {
         let score = if self.cooldown > 0 { 0.0 } else { raw_score };
         if onset {
             self.cooldown = cfg.cooldown;
-        } else {
-            self.cooldown = self.cooldown.saturating_sub(1);
+        } else if self.cooldown > 0 {
+            self.cooldown -= 1;
+            if self.cooldown == 0 && (self.r_mean - self.g_mean).abs() > cfg.threshold / 2.0 * g_sd {
+                // Still elsewhere after the cool-down: a new level, not a new anomaly.
+                self.g_mean = self.r_mean;
+                self.g_var = self.g_var.max(self.r_var);
+            }
         }
 
         // Learn the seasonal model: a normal point fully; an anomalous one clipped to the edge
@@ -335,6 +366,14 @@ impl Detector {
         }
         sb.n = sb.n.saturating_add(1);
         // Learn the Gaussian model from every point (its long memory absorbs single outliers).
+        let r = (1.0 / RECENT_HORIZON).max(1.0 / (self.n + 1) as f64);
+        let dr = x - self.r_mean;
+        if self.n == 0 {
+            self.r_mean = x;
+        } else {
+            self.r_mean += r * dr;
+            self.r_var = (1.0 - r) * (self.r_var + r * dr * dr);
+        }
         let g = (1.0 / GLOBAL_HORIZON).max(1.0 / (self.n + 1) as f64);
         let d = x - self.g_mean;
         if self.n == 0 {
