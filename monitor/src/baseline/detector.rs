@@ -7,8 +7,8 @@
 //! absolute deviation, updates clipped while a point is anomalous, a level shift accepted after it
 //! has lasted). The seasonal one speaks once it explains most of the series' variance (a series
 //! with a daily or weekly cycle), the Gaussian one otherwise. The score is the two-sided tail
-//! probability of the point's z under the model that speaks (`1 - 2Q(z)`, in [0, 1)); an alarm
-//! starts where it reaches `score_threshold(threshold)` and is followed by a cool-down in which the
+//! surprise of the point's z under the model that speaks (`score_of`: 0.5 at the threshold); an
+//! alarm starts where it reaches `SCORE_THRESHOLD` and is followed by a cool-down in which the
 //! series raises no new alarm and scores 0, so an episode is one strong point at its onset.
 use serde::{Deserialize, Serialize};
 
@@ -84,18 +84,32 @@ fn gaussian_q999() -> f64 {
     GAUSSIAN_Q999
 }
 
-/// The score at which a point is anomalous: the two-sided tail of a z of `threshold` (z = 4:
-/// 0.99994).
-pub fn score_threshold(threshold: f64) -> f64 {
-    tail_score(threshold)
+/// The score at which a point is anomalous, whatever the threshold on z: see `score_of`.
+pub const SCORE_THRESHOLD: f64 = 0.5;
+
+/// The score of a point whose z (under the model that speaks) is `z`, with the alarm threshold
+/// `threshold` on z: `1 - 2^(-L(z) / L(threshold))`, where L(z) = -ln(2Q(z)) is the surprise of
+/// the two-sided Gaussian tail. 0 when as expected, 0.5 at the threshold, towards 1 beyond
+/// without saturating (z = 6 scores 0.76 for a threshold of 4, z = 10 scores 0.98), so
+/// unusual points stay ranked among themselves.
+pub fn score_of(z: f64, threshold: f64) -> f64 {
+    let l = surprise(z) / surprise(threshold).max(1e-12);
+    1.0 - (-l * std::f64::consts::LN_2).exp()
 }
 
-/// 1 - 2Q(z) = erf(z / sqrt 2): the probability that a Gaussian point lies closer to the mean.
-pub fn tail_score(z: f64) -> f64 {
+/// -ln(2Q(z)) = -ln(erfc(z / sqrt 2)); the asymptotic form where erfc underflows.
+pub fn surprise(z: f64) -> f64 {
+    let z = z.abs();
     if !z.is_finite() {
-        return 1.0;
+        return f64::MAX;
     }
-    1.0 - erfc(z.abs() / std::f64::consts::SQRT_2)
+    let tail = erfc(z / std::f64::consts::SQRT_2);
+    if tail > 1e-300 {
+        -tail.ln()
+    } else {
+        // erfc(x) ~ exp(-x^2) / (x sqrt(pi)), x = z / sqrt 2
+        z * z / 2.0 + (z * (std::f64::consts::PI / 2.0).sqrt()).ln()
+    }
 }
 
 /// Complementary error function, fractional error below 1.2e-7 everywhere (Numerical Recipes,
@@ -197,9 +211,9 @@ pub enum Transition {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Verdict {
-    /// The two-sided tail probability of the point under the model that speaks (0 = exactly as
-    /// expected, `score_threshold(threshold)` at the threshold, towards 1 the further beyond);
-    /// 0 in the cool-down after an alarm.
+    /// How surprising the point is under the model that speaks (`score_of`: 0 = exactly as
+    /// expected, `SCORE_THRESHOLD` = 0.5 at the threshold, towards 1 the further beyond); 0 in
+    /// the cool-down after an alarm.
     pub score: f64,
     /// An alarm starts at this point (its onset: one point per episode).
     pub anomaly: bool,
@@ -300,9 +314,9 @@ impl Detector {
         let raw_score = if warming_up {
             0.0
         } else if drifting {
-            tail_score(z.max(cfg.threshold))
+            score_of(z.max(cfg.threshold), cfg.threshold)
         } else {
-            tail_score(z)
+            score_of(z, cfg.threshold)
         };
         // An alarm starts here unless one started within the cool-down.
         let onset = beyond && self.cooldown == 0;
@@ -554,7 +568,7 @@ pub(crate) mod tests {
         }
         // Five points far out: one alarm, at the first; the others score 0.
         let burst: Vec<Verdict> = (200..205).map(|i| d.update(&cfg, i * 60, 900.0)).collect();
-        assert!(burst[0].anomaly && burst[0].score >= score_threshold(cfg.threshold));
+        assert!(burst[0].anomaly && burst[0].score >= SCORE_THRESHOLD);
         assert!(
             burst[1..].iter().all(|v| !v.anomaly && v.score == 0.0),
             "{burst:?}"
@@ -572,12 +586,18 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn the_score_is_the_gaussian_tail() {
-        assert!(tail_score(0.0).abs() < 1e-7);
-        assert!((tail_score(1.0) - 0.682_689_49).abs() < 1e-6);
-        assert!((tail_score(4.0) - 0.999_936_66).abs() < 1e-6);
-        assert_eq!(tail_score(f64::INFINITY), 1.0);
-        assert!(score_threshold(4.0) > 0.9999 && score_threshold(4.0) < 0.99995);
+    fn the_score_is_the_surprise_of_the_gaussian_tail() {
+        // erfc against known values: 2Q(1) = 0.31731, 2Q(4) = 6.3342e-5.
+        assert!((surprise(1.0) - -(0.317_310_5f64).ln()).abs() < 1e-6);
+        assert!((surprise(4.0) - -(6.334_2e-5f64).ln()).abs() < 1e-3);
+        assert!(score_of(0.0, 4.0).abs() < 1e-6);
+        assert!((score_of(4.0, 4.0) - SCORE_THRESHOLD).abs() < 1e-9);
+        assert!(score_of(6.0, 4.0) > 0.75 && score_of(6.0, 4.0) < 0.77);
+        assert!(score_of(10.0, 4.0) > 0.97 && score_of(10.0, 4.0) < score_of(12.0, 4.0));
+        // Continuous where the exact tail gives way to the asymptotic form.
+        let (a, b) = (surprise(37.0), surprise(39.0));
+        assert!(a < b && surprise(38.5) > a && surprise(38.5) < b);
+        assert_eq!(score_of(f64::INFINITY, 4.0), 1.0);
     }
 
     #[test]
