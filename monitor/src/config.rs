@@ -58,7 +58,8 @@ baselines:
   bucket_secs: 3600
   # Windows before any verdict.
   warmup: 30
-  # z-score of an anomaly.
+  # z-score of an anomaly, judged against the series' own tail (the score is 0.5 there; see
+  # docs/anomaly-detection.md). After an alarm a series stays quiet for 120 windows.
   threshold: 4.0
   # Series at most (4 per route).
   max_series: 20000

@@ -76,6 +76,7 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
     println!("\n== anomaly detector alone: updates per second, memory per series ==");
     let out = Command::new(bin).args(["bench-detector"]).output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
+    backtest_figures(bin, work)?;
 
     println!("\n== userspace pipeline alone: replay of a recording of real traffic, one core ==");
     let rec = work.join("bench.rec");
@@ -107,6 +108,77 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         size as f64 / 1e6,
         best
     );
+    Ok(())
+}
+
+/// `apiwatch backtest` speed (rows/s over the largest series of the development corpus, or a
+/// generated one), and the development corpus's score (`../shared/detection/score.py`) when the
+/// corpus is there.
+fn backtest_figures(bin: &Path, work: &Path) -> Result<()> {
+    println!("\n== anomaly detector over histories: backtest speed, development-corpus score ==");
+    let detection = crate::workspace_root().join("../shared/detection");
+    let csv = detection.join("corpus/realTweets/Twitter_volume_AAPL.csv");
+    let csv = if csv.exists() {
+        csv
+    } else {
+        let p = work.join("history.csv");
+        let mut text = String::from("timestamp,value\n");
+        for i in 0..200_000u64 {
+            text.push_str(&format!(
+                "{},{}\n",
+                1_700_000_000 + i * 300,
+                100 + (i * 7919) % 37
+            ));
+        }
+        std::fs::write(&p, text)?;
+        p
+    };
+    let rows = std::fs::read_to_string(&csv)?.lines().count().saturating_sub(1);
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let out = Command::new(bin)
+            .args([
+                "backtest",
+                "--csv",
+                csv.to_str().unwrap_or_default(),
+                "--out",
+                "/dev/null",
+            ])
+            .output()?;
+        if !out.status.success() {
+            bail!("backtest failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "backtest: {rows} rows of {} in {best:.3}s = {:.0} rows/s (best of 5, process start, CSV parse and output included)",
+        csv.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+        rows as f64 / best
+    );
+    let score = detection.join("score.py");
+    if !score.exists() {
+        println!("development corpus: {} not found, no score", score.display());
+        return Ok(());
+    }
+    for column in ["score", "anomaly"] {
+        let out = Command::new("python3")
+            .arg(&score)
+            .arg(bin)
+            .args(["--column", column])
+            .output()
+            .context("python3")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let threshold = text.lines().find(|l| l.starts_with("threshold")).unwrap_or("");
+        let total = text
+            .lines()
+            .find(|l| l.starts_with("score"))
+            .unwrap_or("(no score)");
+        println!(
+            "development corpus, column {column}: {total}; corpus-optimal {threshold} (the detector's: 0.5) [target: >= {}]",
+            if column == "score" { 76 } else { 70 }
+        );
+    }
     Ok(())
 }
 
