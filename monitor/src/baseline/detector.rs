@@ -79,6 +79,8 @@ fn calibrated(z: f64, q999: &mut f64, learn: bool) -> f64 {
 /// a series still far from its Gaussian model has moved to a new level, and the model is
 /// re-anchored there instead of alarming again every cool-down while its long memory catches up.
 const RECENT_HORIZON: f64 = 50.0;
+/// How far out (in sd) the Gaussian model learns a point.
+const CLIP_Z: f64 = 50.0;
 
 fn gaussian_q999() -> f64 {
     GAUSSIAN_Q999
@@ -389,7 +391,15 @@ impl Detector {
             self.r_var = (1.0 - r) * (self.r_var + r * dr * dr);
         }
         let g = (1.0 / GLOBAL_HORIZON).max(1.0 / (self.n + 1) as f64);
-        let d = x - self.g_mean;
+        // Past the warm-up a point is learnt at most CLIP_Z deviations out: one burst on a short
+        // history must not blow the variance up and blind the model to the next (a new level is
+        // taken by the re-anchoring above, not by letting outliers in).
+        let x_learnt = if warming_up || g_sd == 0.0 {
+            x
+        } else {
+            x.clamp(self.g_mean - CLIP_Z * g_sd, self.g_mean + CLIP_Z * g_sd)
+        };
+        let d = x_learnt - self.g_mean;
         if self.n == 0 {
             self.g_mean = x;
         } else {
@@ -583,6 +593,33 @@ pub(crate) mod tests {
         }
         let later = d.update(&cfg, 260 * 60, 900.0);
         assert!(later.anomaly, "{later:?}");
+    }
+
+    #[test]
+    fn a_burst_early_in_a_series_life_does_not_blind_it_to_the_next() {
+        let cfg = DetectorConfig {
+            season_buckets: 1,
+            warmup: 8,
+            cooldown: 5,
+            ..DetectorConfig::default()
+        };
+        let mut d = Detector::new(&cfg);
+        let mut t = 0;
+        let mut step = |d: &mut Detector, v: f64| {
+            t += 1;
+            d.update(&cfg, t, v)
+        };
+        for i in 0..12 {
+            step(&mut d, 25.0 + (i % 3) as f64);
+        }
+        assert!(step(&mut d, 20_000.0).anomaly);
+        for i in 0..10 {
+            step(&mut d, 25.0 + (i % 3) as f64);
+        }
+        assert!(
+            step(&mut d, 20_000.0).anomaly,
+            "the first burst taught the model that bursts are normal"
+        );
     }
 
     #[test]
