@@ -115,7 +115,7 @@ impl Conn {
 pub struct ConnTable {
     cfg: StreamConfig,
     conns: HashMap<ConnId, Conn>,
-    /// Processes that opened a connection since their last exit event (bounded by processes).
+    /// Processes that opened a connection since their last exit event (see `note_tgid`).
     tgids: std::collections::HashSet<u32>,
     events: Vec<ParseEvent>,
     last_expiry_ns: u64,
@@ -132,6 +132,16 @@ impl ConnTable {
             events: Vec::new(),
             last_expiry_ns: 0,
             hints: None,
+        }
+    }
+
+    /// Remembers a process with a connection, for its exit event. Only the syscall capture sends
+    /// exits (the socket layer sees each TCP close), so the set is rebuilt from the table when it
+    /// outgrows it: bounded by the connections, not by every process ever seen.
+    fn note_tgid(&mut self, tgid: u32) {
+        self.tgids.insert(tgid);
+        if self.tgids.len() > 2 * self.conns.len() + 1024 {
+            self.tgids = self.conns.keys().map(|id| id.tgid).chain([tgid]).collect();
         }
     }
 
@@ -230,7 +240,7 @@ impl ConnTable {
         conn.comm = open.comm;
         conn.last_ts = open.ts_ns;
         conn.epoch = open.epoch;
-        self.tgids.insert(open.id.tgid);
+        self.note_tgid(open.id.tgid);
         self.conns.insert(open.id, conn);
         stats.connections_opened += 1;
     }
@@ -262,7 +272,7 @@ impl ConnTable {
             self.make_room(chunk.ts_ns, stats, out);
             let mut conn = Conn::new(None, true);
             conn.comm = crate::capture::procfs::comm_of(chunk.id.tgid).unwrap_or_default();
-            self.tgids.insert(chunk.id.tgid);
+            self.note_tgid(chunk.id.tgid);
             self.conns.insert(chunk.id, conn);
             stats.connections_opened += 1;
         }

@@ -415,3 +415,118 @@ fn idle_connections_expire_and_table_is_bounded() {
     assert!(table.is_empty());
     assert_eq!(out.len(), 100, "every request is still reported");
 }
+
+fn open_event(id: ConnId, epoch: u32) -> CaptureEvent {
+    CaptureEvent::Open(ConnOpen {
+        ts_ns: 1,
+        id,
+        role: Role::Client,
+        local: Some("127.0.0.1:40000".parse().unwrap()),
+        peer: Some("127.0.0.1:8080".parse().unwrap()),
+        comm: "cli".into(),
+        seeded: false,
+        epoch,
+    })
+}
+
+fn data_event(id: ConnId, direction: Direction, bytes: &[u8], gap: u64) -> CaptureEvent {
+    CaptureEvent::Data(DataChunk {
+        ts_ns: 10,
+        id,
+        direction,
+        total_len: bytes.len() as u64 + gap,
+        bytes: bytes.to_vec(),
+        tls: false,
+    })
+}
+
+#[test]
+fn a_process_exit_ends_its_connections_and_only_its() {
+    let mut table = ConnTable::new(StreamConfig::default());
+    let (mut stats, mut out) = (PipelineStats::default(), Vec::new());
+    let other = ConnId { tgid: 200, fd: 5 };
+    for id in [ID, other] {
+        table.process(open_event(id, 0), &mut stats, &mut out);
+        table.process(
+            data_event(id, Direction::Egress, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+            &mut stats,
+            &mut out,
+        );
+    }
+    table.process(
+        CaptureEvent::ProcessExit {
+            ts_ns: 50,
+            tgid: ID.tgid,
+        },
+        &mut stats,
+        &mut out,
+    );
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].pid, out[0].status), (ID.tgid, None));
+    assert_eq!(table.len(), 1);
+    // An exit of a process that had no connection is a no-op.
+    table.process(
+        CaptureEvent::ProcessExit { ts_ns: 60, tgid: 999 },
+        &mut stats,
+        &mut out,
+    );
+    assert_eq!(table.len(), 1);
+}
+
+#[test]
+fn processes_remembered_for_exits_stay_bounded_by_the_table() {
+    let mut table = ConnTable::new(StreamConfig::default());
+    let (mut stats, mut out) = (PipelineStats::default(), Vec::new());
+    // 10,000 short-lived processes, each one connection opened and closed (no exit events, as on
+    // the socket layer).
+    for tgid in 1..=10_000 {
+        let id = ConnId { tgid, fd: 3 };
+        table.process(open_event(id, 0), &mut stats, &mut out);
+        table.process(CaptureEvent::Close { ts_ns: 2, id }, &mut stats, &mut out);
+    }
+    assert!(table.tgids.len() <= 1025, "{}", table.tgids.len());
+}
+
+#[test]
+fn a_large_body_is_hinted_once_with_its_end_offset() {
+    let mut table = ConnTable::new(StreamConfig::default());
+    table.enable_body_hints();
+    let (mut stats, mut out) = (PipelineStats::default(), Vec::new());
+    table.process(open_event(ID, 7), &mut stats, &mut out);
+    table.process(
+        data_event(ID, Direction::Egress, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+        &mut stats,
+        &mut out,
+    );
+    let head = b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n";
+    // The head and the body's first 1,000 bytes (not copied) in one call, then more body.
+    table.process(
+        data_event(ID, Direction::Ingress, head, 1000),
+        &mut stats,
+        &mut out,
+    );
+    table.process(
+        data_event(ID, Direction::Ingress, b"", 50_000),
+        &mut stats,
+        &mut out,
+    );
+    let hints = table.take_hints();
+    assert_eq!(
+        hints,
+        vec![BodyHint {
+            id: ID,
+            direction: Direction::Ingress,
+            epoch: 7,
+            until: head.len() as u64 + 100_000,
+        }]
+    );
+    // A connection without an epoch (a replay) is never hinted.
+    let other = ConnId { tgid: 1, fd: 1 };
+    table.process(open_event(other, 0), &mut stats, &mut out);
+    table.process(
+        data_event(other, Direction::Ingress, head, 0),
+        &mut stats,
+        &mut out,
+    );
+    assert!(table.take_hints().is_empty());
+}
