@@ -5,11 +5,9 @@ use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::
 use monitor_common::{CLASS_OTHER, CLASS_TLS, ConnKey, DIR_EGRESS, DIR_INGRESS, Stat};
 
 use super::emit::emit_chunk;
+use super::tls::learn_ssl_socket;
 use super::traced_pid_tgid;
-use crate::maps::{
-    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CONNS, DATA_ARGS, DataArgs, SSL_ARGS, SSL_FD, SslKey,
-    count,
-};
+use crate::maps::{ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CONNS, DATA_ARGS, DataArgs, count};
 
 /// Saves the arguments of a data syscall on a tracked, not-yet-rejected socket.
 #[inline(always)]
@@ -26,17 +24,7 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
         return;
     };
     // A syscall made inside SSL_read/SSL_write tells which socket that SSL object uses.
-    if let Some(ssl) = SSL_ARGS.get_ptr_mut(id) {
-        unsafe {
-            (*ssl).fd = fd as u32;
-            let k = SslKey {
-                tgid: key.tgid,
-                _pad: 0,
-                ssl: (*ssl).ssl,
-            };
-            let _ = SSL_FD.insert(k, fd as u32, 0);
-        }
-    }
+    learn_ssl_socket(id, key.tgid, fd as u32);
     // Rejected connections, and TLS ones whose syscall bytes are ciphertext, stop here.
     if info.class == CLASS_OTHER || info.class == CLASS_TLS {
         return;

@@ -19,10 +19,11 @@ use monitor_common::{
 };
 
 use super::emit::{emit_chunk, emit_close, emit_open};
+use super::tls::learn_ssl_socket;
 use super::{traced_pid_tgid, traced_process};
 use crate::maps::{
     ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, FD_OWNER, LISTEN_PORTS, SOCK_FLAG_IO_URING,
-    SOCK_FLAG_OWNED, SOCKS, SSL_ARGS, SSL_FD, SockConn, SslKey, count, new_epoch,
+    SOCK_FLAG_OWNED, SOCKS, SockConn, count, new_epoch,
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -118,17 +119,7 @@ fn on_socket_io(ctx: &BtfTracePointContext, direction: u32) {
     }
     // Inside SSL_read/SSL_write, this I/O tells which socket the SSL object uses.
     if class != CLASS_HTTP {
-        if let Some(ssl) = SSL_ARGS.get_ptr_mut(id) {
-            unsafe {
-                (*ssl).fd = owner.fd;
-                let k = SslKey {
-                    tgid: owner.tgid,
-                    _pad: 0,
-                    ssl: (*ssl).ssl,
-                };
-                let _ = SSL_FD.insert(k, owner.fd, 0);
-            }
-        }
+        learn_ssl_socket(id, owner.tgid, owner.fd);
         // Ciphertext: the SSL probes speak for this socket.
         if class == CLASS_TLS {
             return;

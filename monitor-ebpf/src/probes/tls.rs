@@ -135,3 +135,26 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     exit(&ctx);
     0
 }
+
+/// A socket I/O made inside an SSL call names the SSL object's socket: for this call, and
+/// (per SSL object) for later calls served from OpenSSL's buffer without any I/O.
+#[inline(always)]
+pub fn learn_ssl_socket(id: u64, tgid: u32, fd: u32) {
+    let Some(ssl) = SSL_ARGS.get_ptr_mut(id) else {
+        return;
+    };
+    unsafe {
+        // Known already (the entry read it from SSL_FD): no write. Updating an LRU entry takes a
+        // lock that showed in profiles of TLS at saturation.
+        if (*ssl).fd == fd {
+            return;
+        }
+        (*ssl).fd = fd;
+        let k = SslKey {
+            tgid,
+            _pad: 0,
+            ssl: (*ssl).ssl,
+        };
+        let _ = SSL_FD.insert(k, fd, 0);
+    }
+}
