@@ -420,19 +420,7 @@ fn paced_cpu(url: &str) -> Result<(f64, u64, f64)> {
     if text.contains("Non-2xx") {
         bail!("wrk got error responses:\n{text}");
     }
-    let sent = text
-        .lines()
-        .find(|l| l.contains("requests in"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
-    let rps = text
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Requests/sec:")
-                .map(|v| v.trim().parse::<f64>().unwrap_or(0.0))
-        })
-        .unwrap_or(0.0);
+    let (rps, sent) = wrk_figures(&text);
     if sent == 0 {
         bail!("wrk printed no request count:\n{text}");
     }
@@ -532,6 +520,15 @@ fn wrk(url: &str) -> Result<(f64, u64)> {
         .output()
         .context("wrk")?;
     let text = String::from_utf8_lossy(&out.stdout);
+    let (rps, requests) = wrk_figures(&text);
+    if rps == 0.0 {
+        bail!("wrk printed no rate:\n{text}");
+    }
+    Ok((rps, requests))
+}
+
+/// (requests/s, requests) as wrk prints them; zeros when it printed none.
+fn wrk_figures(text: &str) -> (f64, u64) {
     let rps = text
         .lines()
         .find_map(|l| {
@@ -545,10 +542,7 @@ fn wrk(url: &str) -> Result<(f64, u64)> {
         .and_then(|l| l.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
-    if rps == 0.0 {
-        bail!("wrk printed no rate:\n{text}");
-    }
-    Ok((rps, requests))
+    (rps, requests)
 }
 
 fn start_nginx(work: &Path) -> Result<Child> {

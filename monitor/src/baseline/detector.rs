@@ -176,11 +176,9 @@ pub struct Detector {
     /// Consecutive points beyond half the threshold on one side (+ above, - below).
     drift_run: i32,
     firing: bool,
-    /// The Gaussian model: weighted mean and variance of every point.
+    /// The Gaussian model: weighted mean and variance of every point (see GLOBAL_HORIZON).
     #[serde(default)]
-    g_mean: f64,
-    #[serde(default)]
-    g_var: f64,
+    gauss: EwStats,
     /// Weighted variance of the seasonal model's residuals (where its hour was known) and of the
     /// series around its mean, over CHOICE_HORIZON points: which model speaks.
     #[serde(default)]
@@ -188,9 +186,7 @@ pub struct Detector {
     #[serde(default)]
     s_n: u32,
     #[serde(default)]
-    c_mean: f64,
-    #[serde(default)]
-    c_var: f64,
+    choice: EwStats,
     /// Points left in the cool-down after an alarm.
     #[serde(default)]
     cooldown: u32,
@@ -204,9 +200,29 @@ pub struct Detector {
     #[serde(default)]
     cool_beyond: u32,
     #[serde(default)]
-    r_mean: f64,
-    #[serde(default)]
-    r_var: f64,
+    recent: EwStats,
+}
+
+/// An exponentially weighted mean and variance; the weight of a new point is `1/horizon`, or
+/// `1/(n+1)` while fewer points than that have been seen (a plain average to begin with).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+struct EwStats {
+    mean: f64,
+    var: f64,
+}
+
+impl EwStats {
+    /// Learns `x` as the `n`-th point (from 0).
+    fn learn(&mut self, x: f64, n: u64, horizon: f64) {
+        if n == 0 {
+            self.mean = x;
+            return;
+        }
+        let w = (1.0 / horizon).max(1.0 / (n + 1) as f64);
+        let d = x - self.mean;
+        self.mean += w * d;
+        self.var = (1.0 - w) * (self.var + w * d * d);
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -243,18 +259,15 @@ impl Detector {
             normal_run: 0,
             drift_run: 0,
             firing: false,
-            g_mean: 0.0,
-            g_var: 0.0,
+            gauss: EwStats::default(),
             s_var: 0.0,
             s_n: 0,
-            c_mean: 0.0,
-            c_var: 0.0,
+            choice: EwStats::default(),
             cooldown: 0,
             z_q999: GAUSSIAN_Q999,
             zs_q999: GAUSSIAN_Q999,
             cool_beyond: 0,
-            r_mean: 0.0,
-            r_var: 0.0,
+            recent: EwStats::default(),
         }
     }
 
@@ -287,17 +300,18 @@ impl Detector {
         );
         // The Gaussian model's view, before it learns this point.
         let g_sd = self
-            .g_var
+            .gauss
+            .var
             .sqrt()
             .max(if cfg.counts {
-                self.g_mean.max(0.0).sqrt()
+                self.gauss.mean.max(0.0).sqrt()
             } else {
                 0.0
             })
             .max(cfg.min_scale);
         let z_raw = if g_sd > 0.0 {
-            (x - self.g_mean).abs() / g_sd
-        } else if x == self.g_mean {
+            (x - self.gauss.mean).abs() / g_sd
+        } else if x == self.gauss.mean {
             0.0
         } else {
             f64::INFINITY
@@ -305,8 +319,9 @@ impl Detector {
         let z_global = calibrated(z_raw, &mut self.z_q999, self.n >= 2 && self.cooldown == 0);
         // The seasonal model speaks for a series it explains: its hour known, its residuals
         // small against the series' own spread.
-        let seasonal =
-            bucket.n >= 2 && self.s_n >= MIN_SEASONAL_SAMPLES && self.s_var < SEASONAL_EXPLAINS * self.c_var;
+        let seasonal = bucket.n >= 2
+            && self.s_n >= MIN_SEASONAL_SAMPLES
+            && self.s_var < SEASONAL_EXPLAINS * self.choice.var;
         let z = if seasonal { z_seasonal } else { z_global };
         let warming_up = self.n < cfg.warmup as u64;
         // A sustained move to one side of the seasonal expectation is evidence too (a quiet
@@ -333,13 +348,13 @@ impl Detector {
             self.cool_beyond = 0;
         } else if self.cooldown > 0 {
             self.cooldown -= 1;
-            if (x - self.g_mean).abs() > cfg.threshold / 2.0 * g_sd {
+            if (x - self.gauss.mean).abs() > cfg.threshold / 2.0 * g_sd {
                 self.cool_beyond += 1;
             }
             // Elsewhere for most of the cool-down: a new level, not a run of anomalies.
             if self.cooldown == 0 && self.cool_beyond >= cfg.cooldown.saturating_mul(4) / 5 {
-                self.g_mean = self.r_mean;
-                self.g_var = self.g_var.max(self.r_var);
+                self.gauss.mean = self.recent.mean;
+                self.gauss.var = self.gauss.var.max(self.recent.var);
             }
         }
 
@@ -365,14 +380,7 @@ impl Detector {
             self.s_var += (1.0 / CHOICE_HORIZON).max(1.0 / (self.s_n + 1) as f64) * (r * r - self.s_var);
             self.s_n = self.s_n.saturating_add(1);
         }
-        let c = (1.0 / CHOICE_HORIZON).max(1.0 / (self.n + 1) as f64);
-        let dc = x - self.c_mean;
-        if self.n == 0 {
-            self.c_mean = x;
-        } else {
-            self.c_mean += c * dc;
-            self.c_var = (1.0 - c) * (self.c_var + c * dc * dc);
-        }
+        self.choice.learn(x, self.n, CHOICE_HORIZON);
         let sb = &mut self.season[b];
         if sb.n == 0 {
             sb.mean = learn / self.ratio;
@@ -391,30 +399,16 @@ impl Detector {
         }
         sb.n = sb.n.saturating_add(1);
         // Learn the Gaussian model from every point (its long memory absorbs single outliers).
-        let r = (1.0 / RECENT_HORIZON).max(1.0 / (self.n + 1) as f64);
-        let dr = x - self.r_mean;
-        if self.n == 0 {
-            self.r_mean = x;
-        } else {
-            self.r_mean += r * dr;
-            self.r_var = (1.0 - r) * (self.r_var + r * dr * dr);
-        }
-        let g = (1.0 / GLOBAL_HORIZON).max(1.0 / (self.n + 1) as f64);
+        self.recent.learn(x, self.n, RECENT_HORIZON);
         // Past the warm-up a point is learnt at most CLIP_Z deviations out: one burst on a short
         // history must not blow the variance up and blind the model to the next (a new level is
         // taken by the re-anchoring above, not by letting outliers in).
         let x_learnt = if warming_up || g_sd == 0.0 {
             x
         } else {
-            x.clamp(self.g_mean - CLIP_Z * g_sd, self.g_mean + CLIP_Z * g_sd)
+            x.clamp(self.gauss.mean - CLIP_Z * g_sd, self.gauss.mean + CLIP_Z * g_sd)
         };
-        let d = x_learnt - self.g_mean;
-        if self.n == 0 {
-            self.g_mean = x;
-        } else {
-            self.g_mean += g * d;
-            self.g_var = (1.0 - g) * (self.g_var + g * d * d);
-        }
+        self.gauss.learn(x_learnt, self.n, GLOBAL_HORIZON);
         self.n += 1;
 
         if beyond && !shifted {
@@ -436,7 +430,7 @@ impl Detector {
         let (expected, band) = if seasonal {
             (expected, band)
         } else {
-            (self.g_mean, cfg.threshold * g_sd)
+            (self.gauss.mean, cfg.threshold * g_sd)
         };
         Verdict {
             score,
