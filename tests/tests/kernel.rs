@@ -395,3 +395,42 @@ fn large_bodies_are_counted_not_copied_and_the_next_head_is_still_seen() {
         "{summary:?}"
     );
 }
+
+/// io_uring sockets: the socket tracepoints fire for them but no user buffer can be read, so
+/// they are counted (apiwatch_io_uring_connections_total), not pretended to be captured. The
+/// peer that uses plain syscalls is still seen.
+#[test]
+fn a_client_on_io_uring_is_counted_not_captured() {
+    let dir = TempDir::new("iouring");
+    let client = dir.path().join("io_uring_client");
+    let src = workspace_root().join("tests/fixtures/io_uring_client.c");
+    let built = Command::new("gcc")
+        .args(["-O2", "-o"])
+        .arg(&client)
+        .arg(&src)
+        .arg("-luring")
+        .status()
+        .expect("gcc (cargo xtask setup installs gcc and liburing-dev)");
+    assert!(built.success(), "the io_uring client did not build");
+    let nginx = Nginx::start(&[]);
+    let agent = Agent::start();
+    let st = Command::new(&client)
+        .args([&nginx.port.to_string(), "5"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(100));
+    let (ex, summary) = agent.stop();
+    let paths: Vec<&str> = server_side(&ex, nginx.port)
+        .iter()
+        .map(|e| e.path.as_str())
+        .collect();
+    assert_eq!(paths, ["/u0", "/u1", "/u2", "/u3", "/u4"], "nginx's side is seen");
+    // Neither data path reads io_uring's buffers (the syscall tracepoints see io_uring_enter,
+    // not the socket calls inside it): the client's side yields no exchange.
+    assert!(client_side(&ex, nginx.port).is_empty(), "{ex:#?}");
+    let k = summary.kernel.as_ref().unwrap();
+    if expected_capture_mode() == "socket" {
+        assert!(k.get(Stat::IoUringConnections) >= 1, "counted: {k:?}");
+    }
+}

@@ -49,6 +49,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftrace",
     // The benchmark's run time per program hit (bpftool prog show, with bpf_stats).
     "bpftool",
+    // The kernel tier builds a small io_uring client (tests/fixtures/io_uring_client.c).
+    "gcc",
+    "liburing-dev",
 ];
 /// What bpf-linker is built against (TOOLCHAIN.md: the default feature wants LLVM 23).
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
