@@ -340,7 +340,7 @@ fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
 /// process it lands in (the traced server, the client, the agent, softirqs).
 fn fixed_rate(bin: &Path, what: &str, url: &str, target_us: f64) -> Result<()> {
     println!(
-        "\n== {what}: nginx at about 10k req/s (wrk -c10, 1 ms between requests, {FIXED_RATE_SECONDS}s), {ROUNDS} interleaved rounds =="
+        "\n== {what}: nginx at about 10k req/s (wrk -c13, 1 ms between requests, {FIXED_RATE_SECONDS}s), {ROUNDS} interleaved rounds =="
     );
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let mut off = Vec::new();
@@ -372,7 +372,9 @@ fn fixed_rate(bin: &Path, what: &str, url: &str, target_us: f64) -> Result<()> {
             let summary = agent.stop()?;
             let per_on = cpu / sent.max(1) as f64 * 1e6;
             on[m].push(per_on);
-            let exchanges = summary["pipeline"]["exchanges"].as_u64().unwrap_or(0);
+            // Requests still in flight when wrk stops are reported unanswered: not responses.
+            let exchanges = summary["pipeline"]["exchanges"].as_u64().unwrap_or(0)
+                - summary["pipeline"]["requests_unanswered"].as_u64().unwrap_or(0);
             // Both sides are traced: wrk and nginx, plaintext or through libssl.
             let expected = 2 * sent;
             println!(
@@ -401,16 +403,16 @@ fn fixed_rate(bin: &Path, what: &str, url: &str, target_us: f64) -> Result<()> {
     Ok(())
 }
 
-/// (busy CPU seconds of the whole machine, responses, requests/s) over one paced wrk run: 10
+/// (busy CPU seconds of the whole machine, responses, requests/s) over one paced wrk run: 13
 /// keep-alive connections, each waiting 1 ms before every request (wrk's `delay` hook), about
-/// 9-10k requests/s. Keep-alive matters: a client that reconnects for every request (hey over
+/// 10k requests/s. Keep-alive matters: a client that reconnects for every request (hey over
 /// TLS does) measures TLS handshakes, not the capture.
 fn paced_cpu(url: &str) -> Result<(f64, u64, f64)> {
     let script = std::env::temp_dir().join("apiwatch-bench-paced.lua");
     std::fs::write(&script, "function delay()\n  return 1\nend\n")?;
     let before = machine_busy_seconds();
     let out = Command::new("wrk")
-        .args(["-t1", "-c10", &format!("-d{FIXED_RATE_SECONDS}s"), "-s"])
+        .args(["-t1", "-c13", &format!("-d{FIXED_RATE_SECONDS}s"), "-s"])
         .arg(&script)
         .arg(url)
         .output()
