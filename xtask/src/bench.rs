@@ -373,8 +373,10 @@ fn fixed_rate(bin: &Path, what: &str, url: &str, target_us: f64) -> Result<()> {
             let per_on = cpu / sent.max(1) as f64 * 1e6;
             on[m].push(per_on);
             // Requests still in flight when wrk stops are reported unanswered: not responses.
-            let exchanges = summary["pipeline"]["exchanges"].as_u64().unwrap_or(0)
-                - summary["pipeline"]["requests_unanswered"].as_u64().unwrap_or(0);
+            let exchanges = summary["pipeline"]["exchanges"]
+                .as_u64()
+                .unwrap_or(0)
+                .saturating_sub(summary["pipeline"]["requests_unanswered"].as_u64().unwrap_or(0));
             // Both sides are traced: wrk and nginx, plaintext or through libssl.
             let expected = 2 * sent;
             println!(
