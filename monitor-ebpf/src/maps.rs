@@ -107,6 +107,11 @@ pub fn new_epoch() -> u32 {
     (unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() }) | 1
 }
 
+/// Scratch for gathering the head of a vectored call from several iovecs (twice the copy limit,
+/// so a masked offset plus a masked length always fits).
+#[map]
+pub static GATHER: PerCpuArray<[u8; 2 * monitor_common::CAPTURE_MAX]> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 
@@ -128,7 +133,8 @@ pub struct DataArgs {
     pub fd: u32,
     pub direction: u32,
     pub kind: u32,
-    pub _pad: u32,
+    /// Number of iovecs (readv/writev), else 0.
+    pub vlen: u32,
     /// Buffer, iovec array or msghdr, depending on `kind`.
     pub ptr: u64,
 }

@@ -12,6 +12,12 @@ use crate::maps::{ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CONNS, DAT
 /// Saves the arguments of a data syscall on a tracked, not-yet-rejected socket.
 #[inline(always)]
 fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: u32, kind: u32) {
+    // readv/writev: vlen @32 (from .../format).
+    let vlen = if kind == ARGS_IOVEC {
+        unsafe { ctx.read_at::<u64>(32) }.unwrap_or(1) as u32
+    } else {
+        0
+    };
     let Some(id) = traced_pid_tgid() else { return };
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(fd_off) }) else {
         return;
@@ -36,7 +42,7 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
         fd: fd as u32,
         direction,
         kind,
-        _pad: 0,
+        vlen,
         ptr,
     };
     if DATA_ARGS.insert(id, args, 0).is_err() {
@@ -111,6 +117,15 @@ pub fn exit_data(ctx: TracePointContext) -> u32 {
     let Some(info) = CONNS.get_ptr_mut(key) else {
         return 0;
     };
-    emit_chunk(key, args.direction, ret as u64, args.kind, args.ptr, 0, info);
+    emit_chunk(
+        key,
+        args.direction,
+        ret as u64,
+        args.kind,
+        args.ptr,
+        u64::from(args.vlen),
+        0,
+        info,
+    );
     0
 }

@@ -13,59 +13,133 @@ use monitor_common::{
 };
 
 use crate::maps::{
-    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, BODY_HINTS, CAPTURE_BYTES, EVENTS, STATS,
+    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, BODY_HINTS, CAPTURE_BYTES, EVENTS, GATHER, STATS,
     WAKEUP_BYTES, count, global_u32, global_u64,
 };
 
 /// Copies the head of one call's bytes into an event. `kind` (ARGS_*) says what `ptr` is: the
-/// buffer, an iovec array, a msghdr, or nothing (sendfile, splice: file bytes are never copied,
-/// the count keeps the stream's byte accounting exact). `total` is what the call moved;
-/// `base_flags` is DATA_FLAG_TLS for the plaintext of the SSL probes, else 0.
+/// buffer, an iovec array (of `vlen` entries), a msghdr, or nothing (sendfile, splice: file bytes
+/// are never copied, the count keeps the stream's byte accounting exact). `total` is what the call
+/// moved; `base_flags` is DATA_FLAG_TLS for the plaintext of the SSL probes, else 0.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // as emit_prefix
 pub fn emit_chunk(
     key: ConnKey,
     direction: u32,
     total: u64,
     kind: u32,
     ptr: u64,
+    vlen: u64,
     base_flags: u32,
     info: *mut ConnInfo,
 ) {
     if kind == ARGS_SENDFILE {
         if unsafe { (*info).class } == CLASS_HTTP {
-            emit::<0>(key, direction, total, 0, 0, DATA_FLAG_SENDFILE, info);
+            emit::<0>(key, direction, total, 0, 0, DATA_FLAG_SENDFILE, false, info);
         }
         return;
     }
     // Body bytes userspace only counts: nothing to copy (small calls are not worth the lookup).
     if total > CAPTURE_SMALL as u64 && inside_hinted_body(key, direction, total, info) {
-        emit::<0>(key, direction, total, 0, 0, base_flags | DATA_FLAG_SKIPPED, info);
+        emit::<0>(
+            key,
+            direction,
+            total,
+            0,
+            0,
+            base_flags | DATA_FLAG_SKIPPED,
+            false,
+            info,
+        );
         count(Stat::BodyCallsSkipped, 1);
         return;
     }
-    let (src, avail, flags) = match kind {
-        ARGS_PLAIN => (ptr, total, base_flags),
-        ARGS_IOVEC => match first_iovec(ptr) {
-            Some((base, len)) => (base, len, DATA_FLAG_VECTORED),
-            None => return,
-        },
+    let (iov, vlen) = match kind {
+        ARGS_PLAIN => {
+            emit_prefix(key, direction, total, ptr, total, base_flags, false, info);
+            return;
+        }
+        ARGS_IOVEC => (ptr, vlen),
         ARGS_MSGHDR => {
             // struct user_msghdr: msg_name @0, msg_namelen @8, msg_iov @16, msg_iovlen @24
-            let Ok(iov) = (unsafe { bpf_probe_read_user((ptr + 16) as *const u64) }) else {
+            let Ok([iov, vlen]) = (unsafe { bpf_probe_read_user((ptr + 16) as *const [u64; 2]) }) else {
                 count(Stat::ReadUserFailed, 1);
                 return;
             };
-            match first_iovec(iov) {
-                Some((base, len)) => (base, len, DATA_FLAG_VECTORED),
-                None => return,
-            }
+            (iov, vlen)
         }
         _ => return,
     };
-    if flags == DATA_FLAG_VECTORED && avail < total {
+    let Some((base, len)) = first_iovec(iov) else {
+        return;
+    };
+    let want = total.min(global_u32(&CAPTURE_BYTES) as u64);
+    if len >= want || vlen <= 1 {
+        if len < total {
+            count(Stat::VectoredPartial, 1);
+        }
+        emit_prefix(key, direction, total, base, len, DATA_FLAG_VECTORED, false, info);
+        return;
+    }
+    // The head is spread over several iovecs (a status line, then headers, ...): gather it.
+    let Some((buf, gathered)) = gather_iovecs(iov, vlen, want) else {
+        return;
+    };
+    if gathered < want {
         count(Stat::VectoredPartial, 1);
     }
-    emit_prefix(key, direction, total, src, avail, flags, info);
+    emit_prefix(
+        key,
+        direction,
+        total,
+        buf,
+        gathered,
+        DATA_FLAG_VECTORED,
+        true,
+        info,
+    );
+}
+
+/// Iovecs gathered at most, for a head spread over several.
+const MAX_IOVECS: u64 = 4;
+
+/// Copies the first `want` bytes of up to MAX_IOVECS iovecs into the per-CPU scratch buffer;
+/// returns its address and how many bytes it holds.
+#[inline(always)]
+fn gather_iovecs(iov: u64, vlen: u64, want: u64) -> Option<(u64, u64)> {
+    let buf = GATHER.get_ptr_mut(0)? as *mut u8;
+    let mut off: u64 = 0;
+    for i in 0..MAX_IOVECS {
+        if i >= vlen || off >= want {
+            break;
+        }
+        let Ok([base, len]) = (unsafe { bpf_probe_read_user((iov + i * 16) as *const [u64; 2]) }) else {
+            count(Stat::ReadUserFailed, 1);
+            break;
+        };
+        let mut n = want - off;
+        if len < n {
+            n = len;
+        }
+        // Masked so the verifier sees offset + length within the buffer (2 * CAPTURE_MAX).
+        let at = off & (CAPTURE_MAX as u64 - 1);
+        let n = n & (CAPTURE_MAX as u64 - 1);
+        if n > 0 {
+            let rc = unsafe {
+                generated::bpf_probe_read_user(
+                    buf.add(at as usize).cast(),
+                    n as u32,
+                    base as *const core::ffi::c_void,
+                )
+            };
+            if rc != 0 {
+                count(Stat::ReadUserFailed, 1);
+                break;
+            }
+        }
+        off = at + n;
+    }
+    Some((buf as u64, off))
 }
 
 /// Index of a direction in ConnInfo::reported.
@@ -93,6 +167,7 @@ fn inside_hinted_body(key: ConnKey, direction: u32, total: u64, info: *mut ConnI
 /// Emits up to the configured prefix of `avail` bytes at `src`, in the smallest reservation
 /// that holds it.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // inlined into each probe: plain registers, not a struct on the stack
 fn emit_prefix(
     key: ConnKey,
     direction: u32,
@@ -100,6 +175,7 @@ fn emit_prefix(
     src: u64,
     avail: u64,
     flags: u32,
+    src_kernel: bool,
     info: *mut ConnInfo,
 ) {
     let limit = global_u32(&CAPTURE_BYTES) as u64;
@@ -108,9 +184,9 @@ fn emit_prefix(
         want = limit;
     }
     if want <= CAPTURE_SMALL as u64 {
-        emit::<CAPTURE_SMALL>(key, direction, total, src, want, flags, info);
+        emit::<CAPTURE_SMALL>(key, direction, total, src, want, flags, src_kernel, info);
     } else {
-        emit::<CAPTURE_MAX>(key, direction, total, src, want, flags, info);
+        emit::<CAPTURE_MAX>(key, direction, total, src, want, flags, src_kernel, info);
     }
 }
 
@@ -142,6 +218,7 @@ pub fn wakeup_flags() -> u64 {
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)] // as emit_prefix
 pub fn emit<const N: usize>(
     key: ConnKey,
     direction: u32,
@@ -149,6 +226,7 @@ pub fn emit<const N: usize>(
     src: u64,
     want: u64,
     flags: u32,
+    src_kernel: bool,
     info: *mut ConnInfo,
 ) {
     let Some(mut entry) = EVENTS.reserve::<DataEvent<N>>(0) else {
@@ -162,8 +240,12 @@ pub fn emit<const N: usize>(
     }
     let mut captured = 0u32;
     if n > 0 {
-        let rc = unsafe {
-            generated::bpf_probe_read_user((*ev).data.as_mut_ptr().cast(), n, src as *const core::ffi::c_void)
+        let dst = unsafe { (*ev).data.as_mut_ptr().cast() };
+        let rc = if src_kernel {
+            // The gathered head, in the per-CPU scratch buffer.
+            unsafe { generated::bpf_probe_read_kernel(dst, n, src as *const core::ffi::c_void) }
+        } else {
+            unsafe { generated::bpf_probe_read_user(dst, n, src as *const core::ffi::c_void) }
         };
         if rc == 0 {
             captured = n;

@@ -125,11 +125,12 @@ fn on_socket_io(ctx: &BtfTracePointContext, direction: u32) {
             return;
         }
     }
-    let (kind, ptr) = match nr {
-        NR_READ | NR_WRITE | NR_SENDTO | NR_RECVFROM => (ARGS_PLAIN, regs.si),
-        NR_READV | NR_WRITEV => (ARGS_IOVEC, regs.si),
-        NR_SENDMSG | NR_RECVMSG => (ARGS_MSGHDR, regs.si),
-        NR_SENDFILE | NR_SPLICE => (ARGS_SENDFILE, 0),
+    let (kind, ptr, vlen) = match nr {
+        NR_READ | NR_WRITE | NR_SENDTO | NR_RECVFROM => (ARGS_PLAIN, regs.si, 0),
+        // readv/writev(fd, iov, iovcnt): iovcnt in dx.
+        NR_READV | NR_WRITEV => (ARGS_IOVEC, regs.si, regs.dx),
+        NR_SENDMSG | NR_RECVMSG => (ARGS_MSGHDR, regs.si, 0),
+        NR_SENDFILE | NR_SPLICE => (ARGS_SENDFILE, 0, 0),
         NR_SENDMMSG | NR_RECVMMSG => {
             count(Stat::UnsupportedCall, 1);
             return;
@@ -137,7 +138,7 @@ fn on_socket_io(ctx: &BtfTracePointContext, direction: u32) {
         // Kernel threads and anything else with no user buffer behind it.
         _ => return,
     };
-    emit_chunk(owner, direction, ret as u64, kind, ptr, 0, info);
+    emit_chunk(owner, direction, ret as u64, kind, ptr, vlen, 0, info);
 }
 
 /// The first I/O on a socket names it (tgid, fd) and opens it in userspace; a process not

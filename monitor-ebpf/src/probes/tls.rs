@@ -88,6 +88,7 @@ fn exit(ctx: &RetProbeContext) {
         bytes,
         ARGS_PLAIN,
         args.buf,
+        0,
         DATA_FLAG_TLS,
         info,
     );
