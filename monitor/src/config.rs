@@ -825,7 +825,7 @@ mod tests {
         assert!(shown[1].contains("\"a-name-longer-than-15\""));
         let ok = Config::parse("a.yml", "capture:\n  processes: [nginx, gunicorn]\n").unwrap();
         assert_eq!(ok.kernel().processes, ["nginx", "gunicorn"]);
-        assert_eq!(&crate::capture::kernel::comm_key("nginx")[..6], b"nginx\0");
+        assert_eq!(&crate::capture::comm_key("nginx")[..6], b"nginx\0");
     }
 
     #[test]

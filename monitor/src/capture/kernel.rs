@@ -12,7 +12,7 @@ use monitor_common::{
 use tokio::io::unix::AsyncFd;
 
 use super::event::{CaptureEvent, ConnOpen, Decoder, Role};
-use super::procfs;
+use super::{comm_key, procfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -91,14 +91,6 @@ pub struct KernelConfig {
     /// Only connections of processes with these names (comm) are traced; empty: every process.
     /// Applied in the kernel where connections begin, so the others cost almost nothing.
     pub processes: Vec<String>,
-}
-
-/// A process name as the kernel keeps it (comm): at most 15 bytes, NUL-padded to 16.
-pub fn comm_key(name: &str) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    let n = name.len().min(15);
-    key[..n].copy_from_slice(&name.as_bytes()[..n]);
-    key
 }
 
 impl Default for KernelConfig {

@@ -208,10 +208,10 @@ fn attach(
 
 /// (pid, libssl path through the process's root) for every process whose comm is named.
 fn libssl_of_named(processes: &[String]) -> Vec<(u32, PathBuf)> {
-    let keys: Vec<[u8; 16]> = processes.iter().map(|p| super::kernel::comm_key(p)).collect();
+    let keys: Vec<[u8; 16]> = processes.iter().map(|p| super::comm_key(p)).collect();
     mapped_libssl(|pid| {
         std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|comm| keys.contains(&super::kernel::comm_key(comm.trim_end_matches('\n'))))
+            .is_ok_and(|comm| keys.contains(&super::comm_key(comm.trim_end_matches('\n'))))
     })
 }
 
