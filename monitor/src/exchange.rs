@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use serde::{Serialize, Serializer};
 
 use crate::capture::Role;
+use crate::clock::rfc3339_micros;
 use crate::http::AuthScheme;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -63,32 +64,6 @@ pub fn rfc3339<S: Serializer>(ts: &u64, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&rfc3339_micros(*ts))
 }
 
-/// RFC 3339 with a fixed six-digit fraction, so lines sort as text. The date and time of day
-/// are formatted once per second and reused (formatting was a visible share of the pipeline).
-pub fn rfc3339_micros(ts_ns: u64) -> String {
-    use std::cell::RefCell;
-    use std::fmt::Write;
-    thread_local! {
-        static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
-    }
-    let secs = ts_ns / 1_000_000_000;
-    let micros = (ts_ns % 1_000_000_000) / 1_000;
-    SECOND.with(|cell| {
-        let mut cached = cell.borrow_mut();
-        if cached.0 != secs {
-            let t = time::OffsetDateTime::from_unix_timestamp(secs as i64)
-                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-            const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-                time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-            *cached = (secs, t.format(FORMAT).unwrap_or_default());
-        }
-        let mut out = String::with_capacity(cached.1.len() + 8);
-        out.push_str(&cached.1);
-        let _ = write!(out, ".{micros:06}Z");
-        out
-    })
-}
-
 fn addr<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
     match a {
         Some(a) => s.collect_str(a),
@@ -139,28 +114,6 @@ impl Exchange {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps_match_the_time_crate_across_seconds_and_days() {
-        const FULL: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        );
-        // Same second twice (cached), the next second, a day boundary, the epoch.
-        for ts in [
-            1_700_000_000_123_456_789u64,
-            1_700_000_000_999_999_999,
-            1_700_000_001_000_000_000,
-            1_700_006_399_999_999_000,
-            1_700_006_400_000_001_000,
-            0,
-        ] {
-            let want = time::OffsetDateTime::from_unix_timestamp_nanos(ts as i128)
-                .unwrap()
-                .format(FULL)
-                .unwrap();
-            assert_eq!(rfc3339_micros(ts), want, "{ts}");
-        }
-    }
 
     pub fn sample() -> Exchange {
         Exchange::example()

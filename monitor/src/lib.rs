@@ -9,6 +9,7 @@ pub mod baseline;
 pub mod boundary;
 pub mod capture;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod enrich;
 pub mod exchange;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::metrics::{DELIVERED, FAILED, REJECTED};
 use super::{AlertMetrics, AlertNotice, SinkHealth, Spool};
-use crate::capture::kernel::unix_now_ns;
+use crate::clock::unix_now_ns;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);

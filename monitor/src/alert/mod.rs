@@ -194,7 +194,7 @@ impl Active {
             .insert("occurrences".into(), self.occurrences.max(1).to_string());
         n.annotations.insert(
             "last_seen".into(),
-            crate::exchange::rfc3339_micros(self.last_seen_ns),
+            crate::clock::rfc3339_micros(self.last_seen_ns),
         );
         n
     }
@@ -692,7 +692,7 @@ fn driver(spec: &crate::config::SinkSpec) -> (Box<dyn delivery::Sink>, Option<&'
 /// `apiwatch test-alerts`: a test alert, firing then resolved, straight to every configured
 /// sink (routes and spools bypassed), with what each answered. True if every sink took both.
 pub fn send_test_alerts(specs: &[crate::config::SinkSpec], out: &mut dyn std::io::Write) -> bool {
-    let now = crate::capture::kernel::unix_now_ns();
+    let now = crate::clock::unix_now_ns();
     let host = hostname();
     let labels = BTreeMap::from([
         ("alertname".to_string(), "ApiwatchTestAlert".to_string()),
@@ -723,7 +723,7 @@ pub fn send_test_alerts(specs: &[crate::config::SinkSpec], out: &mut dyn std::io
         let firing = sink.send(std::slice::from_ref(&notice));
         let mut resolved_notice = notice.clone();
         resolved_notice.status = "resolved".into();
-        resolved_notice.ends_at = Some(crate::capture::kernel::unix_now_ns());
+        resolved_notice.ends_at = Some(crate::clock::unix_now_ns());
         let resolved = sink.send(std::slice::from_ref(&resolved_notice));
         let word = |o: &delivery::Outcome| match o {
             delivery::Outcome::Delivered => "delivered".to_string(),

@@ -73,7 +73,7 @@ impl Sink for Webhook {
         let body = document(notices).to_string();
         let mut headers = Vec::new();
         if let Some(secret) = &self.secret {
-            let ts = crate::capture::kernel::unix_now_ns() / 1_000_000_000;
+            let ts = crate::clock::unix_now_ns() / 1_000_000_000;
             headers.push((TIMESTAMP_HEADER, ts.to_string()));
             headers.push((SIGNATURE_HEADER, signature(secret, ts, body.as_bytes())));
         }

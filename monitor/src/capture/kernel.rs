@@ -13,6 +13,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::event::{CaptureEvent, ConnOpen, Decoder, Role};
 use super::{comm_key, procfs};
+use crate::clock::unix_now_ns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -534,13 +535,6 @@ fn complete_addresses(mut open: ConnOpen) -> ConnOpen {
         }
     }
     open
-}
-
-pub fn unix_now_ns() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 fn preflight() -> Result<(), CaptureError> {
