@@ -65,7 +65,6 @@ pub static FD_OWNER: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(655
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(8192, 0);
 
 pub const SOCK_FLAG_OWNED: u32 = 1;
-pub const SOCK_FLAG_IO_URING: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -22,8 +22,8 @@ use super::emit::{emit_chunk, emit_close, emit_open};
 use super::tls::learn_ssl_socket;
 use super::{traced_pid_tgid, traced_process};
 use crate::maps::{
-    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, FD_OWNER, LISTEN_PORTS, SOCK_FLAG_IO_URING,
-    SOCK_FLAG_OWNED, SOCKS, SockConn, count, new_epoch,
+    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, FD_OWNER, LISTEN_PORTS, SOCK_FLAG_OWNED, SOCKS,
+    SockConn, count, new_epoch,
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -158,7 +158,7 @@ fn take_ownership(conn: *mut SockConn, sk: u64, id: u64, regs: &SyscallRegs) -> 
                 || (comm[0] == b'i' && comm[1] == b'o' && comm[2] == b'u' && comm[3] == b'-')
             {
                 unsafe {
-                    (*conn).flags |= SOCK_FLAG_IO_URING | SOCK_FLAG_OWNED;
+                    (*conn).flags |= SOCK_FLAG_OWNED;
                     (*conn).info.class = CLASS_OTHER;
                 }
                 count(Stat::IoUringConnections, 1);
@@ -326,7 +326,9 @@ fn close_sock(sk: u64) {
         return;
     };
     let _ = SOCKS.remove(sk);
-    if conn.flags & SOCK_FLAG_OWNED == 0 || conn.flags & SOCK_FLAG_IO_URING != 0 {
+    // Never opened in userspace (not traced, io_uring, no I/O yet): nothing to close there; the
+    // FD_OWNER check below would say so too.
+    if conn.flags & SOCK_FLAG_OWNED == 0 {
         return;
     }
     if unsafe { FD_OWNER.get(conn.owner) }.copied() != Some(sk) {
