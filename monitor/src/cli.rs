@@ -138,6 +138,10 @@ pub struct ReplayArgs {
     pub exchanges: String,
     #[arg(long, default_value = "-")]
     pub findings: String,
+    /// Also update the Prometheus families (not served), as a live run does: how `cargo xtask
+    /// bench` measures the whole userspace pipeline.
+    #[arg(long, hide = true)]
+    pub with_metrics: bool,
 }
 
 #[derive(Args, Debug)]
@@ -418,6 +422,10 @@ fn replay(a: ReplayArgs) -> Result<()> {
             state_file: None,
             ..b
         }),
+        metrics: match cfg.metrics() {
+            Some(m) if a.with_metrics => Some(Arc::new(Metrics::new(&m, cfg.capture.ring_bytes))),
+            _ => None,
+        },
         ..AgentOptions::default()
     };
     let file = File::open(&a.file).with_context(|| format!("cannot open {}", a.file.display()))?;

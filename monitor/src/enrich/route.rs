@@ -1,6 +1,7 @@
 //! Route templating: `/users/42/orders/9f86d081` -> `/users/{id}/orders/{id}`, with a cap on the
 //! routes kept per service so metric series stay bounded whatever the traffic.
-use std::collections::{HashMap, HashSet};
+// foldhash (randomly seeded), not SipHash: lookups are per exchange and the table is bounded.
+use hashbrown::{HashMap, HashSet};
 
 use crate::capture::Role;
 use crate::exchange::Exchange;

@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use hashbrown::Equivalent;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
@@ -18,11 +20,21 @@ struct Entry {
     errors_5xx: u64,
     errors_4xx: u64,
     tls: u64,
-    auth: HashMap<AuthScheme, u64>,
-    callers: HashMap<IpAddr, u64>,
+    auth: hashbrown::HashMap<AuthScheme, u64>,
+    callers: hashbrown::HashMap<IpAddr, u64>,
     other_callers: u64,
     /// Latency in microseconds, 1 us .. 60 s, two significant digits (~13 KiB with u32 counts).
     latency_us: Histogram<u32>,
+}
+
+/// (service, route, method) borrowed from an exchange; hashes as the owned tuple does.
+#[derive(Hash)]
+struct KeyRef<'a>(&'a str, &'a str, &'a str);
+
+impl Equivalent<(String, String, String)> for KeyRef<'_> {
+    fn equivalent(&self, k: &(String, String, String)) -> bool {
+        self.0 == k.0 && self.1 == k.1 && self.2 == k.2
+    }
 }
 
 #[derive(Serialize)]
@@ -54,36 +66,50 @@ pub struct Percentiles {
 /// in `dropped` only (the route table upstream already folds unbounded paths).
 pub struct Inventory {
     max_entries: usize,
-    entries: HashMap<(String, String, String), Entry>,
+    entries: hashbrown::HashMap<(String, String, String), Entry>,
     pub dropped: u64,
+}
+
+impl Entry {
+    fn new(role: crate::capture::Role) -> Self {
+        Self {
+            role: role.as_str(),
+            count: 0,
+            errors_5xx: 0,
+            errors_4xx: 0,
+            tls: 0,
+            auth: hashbrown::HashMap::new(),
+            callers: hashbrown::HashMap::new(),
+            other_callers: 0,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds are valid"),
+        }
+    }
 }
 
 impl Inventory {
     pub fn new(max_entries: usize) -> Self {
         Self {
             max_entries,
-            entries: HashMap::new(),
+            entries: hashbrown::HashMap::new(),
             dropped: 0,
         }
     }
 
     pub fn observe(&mut self, ex: &Exchange) {
-        let key = (ex.service.clone(), ex.route.clone(), ex.method.clone());
-        if !self.entries.contains_key(&key) && self.entries.len() >= self.max_entries {
-            self.dropped += 1;
-            return;
-        }
-        let e = self.entries.entry(key).or_insert_with(|| Entry {
-            role: ex.role.as_str(),
-            count: 0,
-            errors_5xx: 0,
-            errors_4xx: 0,
-            tls: 0,
-            auth: HashMap::new(),
-            callers: HashMap::new(),
-            other_callers: 0,
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds are valid"),
-        });
+        // Looked up by reference: the key's strings are copied only for a new entry.
+        let key = KeyRef(&ex.service, &ex.route, &ex.method);
+        let full = self.entries.len() >= self.max_entries;
+        let e = match self.entries.get_mut(&key) {
+            Some(e) => e,
+            None if full => {
+                self.dropped += 1;
+                return;
+            }
+            None => self
+                .entries
+                .entry((ex.service.clone(), ex.route.clone(), ex.method.clone()))
+                .or_insert_with(|| Entry::new(ex.role)),
+        };
         e.count += 1;
         match ex.status {
             Some(s) if s >= 500 => e.errors_5xx += 1,

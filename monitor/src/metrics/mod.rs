@@ -11,7 +11,9 @@ pub mod server;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use prometheus::{Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 use crate::capture::Role;
 use crate::capture::kernel::KernelStats;
@@ -59,18 +61,117 @@ struct Family {
 }
 
 impl Family {
-    fn observe(&mut self, labels: Vec<String>, value: f64, max_series: usize, overflowed: &IntCounter) {
-        let labels = if self.seen.contains(&labels) {
-            labels
+    /// The histogram of these label values, or of the overflow set (true) once the family holds
+    /// `max_series` label sets.
+    fn handle(&mut self, labels: Vec<String>, max_series: usize) -> (Histogram, bool) {
+        let (labels, overflowed) = if self.seen.contains(&labels) {
+            (labels, false)
         } else if self.seen.len() < max_series {
             self.seen.insert(labels.clone());
-            labels
+            (labels, false)
         } else {
-            overflowed.inc();
-            vec![OVERFLOW.to_string(); labels.len()]
+            (vec![OVERFLOW.to_string(); labels.len()], true)
         };
         let refs: Vec<&str> = labels.iter().map(String::as_str).collect();
-        self.hist.with_label_values(&refs).observe(value);
+        (self.hist.with_label_values(&refs), overflowed)
+    }
+}
+
+/// The label values an exchange gives the HTTP families, borrowed from it.
+#[derive(Clone, Copy, Hash, PartialEq, Eq)]
+struct SeriesKey<'a> {
+    role: Role,
+    service: &'a str,
+    /// Already folded: a known method or `_OTHER`.
+    method: &'a str,
+    route: &'a str,
+    status: Option<u16>,
+    /// The server's address for a client (server_address); none for a server.
+    addr: Option<std::net::IpAddr>,
+    /// The local port for a server, the server's port for a client.
+    port: Option<u16>,
+    tls: bool,
+}
+
+impl<'a> SeriesKey<'a> {
+    fn of(ex: &'a Exchange) -> Self {
+        let method = if KNOWN_METHODS.contains(&ex.method.as_str()) {
+            ex.method.as_str()
+        } else {
+            "_OTHER"
+        };
+        let (addr, port) = match ex.role {
+            Role::Server => (None, ex.local.map(|a| a.port())),
+            Role::Client => (ex.peer.map(|a| a.ip()), ex.peer.map(|a| a.port())),
+        };
+        Self {
+            role: ex.role,
+            service: &ex.service,
+            method,
+            route: &ex.route,
+            status: ex.status,
+            addr,
+            port,
+            tls: ex.tls,
+        }
+    }
+}
+
+/// The histograms one label set observes into, resolved once: prometheus's own lookup hashes
+/// and allocates every label value, and was the pipeline's largest cost per exchange.
+struct Series {
+    role: Role,
+    service: String,
+    method: String,
+    route: String,
+    status: Option<u16>,
+    addr: Option<std::net::IpAddr>,
+    port: Option<u16>,
+    tls: bool,
+    /// None without a response status (the duration families want one).
+    duration: Option<Histogram>,
+    request_body: Histogram,
+    response_body: Histogram,
+    /// How many of the three went to the overflow set: counted at every observation.
+    overflowed: u64,
+}
+
+impl Series {
+    fn key(&self) -> SeriesKey<'_> {
+        SeriesKey {
+            role: self.role,
+            service: &self.service,
+            method: &self.method,
+            route: &self.route,
+            status: self.status,
+            addr: self.addr,
+            port: self.port,
+            tls: self.tls,
+        }
+    }
+}
+
+/// Resolved label sets, at most `max` of them (then it starts afresh: a miss costs only the
+/// lookup the cache saves). Distinct keys are bounded upstream except the client's server
+/// address, hence the bound.
+struct SeriesCache {
+    table: hashbrown::HashTable<Series>,
+    hasher: hashbrown::DefaultHashBuilder,
+    max: usize,
+}
+
+impl SeriesCache {
+    fn get_or_resolve(&mut self, key: SeriesKey<'_>, resolve: impl FnOnce() -> Series) -> &Series {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(key);
+        if self.table.len() >= self.max && self.table.find(hash, |s| s.key() == key).is_none() {
+            self.table.clear();
+        }
+        let hasher = &self.hasher;
+        self.table
+            .entry(hash, |s| s.key() == key, |s| hasher.hash_one(s.key()))
+            .or_insert_with(resolve)
+            .into_mut()
     }
 }
 
@@ -84,12 +185,72 @@ struct HttpFamilies {
     client_response_body: Family,
 }
 
+impl HttpFamilies {
+    fn resolve(&mut self, k: SeriesKey<'_>, max_series: usize) -> Series {
+        let size_labels = vec![k.service.to_string(), k.method.to_string(), k.route.to_string()];
+        let status = k.status.map(|s| s.to_string()).unwrap_or_default();
+        let port = k.port.map(|p| p.to_string()).unwrap_or_default();
+        let scheme = if k.tls { "https" } else { "http" }.to_string();
+        let mut duration_labels = size_labels.clone();
+        duration_labels.push(status);
+        let (duration, request_body, response_body) = match k.role {
+            Role::Server => {
+                duration_labels.extend([port, scheme]);
+                (
+                    &mut self.server_duration,
+                    &mut self.server_request_body,
+                    &mut self.server_response_body,
+                )
+            }
+            Role::Client => {
+                let addr = k.addr.map(|a| a.to_string()).unwrap_or_default();
+                duration_labels.extend([addr, port, scheme]);
+                (
+                    &mut self.client_duration,
+                    &mut self.client_request_body,
+                    &mut self.client_response_body,
+                )
+            }
+        };
+        let mut overflowed = 0;
+        let duration = k.status.map(|_| {
+            let (h, over) = duration.handle(duration_labels, max_series);
+            overflowed += over as u64;
+            h
+        });
+        let (request_body, over) = request_body.handle(size_labels.clone(), max_series);
+        overflowed += over as u64;
+        let (response_body, over) = response_body.handle(size_labels, max_series);
+        overflowed += over as u64;
+        Series {
+            role: k.role,
+            service: k.service.to_string(),
+            method: k.method.to_string(),
+            route: k.route.to_string(),
+            status: k.status,
+            addr: k.addr,
+            port: k.port,
+            tls: k.tls,
+            duration,
+            request_body,
+            response_body,
+            overflowed,
+        }
+    }
+}
+
+struct Http {
+    families: HttpFamilies,
+    cache: SeriesCache,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     max_series: usize,
-    http: Mutex<HttpFamilies>,
+    http: Mutex<Http>,
     pub inventory: Mutex<Inventory>,
-    exchanges: IntCounterVec,
+    server_exchanges: IntCounter,
+    client_exchanges: IntCounter,
     series_overflow: IntCounter,
     routes_folded: IntCounter,
     events: IntCounter,
@@ -225,16 +386,25 @@ impl Metrics {
             let pc = prometheus::process_collector::ProcessCollector::for_self();
             let _ = r.register(Box::new(pc));
         }
+        let exchanges = counter_vec(
+            &r,
+            "apiwatch_exchanges_total",
+            "HTTP exchanges reconstructed, by role.",
+            &["role"],
+        );
         let m = Self {
             max_series: opts.max_series,
-            http: Mutex::new(http),
+            http: Mutex::new(Http {
+                families: http,
+                cache: SeriesCache {
+                    table: hashbrown::HashTable::new(),
+                    hasher: Default::default(),
+                    max: opts.max_series.saturating_mul(2).max(1024),
+                },
+            }),
             inventory: Mutex::new(Inventory::new(opts.max_inventory_routes)),
-            exchanges: counter_vec(
-                &r,
-                "apiwatch_exchanges_total",
-                "HTTP exchanges reconstructed, by role.",
-                &["role"],
-            ),
+            server_exchanges: exchanges.with_label_values(&["server"]),
+            client_exchanges: exchanges.with_label_values(&["client"]),
             series_overflow: counter(
                 &r,
                 "apiwatch_metric_series_overflow_total",
@@ -338,69 +508,28 @@ impl Metrics {
         for kind in ["malformed", "head_too_large", "framing_lost", "bad_chunk"] {
             m.parse_errors.with_label_values(&[kind]);
         }
-        for role in ["server", "client"] {
-            m.exchanges.with_label_values(&[role]);
-        }
         m
     }
 
     /// Records one enriched exchange.
     pub fn observe(&self, ex: &Exchange) {
-        self.exchanges.with_label_values(&[ex.role.as_str()]).inc();
-        let method = if KNOWN_METHODS.contains(&ex.method.as_str()) {
-            ex.method.clone()
-        } else {
-            "_OTHER".into()
-        };
-        let status = ex.status.map(|s| s.to_string()).unwrap_or_default();
-        let scheme = if ex.tls { "https" } else { "http" }.to_string();
+        match ex.role {
+            Role::Server => self.server_exchanges.inc(),
+            Role::Client => self.client_exchanges.inc(),
+        }
         let seconds = ex.latency_us.unwrap_or(0) as f64 / 1e6;
-        let size_labels = vec![ex.service.clone(), method.clone(), ex.route.clone()];
         let max = self.max_series;
-        let over = &self.series_overflow;
-        if let Ok(mut f) = self.http.lock() {
-            match ex.role {
-                Role::Server => {
-                    let port = ex.local.map(|a| a.port().to_string()).unwrap_or_default();
-                    if ex.status.is_some() {
-                        f.server_duration.observe(
-                            vec![ex.service.clone(), method, ex.route.clone(), status, port, scheme],
-                            seconds,
-                            max,
-                            over,
-                        );
-                    }
-                    f.server_request_body
-                        .observe(size_labels.clone(), ex.req_body_bytes as f64, max, over);
-                    f.server_response_body
-                        .observe(size_labels, ex.resp_body_bytes as f64, max, over);
-                }
-                Role::Client => {
-                    let (addr, port) = match ex.peer {
-                        Some(a) => (a.ip().to_string(), a.port().to_string()),
-                        None => (String::new(), String::new()),
-                    };
-                    if ex.status.is_some() {
-                        f.client_duration.observe(
-                            vec![
-                                ex.service.clone(),
-                                method,
-                                ex.route.clone(),
-                                status,
-                                addr,
-                                port,
-                                scheme,
-                            ],
-                            seconds,
-                            max,
-                            over,
-                        );
-                    }
-                    f.client_request_body
-                        .observe(size_labels.clone(), ex.req_body_bytes as f64, max, over);
-                    f.client_response_body
-                        .observe(size_labels, ex.resp_body_bytes as f64, max, over);
-                }
+        if let Ok(mut http) = self.http.lock() {
+            let Http { families, cache } = &mut *http;
+            let key = SeriesKey::of(ex);
+            let series = cache.get_or_resolve(key, || families.resolve(key, max));
+            if let Some(d) = &series.duration {
+                d.observe(seconds);
+            }
+            series.request_body.observe(ex.req_body_bytes as f64);
+            series.response_body.observe(ex.resp_body_bytes as f64);
+            if series.overflowed > 0 {
+                self.series_overflow.inc_by(series.overflowed);
             }
         }
         if let Ok(mut inv) = self.inventory.lock() {
@@ -565,5 +694,47 @@ mod tests {
             text.contains("apiwatch_metric_series_overflow_total 2850"),
             "{text}"
         );
+    }
+
+    /// The resolved-series cache starts afresh when full: every observation still lands in its
+    /// own label set, and the overflow set still counts each folded one.
+    #[test]
+    fn cached_series_count_every_observation() {
+        let m = Metrics::new(
+            &MetricsOptions {
+                max_series: 600,
+                ..MetricsOptions::default()
+            },
+            1 << 20,
+        );
+        let mut ex = crate::exchange::tests::sample();
+        ex.role = Role::Client;
+        ex.service = "curl".into();
+        for _ in 0..2 {
+            for port in 0..1500u16 {
+                ex.peer = Some(std::net::SocketAddr::from(([10, 0, 0, 1], 1000 + port)));
+                m.observe(&ex);
+            }
+        }
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&m.registry.gather())
+            .unwrap();
+        let counts: Vec<(bool, u64)> = text
+            .lines()
+            .filter(|l| l.starts_with("http_client_request_duration_seconds_count"))
+            .map(|l| {
+                let n = l.rsplit(' ').next().unwrap().parse().unwrap();
+                (l.contains(OVERFLOW), n)
+            })
+            .collect();
+        assert_eq!(counts.len(), 601, "600 label sets and the overflow set");
+        assert!(counts.iter().all(|&(over, n)| over || n == 2), "{counts:?}");
+        assert_eq!(counts.iter().find(|c| c.0).unwrap().1, 900 * 2);
+        // Only the duration family folds: the body families have one label set.
+        assert!(
+            text.contains("apiwatch_metric_series_overflow_total 1800"),
+            "{text}"
+        );
+        assert!(text.contains(r#"apiwatch_exchanges_total{role="client"} 3000"#));
     }
 }

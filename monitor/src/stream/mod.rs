@@ -1,6 +1,9 @@
 //! Stream: per-connection reassembly. Feeds each direction's bytes to its message parser, pairs
 //! requests with responses, and turns them into exchanges.
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+// foldhash, not SipHash: keys are kernel-assigned ids, and lookups are per event.
+use hashbrown::HashMap;
 use std::net::SocketAddr;
 
 use crate::capture::{BodyHint, CaptureEvent, ConnId, ConnOpen, DataChunk, Direction, Role};
@@ -116,7 +119,7 @@ pub struct ConnTable {
     cfg: StreamConfig,
     conns: HashMap<ConnId, Conn>,
     /// Processes that opened a connection since their last exit event (see `note_tgid`).
-    tgids: std::collections::HashSet<u32>,
+    tgids: hashbrown::HashSet<u32>,
     events: Vec<ParseEvent>,
     last_expiry_ns: u64,
     /// Body hints for the kernel (only when a live capture takes them).
@@ -128,7 +131,7 @@ impl ConnTable {
         Self {
             cfg,
             conns: HashMap::new(),
-            tgids: std::collections::HashSet::new(),
+            tgids: hashbrown::HashSet::new(),
             events: Vec::new(),
             last_expiry_ns: 0,
             hints: None,
