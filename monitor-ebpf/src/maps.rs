@@ -165,7 +165,22 @@ pub static SSL_ARGS: HashMap<u64, SslArgs> = HashMap::with_max_entries(16384, 0)
 /// The socket of each SSL object (per process), for SSL calls served from OpenSSL's buffer
 /// without a syscall.
 #[map]
-pub static SSL_FD: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(65536, 0);
+pub static SSL_FD: LruHashMap<SslKey, SslSock> = LruHashMap::with_max_entries(65536, 0);
+
+/// An SSL object's socket: the fd, and the connection's epoch, so that an entry left by a freed
+/// SSL object whose address is reused (or an fd reused since) is seen to be stale.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SslSock {
+    pub fd: u32,
+    pub epoch: u32,
+}
+
+/// The last ciphertext socket each thread read from outside any TLS call (pid_tgid -> fd):
+/// libraries that do no socket I/O of their own (node's TLS over memory BIOs) decrypt what the
+/// thread just read, so an SSL object whose socket is unknown is taken to be that one.
+#[map]
+pub static LAST_TLS_RECV: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -176,7 +191,14 @@ pub struct SslArgs {
     pub count_ptr: u64,
     pub direction: u32,
     pub fd: u32,
+    /// SSL_ARGS_* bits.
+    pub flags: u32,
+    /// The epoch of the connection `fd` was learnt for (0: not known).
+    pub epoch: u32,
 }
+
+/// The call returns a byte count as a 64-bit ssize_t (GnuTLS), not a C int (OpenSSL).
+pub const SSL_ARGS_RET64: u32 = 1;
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -52,6 +52,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // The kernel tier builds a small io_uring client (tests/fixtures/io_uring_client.c).
     "gcc",
     "liburing-dev",
+    // The TLS tier's node https client and server (OpenSSL inside node, or Debian's libssl).
+    "nodejs",
 ];
 /// What bpf-linker is built against (TOOLCHAIN.md: the default feature wants LLVM 23).
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];

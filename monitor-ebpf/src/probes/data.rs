@@ -2,7 +2,7 @@
 //! arguments saved on enter (keyed by pid_tgid), bytes copied on exit when ret > 0.
 //! Connections are classified on their first chunk; those that are not HTTP/1.x stop here.
 use aya_ebpf::{helpers::bpf_get_current_pid_tgid, macros::tracepoint, programs::TracePointContext};
-use monitor_common::{CLASS_OTHER, CLASS_TLS, ConnKey, DIR_EGRESS, DIR_INGRESS, Stat};
+use monitor_common::{CLASS_HTTP, CLASS_OTHER, CLASS_TLS, ConnKey, DIR_EGRESS, DIR_INGRESS, Stat};
 
 use super::emit::emit_chunk;
 use super::tls::learn_ssl_socket;
@@ -29,8 +29,15 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
     let Some(info) = (unsafe { CONNS.get(key) }) else {
         return;
     };
-    // A syscall made inside SSL_read/SSL_write tells which socket that SSL object uses.
-    learn_ssl_socket(id, key.tgid, fd as u32);
+    // A syscall made inside SSL_read/SSL_write tells which socket that SSL object uses (a
+    // read of ciphertext outside one, which socket the thread decrypts next).
+    learn_ssl_socket(
+        id,
+        key.tgid,
+        fd as u32,
+        info.epoch,
+        direction == DIR_INGRESS && info.class != CLASS_HTTP,
+    );
     // Rejected connections, and TLS ones whose syscall bytes are ciphertext, stop here.
     if info.class == CLASS_OTHER || info.class == CLASS_TLS {
         return;

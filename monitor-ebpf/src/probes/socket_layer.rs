@@ -119,7 +119,13 @@ fn on_socket_io(ctx: &BtfTracePointContext, direction: u32) {
     }
     // Inside SSL_read/SSL_write, this I/O tells which socket the SSL object uses.
     if class != CLASS_HTTP {
-        learn_ssl_socket(id, owner.tgid, owner.fd);
+        learn_ssl_socket(
+            id,
+            owner.tgid,
+            owner.fd,
+            unsafe { (*info).epoch },
+            direction == DIR_INGRESS,
+        );
         // Ciphertext: the SSL probes speak for this socket.
         if class == CLASS_TLS {
             return;

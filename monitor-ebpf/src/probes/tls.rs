@@ -1,6 +1,8 @@
-//! OpenSSL uprobes: the plaintext of TLS connections. Entry probes save (SSL*, buffer); return
-//! probes copy what was read or written. The socket is learnt from the syscall the SSL call
-//! makes inside itself (see data::save_args), or from an earlier call on the same SSL object.
+//! TLS library uprobes (OpenSSL and BoringSSL in any binary, GnuTLS): the plaintext of TLS
+//! connections. Entry probes save (session, buffer); return probes copy what was read or
+//! written. The socket is learnt from the syscall the call makes inside itself, from an earlier
+//! call on the same session, or (for libraries that do no socket I/O, such as node's memory
+//! BIOs) from the ciphertext socket the thread read last.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{uprobe, uretprobe},
@@ -11,11 +13,13 @@ use monitor_common::{ConnInfo, ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, 
 use super::emit::emit_chunk;
 use super::traced_process;
 use crate::maps::{
-    ARGS_PLAIN, CONNS, FD_OWNER, SOCKET_LAYER, SOCKS, SSL_ARGS, SSL_FD, SslArgs, SslKey, count, global_u32,
+    ARGS_PLAIN, CONNS, FD_OWNER, LAST_TLS_RECV, SOCKET_LAYER, SOCKS, SSL_ARGS, SSL_ARGS_RET64, SSL_FD,
+    SslArgs, SslKey, SslSock, count, global_u32,
 };
+use monitor_common::CLASS_TLS;
 
 #[inline(always)]
-fn enter(ctx: &ProbeContext, direction: u32, ex: bool) {
+fn enter(ctx: &ProbeContext, direction: u32, ex: bool, flags: u32) {
     let Some(id) = traced_process() else { return };
     // SSL_read(SSL *ssl, void *buf, int num); SSL_read_ex(SSL *ssl, void *buf, size_t num,
     // size_t *readbytes); the write twins alike.
@@ -28,13 +32,21 @@ fn enter(ctx: &ProbeContext, direction: u32, ex: bool) {
         _pad: 0,
         ssl,
     };
-    let fd = unsafe { SSL_FD.get(key) }.copied().unwrap_or(u32::MAX);
+    let sock = match unsafe { SSL_FD.get(key) } {
+        Some(s) => *s,
+        None => guess_socket(id, key).unwrap_or(SslSock {
+            fd: u32::MAX,
+            epoch: 0,
+        }),
+    };
     let args = SslArgs {
         ssl,
         buf,
         count_ptr,
         direction,
-        fd,
+        fd: sock.fd,
+        flags,
+        epoch: sock.epoch,
     };
     if SSL_ARGS.insert(id, args, 0).is_err() {
         count(Stat::ArgsMapFull, 1);
@@ -48,8 +60,13 @@ fn exit(ctx: &RetProbeContext) {
         return;
     };
     let _ = SSL_ARGS.remove(id);
-    // All four return a C int: read 32 bits, or a -1 (WANT_READ) reads as 4 GiB.
-    let ret = ctx.ret::<i32>() as i64;
+    // OpenSSL returns a C int: read 32 bits, or a -1 (WANT_READ) reads as 4 GiB. GnuTLS
+    // returns a ssize_t.
+    let ret = if args.flags & SSL_ARGS_RET64 != 0 {
+        ctx.ret::<i64>()
+    } else {
+        ctx.ret::<i32>() as i64
+    };
     let bytes = if args.count_ptr != 0 {
         // The _ex variants (and the internal functions both forms call) return 1 on success and
         // the count through a pointer.
@@ -71,16 +88,35 @@ fn exit(ctx: &RetProbeContext) {
     if bytes == 0 {
         return;
     }
-    if args.fd == u32::MAX {
-        count(Stat::TlsFdUnknown, 1);
-        return;
-    }
-    let key = ConnKey {
-        tgid: (id >> 32) as u32,
-        fd: args.fd,
+    let tgid = (id >> 32) as u32;
+    let mut key = ConnKey { tgid, fd: args.fd };
+    let known = match conn_info(key) {
+        Some(info) if args.fd != u32::MAX && (args.epoch == 0 || unsafe { (*info).epoch } == args.epoch) => {
+            Some(info)
+        }
+        _ => None,
     };
-    let Some(info) = conn_info(key) else {
-        return;
+    let info = match known {
+        Some(info) => info,
+        None => {
+            // Unknown, or stale (the connection it named is gone): what this thread read last.
+            let ssl = SslKey {
+                tgid,
+                _pad: 0,
+                ssl: args.ssl,
+            };
+            let guessed = guess_socket(id, ssl).and_then(|s| {
+                key.fd = s.fd;
+                conn_info(key)
+            });
+            match guessed {
+                Some(info) => info,
+                None => {
+                    count(Stat::TlsFdUnknown, 1);
+                    return;
+                }
+            }
+        }
     };
     emit_chunk(
         key,
@@ -106,31 +142,63 @@ fn conn_info(key: ConnKey) -> Option<*mut ConnInfo> {
     }
 }
 
+/// A session seen for the first time, with no socket I/O inside the call yet: the ciphertext
+/// socket this thread read last, if it is one (a TLS socket of this process). A call that then
+/// does socket I/O of its own corrects it (learn_ssl_socket).
+#[inline(always)]
+fn guess_socket(id: u64, key: SslKey) -> Option<SslSock> {
+    let fd = (unsafe { LAST_TLS_RECV.get(id) }).copied()?;
+    let info = conn_info(ConnKey { tgid: key.tgid, fd })?;
+    if unsafe { (*info).class } != CLASS_TLS {
+        return None;
+    }
+    let sock = SslSock {
+        fd,
+        epoch: unsafe { (*info).epoch },
+    };
+    let _ = SSL_FD.insert(key, sock, 0);
+    Some(sock)
+}
+
 #[uprobe]
 pub fn ssl_read(ctx: ProbeContext) -> u32 {
-    enter(&ctx, DIR_INGRESS, false);
+    enter(&ctx, DIR_INGRESS, false, 0);
     0
 }
 
 #[uprobe]
 pub fn ssl_read_ex(ctx: ProbeContext) -> u32 {
-    enter(&ctx, DIR_INGRESS, true);
+    enter(&ctx, DIR_INGRESS, true, 0);
     0
 }
 
 #[uprobe]
 pub fn ssl_write(ctx: ProbeContext) -> u32 {
-    enter(&ctx, DIR_EGRESS, false);
+    enter(&ctx, DIR_EGRESS, false, 0);
     0
 }
 
 #[uprobe]
 pub fn ssl_write_ex(ctx: ProbeContext) -> u32 {
-    enter(&ctx, DIR_EGRESS, true);
+    enter(&ctx, DIR_EGRESS, true, 0);
     0
 }
 
-/// One return probe for all four: the saved arguments say which.
+// gnutls_record_recv(gnutls_session_t, void *data, size_t size) -> ssize_t; the send twin
+// (gnutls_record_send2 adds pad and flags after the same three).
+#[uprobe]
+pub fn gnutls_recv(ctx: ProbeContext) -> u32 {
+    enter(&ctx, DIR_INGRESS, false, SSL_ARGS_RET64);
+    0
+}
+
+#[uprobe]
+pub fn gnutls_send(ctx: ProbeContext) -> u32 {
+    enter(&ctx, DIR_EGRESS, false, SSL_ARGS_RET64);
+    0
+}
+
+/// One return probe for all: the saved arguments say which.
 #[uretprobe]
 pub fn ssl_return(ctx: RetProbeContext) -> u32 {
     exit(&ctx);
@@ -138,24 +206,30 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
 }
 
 /// A socket I/O made inside an SSL call names the SSL object's socket: for this call, and
-/// (per SSL object) for later calls served from OpenSSL's buffer without any I/O.
+/// (per SSL object) for later calls served from OpenSSL's buffer without any I/O. A read
+/// of a socket that may carry ciphertext (not known to be plain HTTP)
+/// outside any call is remembered for the thread (see guess_socket).
 #[inline(always)]
-pub fn learn_ssl_socket(id: u64, tgid: u32, fd: u32) {
+pub fn learn_ssl_socket(id: u64, tgid: u32, fd: u32, epoch: u32, maybe_ciphertext_read: bool) {
     let Some(ssl) = SSL_ARGS.get_ptr_mut(id) else {
+        if maybe_ciphertext_read {
+            let _ = LAST_TLS_RECV.insert(id, fd, 0);
+        }
         return;
     };
     unsafe {
         // Known already (the entry read it from SSL_FD): no write. Updating an LRU entry takes a
         // lock that showed in profiles of TLS at saturation.
-        if (*ssl).fd == fd {
+        if (*ssl).fd == fd && (*ssl).epoch == epoch {
             return;
         }
         (*ssl).fd = fd;
+        (*ssl).epoch = epoch;
         let k = SslKey {
             tgid,
             _pad: 0,
             ssl: (*ssl).ssl,
         };
-        let _ = SSL_FD.insert(k, fd, 0);
+        let _ = SSL_FD.insert(k, SslSock { fd, epoch }, 0);
     }
 }

@@ -1,8 +1,10 @@
-//! Finding every OpenSSL libssl on the host and attaching the SSL uprobes to it.
+//! Finding every TLS library on the host and attaching the TLS uprobes to it: OpenSSL (and
+//! BoringSSL) wherever it is linked, libssl or inside an executable such as node, and GnuTLS.
 //!
-//! Libraries come from the ldconfig cache and from the maps of running processes (through
-//! /proc/PID/root, so containers' own copies count too). Each distinct file (device, inode) is
-//! probed once; a periodic rescan covers processes and containers started later.
+//! Candidates come from the ldconfig cache (libssl, libgnutls) and from the executable mappings
+//! of running processes (through /proc/PID/root, so containers' own copies count too); the
+//! symbol tables decide (tls_sites). Each distinct file (device, inode) is read once; a
+//! periodic rescan covers processes and containers started later.
 //!
 //! With `capture.processes`, the probes are attached to the named processes only (one
 //! attachment per process and library, detached when the process is gone): other processes'
@@ -21,7 +23,14 @@ use log::{debug, info, warn};
 use super::tls_sites::{ProbeSite, plan_file};
 
 /// The entry programs; every site also gets the shared return probe.
-const ENTRY_PROGRAMS: &[&str] = &["ssl_read", "ssl_read_ex", "ssl_write", "ssl_write_ex"];
+const ENTRY_PROGRAMS: &[&str] = &[
+    "ssl_read",
+    "ssl_read_ex",
+    "ssl_write",
+    "ssl_write_ex",
+    "gnutls_recv",
+    "gnutls_send",
+];
 const RETURN_PROBE: &str = "ssl_return";
 
 /// (pid, device, inode): one process's mapping of one libssl file.
@@ -65,7 +74,7 @@ impl TlsProbes {
             return self.scan_processes(ebpf, processes);
         }
         let mut new = 0;
-        for lib in find_libssl() {
+        for lib in find_tls_objects() {
             let Ok(meta) = std::fs::metadata(&lib) else {
                 continue;
             };
@@ -100,7 +109,7 @@ impl TlsProbes {
     fn scan_processes(&mut self, ebpf: &mut Ebpf, processes: &[String]) -> usize {
         let mut alive = HashSet::new();
         let mut new = 0;
-        for (pid, lib) in libssl_of_named(processes) {
+        for (pid, lib) in objects_of_named(processes) {
             let Ok(meta) = std::fs::metadata(&lib) else {
                 continue;
             };
@@ -161,6 +170,8 @@ impl TlsProbes {
             .entry(file)
             .or_insert_with(|| match plan_file(lib) {
                 Ok(sites) => sites,
+                // Most mapped objects hold no TLS functions: that is no news.
+                Err(super::tls_sites::SiteError::NoSymbols) => Vec::new(),
                 Err(e) => {
                     warn!("TLS: cannot probe {}: {e}", lib.display());
                     Vec::new()
@@ -206,41 +217,48 @@ fn attach(
     }
 }
 
-/// (pid, libssl path through the process's root) for every process whose comm is named.
-fn libssl_of_named(processes: &[String]) -> Vec<(u32, PathBuf)> {
+/// (pid, object path through the process's root) for every process whose comm is named.
+fn objects_of_named(processes: &[String]) -> Vec<(u32, PathBuf)> {
     let keys: Vec<[u8; 16]> = processes.iter().map(|p| super::comm_key(p)).collect();
-    mapped_libssl(|pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|comm| keys.contains(&super::comm_key(comm.trim_end_matches('\n'))))
-    })
+    mapped_objects(
+        |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| keys.contains(&super::comm_key(comm.trim_end_matches('\n'))))
+        },
+        true,
+    )
 }
 
-/// Paths of libssl files: the ldconfig cache, then every process's mapped libraries.
-pub fn find_libssl() -> Vec<PathBuf> {
+/// Files that may hold TLS functions: libssl and libgnutls from the ldconfig cache, then every
+/// object any process has mapped executable.
+pub fn find_tls_objects() -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = Vec::new();
     if let Ok(o) = std::process::Command::new("ldconfig").arg("-p").output() {
         for line in String::from_utf8_lossy(&o.stdout).lines() {
             if let Some((_, path)) = line.split_once("=> ") {
                 let p = PathBuf::from(path.trim());
-                if is_libssl(&p) {
+                if is_tls_library(&p) {
                     out.push(p);
                 }
             }
         }
     }
-    out.extend(mapped_libssl(|_| true).into_iter().map(|(_, p)| p));
+    out.extend(mapped_objects(|_| true, false).into_iter().map(|(_, p)| p));
     out.sort();
     out.dedup();
     out
 }
 
-/// (pid, path) of every libssl mapped by the processes `wanted` accepts, each once per process.
-/// The path goes through the process's root, so a container's own copy is the file probed.
-fn mapped_libssl(wanted: impl Fn(u32) -> bool) -> Vec<(u32, PathBuf)> {
+/// (pid, path) of every file mapped executable by the processes `wanted` accepts: each once per
+/// process (`per_process`), or once per root filesystem. The path goes through the process's
+/// root, so a container's own copy is the file probed.
+fn mapped_objects(wanted: impl Fn(u32) -> bool, per_process: bool) -> Vec<(u32, PathBuf)> {
     let mut out = Vec::new();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return out;
     };
+    // (root device, root inode, path): processes sharing a root share their objects' files.
+    let mut seen: HashSet<(u64, u64, String)> = HashSet::new();
     for entry in dir.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -251,9 +269,16 @@ fn mapped_libssl(wanted: impl Fn(u32) -> bool) -> Vec<(u32, PathBuf)> {
         let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else {
             continue;
         };
-        let mut seen = HashSet::new();
-        for path in maps.lines().filter_map(|l| l.split_whitespace().nth(5)) {
-            if is_libssl(Path::new(path)) && seen.insert(path) {
+        let root = if per_process {
+            (pid as u64, 0)
+        } else {
+            match std::fs::metadata(format!("/proc/{pid}/root")) {
+                Ok(m) => (m.dev(), m.ino()),
+                Err(_) => continue,
+            }
+        };
+        for (perms, path) in maps.lines().filter_map(mapping) {
+            if perms.contains('x') && seen.insert((root.0, root.1, path.to_string())) {
                 out.push((pid, PathBuf::from(format!("/proc/{pid}/root{path}"))));
             }
         }
@@ -261,8 +286,55 @@ fn mapped_libssl(wanted: impl Fn(u32) -> bool) -> Vec<(u32, PathBuf)> {
     out
 }
 
-fn is_libssl(p: &Path) -> bool {
+/// (permissions, path) of a file-backed line of /proc/PID/maps (not `[vdso]`, not deleted).
+fn mapping(line: &str) -> Option<(&str, &str)> {
+    let mut fields = line.splitn(6, ' ');
+    let perms = fields.nth(1)?;
+    let path = fields.nth(3)?.trim_start();
+    (path.starts_with('/') && !path.ends_with(" (deleted)")).then_some((perms, path))
+}
+
+fn is_tls_library(p: &Path) -> bool {
     p.file_name()
         .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with("libssl.so"))
+        .is_some_and(|n| n.starts_with("libssl.so") || n.starts_with("libgnutls.so"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_lines() {
+        assert_eq!(
+            mapping(
+                "7f1c2a000000-7f1c2a1b0000 r-xp 00028000 fe:01 1234 /usr/lib/x86_64-linux-gnu/libssl.so.3"
+            ),
+            Some(("r-xp", "/usr/lib/x86_64-linux-gnu/libssl.so.3"))
+        );
+        assert_eq!(
+            mapping("55d0-55e0 r-xp 00000000 fe:01 99 /opt/my app/bin/server"),
+            Some(("r-xp", "/opt/my app/bin/server"))
+        );
+        assert_eq!(
+            mapping("7ffd-7ffe r-xp 00000000 00:00 0                          [vdso]"),
+            None
+        );
+        assert_eq!(mapping("7f00-7f10 rw-p 00000000 00:00 0 "), None);
+        assert_eq!(mapping("7f00-7f10 r-xp 00000000 fe:01 5 /tmp/x (deleted)"), None);
+    }
+
+    /// This test's own process maps its executable: found as a candidate, through /proc/PID/root.
+    #[test]
+    fn executables_are_candidates() {
+        let me = std::process::id();
+        let objects = mapped_objects(|pid| pid == me, true);
+        let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
+        assert!(
+            objects
+                .iter()
+                .any(|(pid, p)| *pid == me && p.ends_with(exe.strip_prefix("/").unwrap())),
+            "{objects:?}"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Mnemonic, OpKind};
-use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
+use object::{Object, ObjectSection, ObjectSymbol, ReadRef, SectionKind};
 
 /// One uprobe (with the shared return probe at the same place).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,29 +41,54 @@ pub enum SiteError {
     NoSymbols,
 }
 
+/// OpenSSL and BoringSSL, wherever they are linked (libssl, node, statically linked servers):
 /// (exported plain form, its program, exported _ex form, its program).
 const FAMILIES: &[(&str, &str, &str, &str)] = &[
     ("SSL_read", "ssl_read", "SSL_read_ex", "ssl_read_ex"),
     ("SSL_write", "ssl_write", "SSL_write_ex", "ssl_write_ex"),
 ];
 
+/// GnuTLS: (function, its program), in order of preference per direction. gnutls_record_send
+/// is a tail call to gnutls_record_send2 (same first three arguments): probing send2 sees both.
+const GNUTLS: &[&[(&str, &str)]] = &[
+    &[("gnutls_record_recv", "gnutls_recv")],
+    &[
+        ("gnutls_record_send2", "gnutls_send"),
+        ("gnutls_record_send", "gnutls_send"),
+    ],
+];
+
+/// Functions longer than this are read only this far (enough for their calls and entries).
+const MAX_CODE: u64 = 4096;
+
+/// Reads only the symbol tables and the few functions probed: a node binary is ~100 MB.
 pub fn plan_file(path: &Path) -> Result<Vec<ProbeSite>, SiteError> {
-    let data = std::fs::read(path).map_err(|e| SiteError::Read(path.display().to_string(), e))?;
-    plan(&data)
+    let file = std::fs::File::open(path).map_err(|e| SiteError::Read(path.display().to_string(), e))?;
+    let cache = object::ReadCache::new(file);
+    plan(&cache)
 }
 
-/// The probe sites for the SSL functions of one ELF file's bytes.
-pub fn plan(data: &[u8]) -> Result<Vec<ProbeSite>, SiteError> {
+/// The probe sites for the TLS functions of one ELF file (OpenSSL/BoringSSL and GnuTLS).
+pub fn plan<'d, R: ReadRef<'d>>(data: R) -> Result<Vec<ProbeSite>, SiteError> {
     let elf = object::File::parse(data)?;
     let mut symbols: HashMap<String, (u64, u64)> = HashMap::new();
     for sym in elf.dynamic_symbols().chain(elf.symbols()) {
+        if !sym.is_definition() {
+            continue;
+        }
         if let Ok(name) = sym.name() {
-            if name.starts_with("SSL_read") || name.starts_with("SSL_write") {
+            if name.starts_with("SSL_read")
+                || name.starts_with("SSL_write")
+                || name.starts_with("gnutls_record_")
+            {
                 symbols
                     .entry(name.to_string())
                     .or_insert((sym.address(), sym.size()));
             }
         }
+    }
+    if symbols.is_empty() {
+        return Err(SiteError::NoSymbols);
     }
     let code = |addr: u64, size: u64| -> Option<Code_> {
         elf.sections().find_map(|s| {
@@ -72,21 +97,35 @@ pub fn plan(data: &[u8]) -> Result<Vec<ProbeSite>, SiteError> {
                 return None;
             }
             let (file_off, _) = s.file_range()?;
-            let bytes = s.data().ok()?;
-            let from = (addr - start) as usize;
-            let to = if size == 0 {
-                bytes.len()
-            } else {
-                (from + size as usize).min(bytes.len())
-            };
+            let size = if size == 0 { MAX_CODE } else { size.min(MAX_CODE) };
+            let size = size.min(start + len - addr);
+            let bytes = s.data_range(addr, size).ok()??;
             Some(Code_ {
-                bytes: bytes[from..to].to_vec(),
+                bytes: bytes.to_vec(),
                 vaddr: addr,
                 section: (start, start + len, file_off),
             })
         })
     };
     let mut sites = Vec::new();
+    for choices in GNUTLS {
+        for (name, prog) in *choices {
+            let Some(f) = symbols.get(*name).and_then(|&(a, s)| code(a, s)) else {
+                continue;
+            };
+            let (off, emulated) = match emulated_entry(&f.bytes, f.vaddr) {
+                Some(off) => (off, true),
+                None => (0, false),
+            };
+            sites.push(ProbeSite {
+                program: prog,
+                file_offset: f.file_offset(f.vaddr + off),
+                label: name.to_string(),
+                emulated,
+            });
+            break;
+        }
+    }
     for (plain, plain_prog, ex, ex_prog) in FAMILIES {
         let p = symbols.get(*plain).and_then(|&(a, s)| code(a, s));
         let e = symbols.get(*ex).and_then(|&(a, s)| code(a, s));
@@ -232,5 +271,44 @@ mod tests {
                 "{s:?} starts with {b:#x}"
             );
         }
+    }
+
+    /// Debian's libgnutls30 (wget's TLS): recv at its exported entry (a `sub`: single-stepped,
+    /// reported), send at gnutls_record_send2, which starts with a push.
+    #[test]
+    fn debian_gnutls_probes_recv_and_send2() {
+        let lib = Path::new("/lib/x86_64-linux-gnu/libgnutls.so.30");
+        let sites = plan_file(lib).expect("Debian's libgnutls30 is installed (wget depends on it)");
+        let programs: Vec<&str> = sites.iter().map(|s| s.program).collect();
+        assert_eq!(programs, ["gnutls_recv", "gnutls_send"], "{sites:#?}");
+        assert_eq!(sites[1].label, "gnutls_record_send2");
+        assert!(sites[1].emulated, "{sites:#?}");
+    }
+
+    /// OpenSSL linked into an executable (node carries its own): found by symbol, whatever the
+    /// file is called; a library without TLS functions has no sites.
+    #[test]
+    fn openssl_inside_an_executable_and_none_in_libc() {
+        if let Ok(node) = which("node") {
+            let sites = plan_file(&node).expect("node exports SSL_read and SSL_write");
+            assert!(
+                sites.iter().any(|s| s.program.starts_with("ssl_read")),
+                "{sites:#?}"
+            );
+            assert!(sites.iter().any(|s| s.program.starts_with("ssl_write")));
+        }
+        assert!(matches!(
+            plan_file(Path::new("/lib/x86_64-linux-gnu/libc.so.6")),
+            Err(SiteError::NoSymbols)
+        ));
+    }
+
+    fn which(name: &str) -> std::io::Result<std::path::PathBuf> {
+        let paths = std::env::var("PATH").unwrap_or_default();
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.exists())
+            .map(|p| std::fs::canonicalize(p).unwrap_or_default())
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))
     }
 }
