@@ -350,3 +350,50 @@ fn with_a_process_filter_the_probes_attach_to_those_processes_and_still_see_plai
     );
     assert!(ex.iter().all(|e| e.comm == "nginx"), "{ex:#?}");
 }
+
+/// A TLS server started after the agent is found by a rescan, which runs on its own thread
+/// (walking /proc and reading ELF files must not hold up the thread draining the ring).
+#[test]
+fn a_tls_server_started_later_is_probed_by_a_rescan_off_the_capture_thread() {
+    let mut opts = monitor::agent::AgentOptions::default();
+    // Filtered by name, rescans come every 5 s.
+    opts.kernel.processes = vec!["node".into(), "curl".into()];
+    let agent = Agent::start_with(opts);
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|c| c.trim_end().to_string())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t == "apiwatch-tls-sc"),
+        "no TLS scan thread: {threads:?}"
+    );
+    let dir = TempDir::new("nodelate");
+    self_signed_cert(dir.path());
+    let port = free_port();
+    let src = format!(
+        "const https = require('https'), fs = require('fs');\n\
+         https.createServer({{key: fs.readFileSync({d:?} + '/key.pem'), cert: fs.readFileSync({d:?} + '/cert.pem')}},\n\
+           (req, res) => res.end('late')).listen({port}, '127.0.0.1');\n",
+        d = dir.path().display().to_string()
+    );
+    let _server = Proc(
+        Command::new("node")
+            .args(["-e", &src])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node"),
+    );
+    wait_for_port(port);
+    // The next rescan (at most 5 s), then the tick that attaches what it found.
+    std::thread::sleep(Duration::from_millis(7500));
+    for _ in 0..3 {
+        assert_eq!(curl(&["-k", &format!("https://127.0.0.1:{port}/late")]), "late");
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (ex, _) = agent.stop();
+    let srv = server_side(&ex, port);
+    assert_eq!(srv.len(), 3, "{ex:#?}");
+    assert!(srv.iter().all(|e| e.tls && e.comm == "node" && e.path == "/late"));
+}

@@ -192,10 +192,37 @@ impl KernelStats {
     }
 }
 
+/// The thread that walks /proc and reads ELF files for TLS objects (seconds on a big host); the
+/// capture thread only attaches what it finds.
+struct TlsScanWorker {
+    requests: std::sync::mpsc::SyncSender<()>,
+    results: std::sync::mpsc::Receiver<super::tls::Found>,
+}
+
+impl TlsScanWorker {
+    fn start(mut scanner: super::tls::TlsScanner, processes: Vec<String>) -> Result<Self, CaptureError> {
+        let (requests, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let (found, results) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("apiwatch-tls-scan".into())
+            // Ends when the capture (the requests' sender) is dropped.
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    if found.send(scanner.scan(&processes)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(CaptureError::Io)?;
+        Ok(Self { requests, results })
+    }
+}
+
 pub struct KernelCapture {
     // Keeps the programs loaded and attached for as long as the capture lives.
     ebpf: Ebpf,
     tls: super::tls::TlsProbes,
+    tls_scans: TlsScanWorker,
     last_tls_scan: std::time::Instant,
     ring: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
@@ -276,8 +303,12 @@ impl KernelCapture {
             seed_connections(&mut ebpf, own, &cfg.processes)?
         };
 
+        // The first scan before returning, so TLS already running is probed once the agent says
+        // it is ready; later ones on their own thread.
+        let mut scanner = super::tls::TlsScanner::default();
         let mut tls = super::tls::TlsProbes::default();
-        tls.scan(&mut ebpf, &cfg.processes);
+        tls.apply(&mut ebpf, scanner.scan(&cfg.processes));
+        let tls_scans = TlsScanWorker::start(scanner, cfg.processes.clone())?;
 
         let ring = ebpf
             .take_map("EVENTS")
@@ -300,6 +331,7 @@ impl KernelCapture {
         let capture = Self {
             ebpf,
             tls,
+            tls_scans,
             last_tls_scan: std::time::Instant::now(),
             ring,
             stats,
@@ -370,9 +402,12 @@ impl KernelCapture {
         }
     }
 
-    /// Looks for libssl files loaded since the last scan (new processes, new containers);
-    /// at most every `TLS_RESCAN`.
+    /// Looks for TLS objects loaded since the last scan (new processes, new containers), at most
+    /// every `TLS_RESCAN`: asks the scan thread, and attaches what its last scan found.
     pub fn rescan_tls(&mut self) {
+        while let Ok(found) = self.tls_scans.results.try_recv() {
+            self.tls.apply(&mut self.ebpf, found);
+        }
         // Filtered by name, a rescan reads only the named processes' maps: often enough that a
         // new worker is probed within seconds.
         let every = if self.processes.is_empty() {
@@ -382,7 +417,8 @@ impl KernelCapture {
         };
         if self.last_tls_scan.elapsed() >= every {
             self.last_tls_scan = std::time::Instant::now();
-            self.tls.scan(&mut self.ebpf, &self.processes);
+            // A scan still running is not queued behind: the next tick asks again.
+            let _ = self.tls_scans.requests.try_send(());
         }
     }
 

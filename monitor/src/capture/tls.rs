@@ -38,6 +38,71 @@ type ProcessLib = (u32, u64, u64);
 /// The links attached for it, by program.
 type Links = Vec<(&'static str, UProbeLinkId)>;
 
+/// One object file that may hold TLS functions, with its probe sites (none: it holds none).
+#[derive(Clone, Debug)]
+pub struct TlsObject {
+    /// Through /proc/PID/root.
+    pub path: PathBuf,
+    /// (device, inode).
+    pub file: (u64, u64),
+    pub sites: Vec<ProbeSite>,
+}
+
+/// What a scan found: objects for host-wide probes, or (with a process filter) per process.
+#[derive(Debug)]
+pub enum Found {
+    Host(Vec<TlsObject>),
+    Processes(Vec<(u32, TlsObject)>),
+}
+
+/// The slow half of a scan: walking /proc, ldconfig, reading ELF files. Runs on its own thread
+/// after the first scan, so the thread draining the ring never waits on it.
+#[derive(Default)]
+pub struct TlsScanner {
+    /// Probe sites by file (device, inode), planned once per file.
+    plans: HashMap<(u64, u64), Vec<ProbeSite>>,
+}
+
+impl TlsScanner {
+    pub fn scan(&mut self, processes: &[String]) -> Found {
+        if processes.is_empty() {
+            Found::Host(
+                find_tls_objects()
+                    .into_iter()
+                    .filter_map(|p| self.object(p))
+                    .collect(),
+            )
+        } else {
+            Found::Processes(
+                objects_of_named(processes)
+                    .into_iter()
+                    .filter_map(|(pid, p)| Some((pid, self.object(p)?)))
+                    .collect(),
+            )
+        }
+    }
+
+    fn object(&mut self, path: PathBuf) -> Option<TlsObject> {
+        let meta = std::fs::metadata(&path).ok()?;
+        let file = (meta.dev(), meta.ino());
+        let sites = self
+            .plans
+            .entry(file)
+            .or_insert_with(|| match plan_file(&path) {
+                Ok(sites) => sites,
+                // Most mapped objects hold no TLS functions: that is no news.
+                Err(super::tls_sites::SiteError::NoSymbols) => Vec::new(),
+                Err(e) => {
+                    warn!("TLS: cannot probe {}: {e}", path.display());
+                    Vec::new()
+                }
+            })
+            .clone();
+        Some(TlsObject { path, file, sites })
+    }
+}
+
+/// The attachments (the fast half: needs the loaded programs, so it stays with the capture).
 #[derive(Default)]
 pub struct TlsProbes {
     attached: HashSet<(u64, u64)>,
@@ -46,17 +111,15 @@ pub struct TlsProbes {
     /// Libraries probed host-wide (per-process probes are in `per_process`, bounded by the
     /// processes alive).
     pub libraries: Vec<PathBuf>,
-    /// Probe sites by library file (device, inode), planned once per file.
-    plans: HashMap<(u64, u64), Vec<ProbeSite>>,
     /// Sites attached where the kernel must single-step (see tls_sites): each hit costs ~14 µs.
     pub slow_sites: usize,
     loaded: bool,
 }
 
 impl TlsProbes {
-    /// Attaches to every libssl not probed yet (for every process, or with `processes` for
-    /// those named only); returns how many new attachments were made.
-    pub fn scan(&mut self, ebpf: &mut Ebpf, processes: &[String]) -> usize {
+    /// Attaches to every object found that is not probed yet (host-wide, or per named process);
+    /// returns how many new attachments were made.
+    pub fn apply(&mut self, ebpf: &mut Ebpf, found: Found) -> usize {
         if !self.loaded {
             for name in ENTRY_PROGRAMS.iter().copied().chain([RETURN_PROBE]) {
                 let loaded = ebpf
@@ -70,18 +133,20 @@ impl TlsProbes {
             }
             self.loaded = true;
         }
-        if !processes.is_empty() {
-            return self.scan_processes(ebpf, processes);
-        }
+        let objects = match found {
+            Found::Host(objects) => objects,
+            Found::Processes(objects) => return self.apply_processes(ebpf, objects),
+        };
         let mut new = 0;
-        for lib in find_tls_objects() {
-            let Ok(meta) = std::fs::metadata(&lib) else {
-                continue;
-            };
-            if !self.attached.insert((meta.dev(), meta.ino())) {
+        for TlsObject {
+            path: lib,
+            file,
+            sites,
+        } in objects
+        {
+            if !self.attached.insert(file) {
                 continue;
             }
-            let sites = self.plan(&lib, (meta.dev(), meta.ino()));
             let mut attached = 0;
             for site in &sites {
                 let scope = UProbeScope::AllProcesses;
@@ -104,16 +169,21 @@ impl TlsProbes {
 }
 
 impl TlsProbes {
-    /// The named processes' libssl mappings, each attached once; links of processes that are
-    /// gone are detached (bounded by the processes alive).
-    fn scan_processes(&mut self, ebpf: &mut Ebpf, processes: &[String]) -> usize {
+    /// The named processes' TLS objects, each attached once; links of processes that are gone
+    /// are detached (bounded by the processes alive).
+    fn apply_processes(&mut self, ebpf: &mut Ebpf, objects: Vec<(u32, TlsObject)>) -> usize {
         let mut alive = HashSet::new();
         let mut new = 0;
-        for (pid, lib) in objects_of_named(processes) {
-            let Ok(meta) = std::fs::metadata(&lib) else {
-                continue;
-            };
-            let key = (pid, meta.dev(), meta.ino());
+        for (
+            pid,
+            TlsObject {
+                path: lib,
+                file,
+                sites,
+            },
+        ) in objects
+        {
+            let key = (pid, file.0, file.1);
             alive.insert(key);
             if self.per_process.contains_key(&key) {
                 continue;
@@ -122,7 +192,7 @@ impl TlsProbes {
                 continue;
             };
             let mut links = Vec::new();
-            for site in self.plan(&lib, (meta.dev(), meta.ino())) {
+            for site in sites {
                 let before = links.len();
                 for prog in [site.program, RETURN_PROBE] {
                     if let Some(id) = attach(ebpf, prog, &site, &lib, scope) {
@@ -164,22 +234,6 @@ impl TlsProbes {
 }
 
 impl TlsProbes {
-    /// The library's probe sites, planned on first sight of the file.
-    fn plan(&mut self, lib: &Path, file: (u64, u64)) -> Vec<ProbeSite> {
-        self.plans
-            .entry(file)
-            .or_insert_with(|| match plan_file(lib) {
-                Ok(sites) => sites,
-                // Most mapped objects hold no TLS functions: that is no news.
-                Err(super::tls_sites::SiteError::NoSymbols) => Vec::new(),
-                Err(e) => {
-                    warn!("TLS: cannot probe {}: {e}", lib.display());
-                    Vec::new()
-                }
-            })
-            .clone()
-    }
-
     fn count_site(&mut self, site: &ProbeSite, lib: &Path) {
         if !site.emulated {
             self.slow_sites += 1;
