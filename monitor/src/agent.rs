@@ -8,11 +8,12 @@ use serde::Serialize;
 
 use crate::alert::{AlertEngine, AlertOptions, SinkQueue};
 use crate::baseline::live::{BaselineOptions, Baselines};
-use crate::boundary::{Evaluator, Finding, Policy};
+use crate::boundary::{Evaluator, Policy};
 use crate::capture::CaptureEvent;
 use crate::capture::kernel::{CaptureError, KernelCapture, KernelConfig, KernelStats};
 use crate::clock::unix_now_ns;
-use crate::enrich::RouteTable;
+use crate::enrich::{RouteLimits, RouteTable};
+use crate::finding::Finding;
 use crate::metrics::Metrics;
 use crate::output::{ExchangeSink, FindingSink};
 use crate::record::{RecordError, RecordReader, RecordWriter};
@@ -44,22 +45,6 @@ pub struct AgentOptions {
     pub baselines: Option<BaselineOptions>,
     /// Findings become alerts in the sinks' spools (their delivery threads send from there).
     pub alerts: Option<(AlertOptions, Vec<SinkQueue>)>,
-}
-
-/// Bounds of the enrich stage's route table.
-#[derive(Clone, Copy, Debug)]
-pub struct RouteLimits {
-    pub max_services: usize,
-    pub max_routes_per_service: usize,
-}
-
-impl Default for RouteLimits {
-    fn default() -> Self {
-        Self {
-            max_services: 256,
-            max_routes_per_service: 200,
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default, Serialize)]

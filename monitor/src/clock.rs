@@ -35,6 +35,19 @@ pub fn rfc3339_micros(ts_ns: u64) -> String {
     })
 }
 
+/// "10/s", "100/min", "5000/hour" -> (count, seconds).
+pub fn parse_rate(s: &str) -> Option<(u32, u64)> {
+    let (n, unit) = s.split_once('/')?;
+    let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+    let secs = match unit.trim() {
+        "s" | "sec" | "second" => 1,
+        "m" | "min" | "minute" => 60,
+        "h" | "hour" => 3600,
+        _ => return None,
+    };
+    Some((n, secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -609,7 +609,7 @@ impl Config {
                 );
             }
             if let Some(sev) = &s.min_severity {
-                if crate::boundary::Severity::parse(sev).is_none() {
+                if crate::finding::Severity::parse(sev).is_none() {
                     err(
                         "min_severity",
                         format!("must be info, warning, high or critical, is {sev:?}"),
@@ -631,7 +631,7 @@ impl Config {
                 }
             }
             if let Some(r) = &s.rate_limit {
-                if crate::boundary::parse_rate(r).is_none() {
+                if crate::clock::parse_rate(r).is_none() {
                     err("rate_limit", format!("must be N/s, N/min or N/hour, is {r:?}"));
                 }
             }
@@ -662,8 +662,8 @@ impl Config {
         })
     }
 
-    pub fn routes(&self) -> crate::agent::RouteLimits {
-        crate::agent::RouteLimits {
+    pub fn routes(&self) -> crate::enrich::RouteLimits {
+        crate::enrich::RouteLimits {
             max_services: self.metrics.max_services,
             max_routes_per_service: self.metrics.max_routes_per_service,
         }

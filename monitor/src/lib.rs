@@ -13,6 +13,7 @@ pub mod clock;
 pub mod config;
 pub mod enrich;
 pub mod exchange;
+pub mod finding;
 pub mod http;
 pub mod metrics;
 pub mod output;

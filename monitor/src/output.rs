@@ -2,8 +2,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use crate::boundary::Finding;
 use crate::exchange::Exchange;
+use crate::finding::Finding;
 
 /// Where records of one kind go.
 pub trait Sink<T>: Send {

@@ -6,9 +6,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use monitor::agent::{AgentOptions, Consumer, LiveAgent, Summary};
-use monitor::boundary::Finding;
 use monitor::capture::kernel::CaptureMode;
 use monitor::exchange::Exchange;
+use monitor::finding::Finding;
 use monitor::output::SharedVec;
 
 /// Debian's python3 (not a version manager's shim, which may fork).

@@ -7,7 +7,7 @@ use apiwatch_tests::*;
 use monitor::agent::AgentOptions;
 use monitor::baseline::DetectorConfig;
 use monitor::baseline::live::BaselineOptions;
-use monitor::boundary::Finding;
+use monitor::finding::Finding;
 
 const LOCATIONS: &str = r#"
     location /api/items { if ($http_authorization = "") { return 401; } return 200 '{"items":[]}'; }

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use apiwatch_tests::*;
 use monitor::agent::AgentOptions;
-use monitor::boundary::{Finding, Policy};
+use monitor::boundary::Policy;
+use monitor::finding::Finding;
 
 const LOCATIONS: &str = r#"
     location /api/users/ { default_type application/json; return 200 '{"user":true}'; }

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::boundary::{Finding, Severity};
+use crate::finding::{Finding, Severity};
 pub use metrics::AlertMetrics;
 pub use spool::{Spool, SpoolError};
 
@@ -612,7 +612,7 @@ impl Sinks {
             out.deliveries.push(delivery::Delivery::start(
                 delivery::DeliveryConfig {
                     name: name.clone(),
-                    rate_limit: rate.and_then(crate::boundary::parse_rate),
+                    rate_limit: rate.and_then(crate::clock::parse_rate),
                 },
                 sink,
                 spool.clone(),

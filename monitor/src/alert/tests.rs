@@ -1,7 +1,7 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::boundary::Severity;
+use crate::finding::Severity;
 
 fn finding(ts: u64, state: Option<&'static str>) -> Finding {
     Finding {

@@ -8,9 +8,9 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use super::detector::{Detector, DetectorConfig, Transition, Verdict};
-use crate::boundary::{Finding, Severity};
 use crate::capture::Role;
 use crate::exchange::Exchange;
+use crate::finding::{Finding, Severity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Signal {

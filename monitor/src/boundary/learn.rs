@@ -139,7 +139,7 @@ impl Learner {
                     .methods
                     .iter()
                     .map(String::as_str)
-                    .filter(|m| crate::metrics::KNOWN_METHODS.contains(m))
+                    .filter(|m| crate::http::KNOWN_METHODS.contains(m))
                     .collect();
                 if !methods.is_empty() {
                     y.push_str(&format!("        methods: [{}]\n", methods.join(", ")));

@@ -3,8 +3,8 @@ pub mod evaluate;
 pub mod learn;
 pub mod policy;
 
-pub use evaluate::{Evaluator, Finding, Severity};
-pub use policy::{Policy, parse_rate};
+pub use evaluate::Evaluator;
+pub use policy::Policy;
 
 #[cfg(test)]
 mod tests;

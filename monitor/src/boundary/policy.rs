@@ -428,7 +428,7 @@ fn compile(spec: PolicyFile, report: &mut Report) -> Policy {
             let mut methods = Vec::new();
             for m in &e.methods {
                 let up = m.to_ascii_uppercase();
-                if !crate::metrics::KNOWN_METHODS.contains(&up.as_str()) {
+                if !crate::http::KNOWN_METHODS.contains(&up.as_str()) {
                     report(&at_e("methods"), format!("{m:?} is not an HTTP method"));
                 }
                 methods.push(up);
@@ -559,7 +559,7 @@ fn rules(base: &Rules, f: RuleFields, zones: &[String], report: &mut dyn FnMut(&
         r.deprecated = v;
     }
     if let Some(rate) = f.rate_limit {
-        match parse_rate(&rate.limit) {
+        match crate::clock::parse_rate(&rate.limit) {
             Some((limit, window_secs)) => {
                 let per = match rate.per.as_str() {
                     "source" => RateKey::Source,
@@ -595,19 +595,6 @@ fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
         .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
-}
-
-/// "10/s", "100/min", "5000/hour" -> (count, seconds).
-pub fn parse_rate(s: &str) -> Option<(u32, u64)> {
-    let (n, unit) = s.split_once('/')?;
-    let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
-    let secs = match unit.trim() {
-        "s" | "sec" | "second" => 1,
-        "m" | "min" | "minute" => 60,
-        "h" | "hour" => 3600,
-        _ => return None,
-    };
-    Some((n, secs))
 }
 
 /// `/users/{id}/orders/**` -> segments.

@@ -69,6 +69,22 @@ fn is_identifier(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || b"-_.=~".contains(c))
 }
 
+/// Bounds of the enrich stage's route table.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteLimits {
+    pub max_services: usize,
+    pub max_routes_per_service: usize,
+}
+
+impl Default for RouteLimits {
+    fn default() -> Self {
+        Self {
+            max_services: 256,
+            max_routes_per_service: 200,
+        }
+    }
+}
+
 /// Bounded set of services and of routes per service: at most `max_services` services plus the
 /// overflow service, each with at most `max_routes_per_service` routes plus the overflow route.
 pub struct RouteTable {

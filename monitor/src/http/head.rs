@@ -4,6 +4,7 @@
 //! headers and every query value are looked at here and dropped; only the auth *scheme* and the
 //! query *keys* survive.
 
+use super::KNOWN_METHODS;
 use serde::Serialize;
 
 use super::identity::{JwtClaims, decode_jwt, fingerprint, url_detectors};
@@ -152,42 +153,38 @@ pub enum HeadParse {
     Partial,
 }
 
-/// True if `buf` starts with something that can be the beginning of an HTTP/1.x head.
+/// True if `buf` starts with something that can be the beginning of an HTTP/1.x head (a known
+/// method and a space, or a status line), or with a prefix of one.
 pub fn starts_like_message(buf: &[u8]) -> bool {
-    const STARTS: &[&[u8]] = &[
-        b"GET ",
-        b"POST ",
-        b"PUT ",
-        b"HEAD ",
-        b"DELETE ",
-        b"PATCH ",
-        b"OPTIONS ",
-        b"CONNECT ",
-        b"TRACE ",
-        b"HTTP/1.",
-    ];
-    STARTS.iter().any(|s| {
+    let prefix_of = |s: &[u8]| {
         let n = s.len().min(buf.len());
         n > 0 && buf[..n] == s[..n]
-    })
+    };
+    prefix_of(b"HTTP/1.")
+        || KNOWN_METHODS.iter().any(|m| {
+            let m = m.as_bytes();
+            if buf.len() <= m.len() {
+                prefix_of(m)
+            } else {
+                buf.starts_with(m) && buf[m.len()] == b' '
+            }
+        })
 }
 
-/// Offset of the first place in `buf` where a message seems to start, for resynchronisation.
+/// Offset of the first place in `buf` where a message seems to start, for resynchronisation:
+/// a status line, or a known method and a space followed by `/` (any target for OPTIONS and
+/// CONNECT, whose targets are `*` and `host:port`).
 pub fn find_message_start(buf: &[u8]) -> Option<usize> {
-    const STARTS: &[&[u8]] = &[
-        b"GET /",
-        b"POST /",
-        b"PUT /",
-        b"HEAD /",
-        b"DELETE /",
-        b"PATCH /",
-        b"OPTIONS ",
-        b"CONNECT ",
-        b"HTTP/1.",
-    ];
     (0..buf.len()).find(|&i| {
         let rest = &buf[i..];
-        STARTS.iter().any(|s| rest.starts_with(s))
+        rest.starts_with(b"HTTP/1.")
+            || KNOWN_METHODS.iter().any(|m| {
+                let m = m.as_bytes();
+                rest.len() > m.len()
+                    && rest.starts_with(m)
+                    && rest[m.len()] == b' '
+                    && (matches!(m, b"OPTIONS" | b"CONNECT") || rest.get(m.len() + 1) == Some(&b'/'))
+            })
     })
 }
 
@@ -573,5 +570,29 @@ mod tests {
             }
             _ => panic!(),
         }
+    }
+
+    #[test]
+    fn message_starts_from_the_one_method_list() {
+        for yes in [
+            &b"G"[..],
+            b"GE",
+            b"GET",
+            b"GET ",
+            b"GET /x",
+            b"PATCH /",
+            b"HTTP/1.1 200",
+            b"HTT",
+        ] {
+            assert!(starts_like_message(yes), "{:?}", String::from_utf8_lossy(yes));
+        }
+        for no in [&b""[..], b"GETX", b"PRI * HTTP/2.0", b"\x16\x03\x01", b"HTTP/2"] {
+            assert!(!starts_like_message(no), "{:?}", String::from_utf8_lossy(no));
+        }
+        assert_eq!(find_message_start(b"garbage GET /a HTTP/1.1"), Some(8));
+        assert_eq!(find_message_start(b"xxOPTIONS * HTTP/1.1"), Some(2));
+        assert_eq!(find_message_start(b"TRACE /x HTTP/1.1"), Some(0));
+        assert_eq!(find_message_start(b"a GETaway and POSTal"), None);
+        assert_eq!(find_message_start(b"..HTTP/1.1 204"), Some(2));
     }
 }

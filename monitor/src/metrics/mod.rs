@@ -18,6 +18,7 @@ use prometheus::{
 use crate::capture::Role;
 use crate::capture::kernel::KernelStats;
 use crate::exchange::Exchange;
+use crate::http::KNOWN_METHODS;
 use crate::stats::PipelineStats;
 use monitor_common::Stat;
 
@@ -31,11 +32,6 @@ const DURATION_BUCKETS: &[f64] = &[
 ];
 const SIZE_BUCKETS: &[f64] = &[
     0.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
-];
-
-/// Methods kept as label values; others become `_OTHER` (OTel convention).
-pub const KNOWN_METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
 #[derive(Clone, Debug)]
@@ -538,7 +534,7 @@ impl Metrics {
     }
 
     /// Counts one finding (label sets capped like the HTTP families).
-    pub fn observe_finding(&self, f: &crate::boundary::Finding) {
+    pub fn observe_finding(&self, f: &crate::finding::Finding) {
         // The source as its zone (bounded by the policy), never the address (unbounded).
         let zone = f.source_zones.first().cloned().unwrap_or_else(|| "none".into());
         let mut labels = vec![
