@@ -1,13 +1,14 @@
 //! The agent's configuration: YAML, every field optional, defaults embedded.
 //!
 //! Errors name the file, line, column and field; validation reports every problem at once.
-use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
 
+pub use crate::alert::spec::{SinkSpec, resolve_secret};
 use crate::capture::kernel::KernelConfig;
 use crate::stream::StreamConfig;
+pub use crate::yaml::{ConfigError, ConfigErrors, located_serde_error, parse_yaml, read_file};
 
 /// The configuration used when no file is given. `Config::default()` equals it (tested).
 pub const DEFAULT_CONFIG: &str = r#"# apiwatch configuration (all fields optional; these are the defaults)
@@ -128,83 +129,6 @@ impl Default for AlertsSection {
     }
 }
 
-/// One alert sink. One flat shape for every type (checked per type by `validate`), so an
-/// error in any field is located and reported with the others.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SinkSpec {
-    /// alertmanager, pagerduty, slack, webhook or file.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Unique; names the sink's spool, metrics and self-alerts. Default: the type.
-    pub name: Option<String>,
-    /// alertmanager: base URL; pagerduty: the Events API v2 URL (default PagerDuty's);
-    /// webhook: where to POST.
-    pub url: Option<String>,
-    /// pagerduty: the integration's routing key (a secret: never logged).
-    pub routing_key: Option<String>,
-    /// slack: the incoming-webhook URL (a secret: never logged).
-    pub webhook_url: Option<String>,
-    /// webhook: HMAC-SHA256 key for the X-Apiwatch-Signature-256 header (a secret).
-    pub secret: Option<String>,
-    /// file: a path, or "-" for standard output.
-    pub path: Option<String>,
-    /// Only alerts of at least this severity (info, warning, high, critical).
-    pub min_severity: Option<String>,
-    /// Only these alert names (finding kinds, or Apiwatch* self-alerts); empty: all.
-    pub kinds: Vec<String>,
-    pub exclude_kinds: Vec<String>,
-    /// Notifications at most, "N/s", "N/min" or "N/hour"; beyond, they wait in the spool.
-    pub rate_limit: Option<String>,
-    pub timeout_secs: Option<u64>,
-    /// Send firing alerts again every resend_secs (default: alertmanager only).
-    pub resend: Option<bool>,
-}
-
-/// Secrets stay out of any `{:?}`: URLs (they may carry a token or credentials), the routing
-/// key and the signing secret print as "<redacted>".
-impl fmt::Debug for SinkSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
-        f.debug_struct("SinkSpec")
-            .field("type", &self.kind)
-            .field("name", &self.name)
-            .field("url", &hidden(&self.url))
-            .field("routing_key", &hidden(&self.routing_key))
-            .field("webhook_url", &hidden(&self.webhook_url))
-            .field("secret", &hidden(&self.secret))
-            .field("path", &self.path)
-            .field("min_severity", &self.min_severity)
-            .field("kinds", &self.kinds)
-            .field("exclude_kinds", &self.exclude_kinds)
-            .field("rate_limit", &self.rate_limit)
-            .field("timeout_secs", &self.timeout_secs)
-            .field("resend", &self.resend)
-            .finish()
-    }
-}
-
-impl SinkSpec {
-    pub fn name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.kind.clone())
-    }
-}
-
-/// A secret given in the configuration: `env:NAME` reads the environment variable NAME,
-/// `file:/path` the file's content (trimmed), anything else is the value itself. Errors never
-/// contain the value.
-pub fn resolve_secret(value: &str) -> Result<String, String> {
-    if let Some(name) = value.strip_prefix("env:") {
-        std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))
-    } else if let Some(path) = value.strip_prefix("file:") {
-        std::fs::read_to_string(path)
-            .map(|s| s.trim().to_string())
-            .map_err(|e| format!("cannot read {path}: {e}"))
-    } else {
-        Ok(value.to_string())
-    }
-}
-
 /// Sink types and the fields each requires.
 const SINK_TYPES: &[(&str, &[&str])] = &[
     ("alertmanager", &["url"]),
@@ -314,105 +238,6 @@ impl Default for StreamSection {
             max_connections: 65536,
             idle_timeout_secs: 120,
         }
-    }
-}
-
-/// One problem in a configuration file, with where it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: Option<usize>,
-    pub column: Option<usize>,
-    pub field: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    /// An error at a field of a YAML file, located by its path (`["services", "0", "match"]`).
-    pub fn at(file: &str, text: &str, path: &[&str], message: String) -> Self {
-        let pos = crate::yaml_locate::locate(text, path);
-        Self {
-            file: file.to_string(),
-            line: pos.map(|p| p.0),
-            column: pos.map(|p| p.1),
-            field: path.join("."),
-            message,
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-            if let Some(c) = self.column {
-                write!(f, ":{c}")?;
-            }
-        }
-        write!(f, ": {}: {}", self.field, self.message)
-    }
-}
-
-#[derive(Debug)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// A file's name (for messages) and text, or a located read error.
-pub fn read_file(path: &Path) -> Result<(String, String), ConfigErrors> {
-    let file = path.display().to_string();
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok((file, text)),
-        Err(e) => Err(ConfigErrors(vec![ConfigError {
-            file,
-            line: None,
-            column: None,
-            field: "-".into(),
-            message: format!("cannot read: {e}"),
-        }])),
-    }
-}
-
-/// YAML into `T` (an empty file is `T::default()`), syntax and type errors located.
-pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(
-    file: &str,
-    text: &str,
-) -> Result<T, ConfigErrors> {
-    if text.trim().is_empty() {
-        return Ok(T::default());
-    }
-    serde_norway::from_str(text).map_err(|e| ConfigErrors(vec![located_serde_error(file, &e)]))
-}
-
-/// A serde_norway error as a located ConfigError (syntax and type errors carry a position).
-pub fn located_serde_error(file: &str, e: &serde_norway::Error) -> ConfigError {
-    let loc = e.location();
-    let msg = e.to_string();
-    // serde_norway prefixes the field path ("capture.bytes: ...") when it knows it.
-    let (field, message) = match msg.split_once(": ") {
-        Some((f, m)) if !f.contains(' ') => (f.to_string(), m.to_string()),
-        _ => ("-".to_string(), msg.clone()),
-    };
-    let message = message.split(" at line ").next().unwrap_or(&message).to_string();
-    ConfigError {
-        file: file.to_string(),
-        line: loc.as_ref().map(|l| l.line()),
-        column: loc.as_ref().map(|l| l.column()),
-        field,
-        message,
     }
 }
 

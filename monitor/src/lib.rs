@@ -21,4 +21,4 @@ pub mod record;
 pub mod redact;
 pub mod stats;
 pub mod stream;
-pub mod yaml_locate;
+pub mod yaml;

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use super::AlertNotice;
 use super::delivery::{Outcome, Sink};
-use super::webhook::alert_json;
 
 pub struct JsonLinesFile {
     /// None: standard output.
@@ -25,7 +24,7 @@ impl JsonLinesFile {
     fn lines(notices: &[AlertNotice]) -> Vec<u8> {
         let mut out = Vec::new();
         for n in notices {
-            let mut v = alert_json(n);
+            let mut v = n.to_json();
             v["type"] = "alert".into();
             out.extend_from_slice(v.to_string().as_bytes());
             out.push(b'\n');

@@ -12,6 +12,7 @@ pub mod http;
 pub mod metrics;
 pub mod pagerduty;
 pub mod slack;
+pub mod spec;
 pub mod spool;
 pub mod webhook;
 
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::finding::{Finding, Severity};
 pub use metrics::AlertMetrics;
+pub use spec::SinkSpec;
 pub use spool::{Spool, SpoolError};
 
 /// One alert notification as the spools keep it and the sinks send it.
@@ -50,6 +52,22 @@ impl AlertNotice {
 
     pub fn is_resolved(&self) -> bool {
         self.status == "resolved"
+    }
+
+    /// The alert as the webhook and file sinks write it and /api/v1/alerts serves it
+    /// (docs/schemas/alert-webhook.schema.json).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut a = serde_json::json!({
+            "fingerprint": self.fingerprint,
+            "status": self.status,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": alertmanager::rfc3339(self.starts_at),
+        });
+        if let Some(end) = self.ends_at {
+            a["endsAt"] = alertmanager::rfc3339(end).into();
+        }
+        a
     }
 }
 
@@ -584,7 +602,7 @@ pub struct Sinks {
 
 impl Sinks {
     pub fn start(
-        specs: &[crate::config::SinkSpec],
+        specs: &[SinkSpec],
         spool_max: usize,
         state_dir: &std::path::Path,
         metrics: &AlertMetrics,
@@ -642,13 +660,13 @@ impl Sinks {
 }
 
 /// The transport of a sink, and its default rate limit.
-fn driver(spec: &crate::config::SinkSpec) -> (Box<dyn delivery::Sink>, Option<&'static str>) {
+fn driver(spec: &SinkSpec) -> (Box<dyn delivery::Sink>, Option<&'static str>) {
     let name = spec.name();
     let timeout = std::time::Duration::from_secs(spec.timeout_secs.unwrap_or(10));
     // Validated with the configuration; a value that no longer resolves sends nothing (each
     // attempt fails and ApiwatchAlertSinkFailing tells the other sinks).
     let secret = |v: &Option<String>| {
-        crate::config::resolve_secret(v.as_deref().unwrap_or_default()).unwrap_or_else(|e| {
+        spec::resolve_secret(v.as_deref().unwrap_or_default()).unwrap_or_else(|e| {
             log::error!("sink {name}: {e}");
             String::new()
         })
@@ -691,7 +709,7 @@ fn driver(spec: &crate::config::SinkSpec) -> (Box<dyn delivery::Sink>, Option<&'
 
 /// `apiwatch test-alerts`: a test alert, firing then resolved, straight to every configured
 /// sink (routes and spools bypassed), with what each answered. True if every sink took both.
-pub fn send_test_alerts(specs: &[crate::config::SinkSpec], out: &mut dyn std::io::Write) -> bool {
+pub fn send_test_alerts(specs: &[SinkSpec], out: &mut dyn std::io::Write) -> bool {
     let now = crate::clock::unix_now_ns();
     let host = hostname();
     let labels = BTreeMap::from([
@@ -745,11 +763,7 @@ pub fn send_test_alerts(specs: &[crate::config::SinkSpec], out: &mut dyn std::io
 }
 
 /// Spools in `dir` that no configured sink owns and that still hold notifications.
-fn orphaned_spools(
-    dir: &std::path::Path,
-    specs: &[crate::config::SinkSpec],
-    spool_max: usize,
-) -> Vec<(String, usize)> {
+fn orphaned_spools(dir: &std::path::Path, specs: &[SinkSpec], spool_max: usize) -> Vec<(String, usize)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };

@@ -7,33 +7,17 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::alertmanager::rfc3339;
 use super::delivery::{Outcome, Sink};
 use super::{AlertNotice, http};
 
 pub const TIMESTAMP_HEADER: &str = "X-Apiwatch-Timestamp";
 pub const SIGNATURE_HEADER: &str = "X-Apiwatch-Signature-256";
 
-/// One alert as the webhook and the file sink write it.
-pub fn alert_json(n: &AlertNotice) -> serde_json::Value {
-    let mut a = serde_json::json!({
-        "fingerprint": n.fingerprint,
-        "status": n.status,
-        "labels": n.labels,
-        "annotations": n.annotations,
-        "startsAt": rfc3339(n.starts_at),
-    });
-    if let Some(end) = n.ends_at {
-        a["endsAt"] = rfc3339(end).into();
-    }
-    a
-}
-
 pub fn document(notices: &[AlertNotice]) -> serde_json::Value {
     serde_json::json!({
         "version": "1",
         "sender": "apiwatch",
-        "alerts": notices.iter().map(alert_json).collect::<Vec<_>>(),
+        "alerts": notices.iter().map(AlertNotice::to_json).collect::<Vec<_>>(),
     })
 }
 

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::config::{ConfigError, ConfigErrors};
+use crate::yaml::{ConfigError, ConfigErrors};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -262,12 +262,12 @@ pub struct Policy {
 
 impl Policy {
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigErrors> {
-        let (file, text) = crate::config::read_file(path)?;
+        let (file, text) = crate::yaml::read_file(path)?;
         Self::parse(&file, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigErrors> {
-        let spec: PolicyFile = crate::config::parse_yaml(file, text)?;
+        let spec: PolicyFile = crate::yaml::parse_yaml(file, text)?;
         let mut errors = Vec::new();
         let policy = compile(spec, &mut |path: &[String], message: String| {
             let refs: Vec<&str> = path.iter().map(String::as_str).collect();

@@ -92,7 +92,7 @@ fn respond(url: &str, metrics: &Metrics) -> (u16, &'static str, Vec<u8>) {
                 .alerts
                 .firing_now()
                 .iter()
-                .map(crate::alert::webhook::alert_json)
+                .map(crate::alert::AlertNotice::to_json)
                 .collect();
             (
                 200,
