@@ -184,6 +184,7 @@ impl Pipeline {
         if let Some(f) = &mut self.finding_sink {
             f.flush();
         }
+        self.refresh_stats();
     }
 
     pub fn set_policy(&mut self, policy: Arc<Policy>) {
@@ -195,6 +196,7 @@ impl Pipeline {
 
     /// After a batch: flush the sinks, bring the metrics' counters up to date.
     pub fn end_batch(&mut self) {
+        self.refresh_stats();
         if let Some(tx) = &self.hints {
             let hints = self.table.take_hints();
             if !hints.is_empty() {
@@ -212,6 +214,14 @@ impl Pipeline {
         if let Some(m) = &self.metrics {
             m.update_pipeline(&self.stats, self.routes.routes_folded);
         }
+    }
+
+    /// Counters kept by the stages themselves, into the pipeline's.
+    fn refresh_stats(&mut self) {
+        self.stats.output_write_errors =
+            self.sink.write_errors() + self.finding_sink.as_ref().map_or(0, |f| f.write_errors());
+        self.stats.services_folded = self.routes.services_folded;
+        self.stats.baseline_series_refused = self.baselines.as_ref().map_or(0, |b| b.series_refused);
     }
 
     fn emit(&mut self) {
@@ -429,7 +439,12 @@ async fn capture_loop(
         let _ = tx.send(Msg::Events(rest));
     }
     drop(tx);
-    let (pipeline, filtered) = worker.join().unwrap_or_default();
+    // A pipeline that panicked lost what it held: an error, not an empty summary.
+    let (pipeline, filtered) = worker.join().map_err(|_| {
+        CaptureError::Io(std::io::Error::other(
+            "the pipeline thread panicked (see the log above); its counts are lost",
+        ))
+    })?;
     Ok(Summary {
         capture_mode: Some(capture.mode().as_str()),
         seconds: start.elapsed().as_secs_f64(),
@@ -453,9 +468,8 @@ fn reload_policy(path: &std::path::Path, state_dir: Option<&std::path::Path>, tx
                 path.display(),
                 p.services.len()
             );
-            // Keep it as the last good policy for the next start.
-            if let (Some(dir), Ok(text)) = (state_dir, std::fs::read_to_string(path)) {
-                let _ = std::fs::write(dir.join("last-good-policy.yml"), text);
+            if let Some(dir) = state_dir {
+                Policy::keep_as_last_good(path, dir);
             }
             let _ = tx.send(Msg::Policy(Arc::new(p)));
         }

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod output;
 pub mod record;
 pub mod redact;
+pub mod state;
 pub mod stats;
 pub mod stream;
 pub mod yaml;

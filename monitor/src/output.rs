@@ -9,6 +9,10 @@ use crate::finding::Finding;
 pub trait Sink<T>: Send {
     fn write(&mut self, record: &T);
     fn flush(&mut self) {}
+    /// Records or flushes that failed so far (a full disk, a closed pipe).
+    fn write_errors(&self) -> u64 {
+        0
+    }
 }
 
 pub trait ExchangeSink: Sink<Exchange> {}
@@ -33,7 +37,8 @@ impl JsonLine for Finding {
     }
 }
 
-/// One JSON object per line. Write errors (a closed pipe) are counted, never fatal.
+/// One JSON object per line. Write errors (a full disk, a closed pipe) are counted and the
+/// first is logged with its cause; never fatal (the metrics and alerts go on).
 pub struct JsonLines<W: Write + Send> {
     out: W,
     pub write_errors: u64,
@@ -43,21 +48,35 @@ impl<W: Write + Send> JsonLines<W> {
     pub fn new(out: W) -> Self {
         Self { out, write_errors: 0 }
     }
+
+    fn failed(&mut self, e: std::io::Error) {
+        if self.write_errors == 0 {
+            log::error!(
+                "cannot write JSON lines ({e}): they are lost until the output takes them again \
+                 (counted in apiwatch_output_write_errors_total)"
+            );
+        }
+        self.write_errors += 1;
+    }
 }
 
 impl<T: JsonLine, W: Write + Send> Sink<T> for JsonLines<W> {
     fn write(&mut self, record: &T) {
         let mut line = record.json_line();
         line.push('\n');
-        if self.out.write_all(line.as_bytes()).is_err() {
-            self.write_errors += 1;
+        if let Err(e) = self.out.write_all(line.as_bytes()) {
+            self.failed(e);
         }
     }
 
     fn flush(&mut self) {
-        if self.out.flush().is_err() {
-            self.write_errors += 1;
+        if let Err(e) = self.out.flush() {
+            self.failed(e);
         }
+    }
+
+    fn write_errors(&self) -> u64 {
+        self.write_errors
     }
 }
 
@@ -102,8 +121,23 @@ pub struct Shared<S>(pub Arc<Mutex<S>>);
 
 impl<T, S: Sink<T> + Send> Sink<T> for Shared<S> {
     fn write(&mut self, record: &T) {
-        if let Ok(mut s) = self.0.lock() {
-            s.write(record);
-        }
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .write(record);
+    }
+
+    fn flush(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .flush();
+    }
+
+    fn write_errors(&self) -> u64 {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .write_errors()
     }
 }

@@ -30,7 +30,6 @@ impl ParseErrors {
 pub struct PipelineStats {
     pub events: u64,
     pub data_events: u64,
-    pub decode_errors: u64,
     pub bytes_seen: u64,
     pub bytes_not_seen: u64,
     pub bytes_skipped: u64,
@@ -50,6 +49,12 @@ pub struct PipelineStats {
     /// process name; at most MAX_BLIND_SPOT_PROCESSES names, the rest under "__other__".
     pub tls_blind_spots: std::collections::BTreeMap<String, u64>,
     pub findings: u64,
+    /// Exchange and finding lines the outputs could not write.
+    pub output_write_errors: u64,
+    /// Exchanges of services beyond the route table's cap, folded into the overflow service.
+    pub services_folded: u64,
+    /// Baseline series not created because the cap on series was reached.
+    pub baseline_series_refused: u64,
 }
 
 const MAX_BLIND_SPOT_PROCESSES: usize = 256;

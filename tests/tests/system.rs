@@ -604,3 +604,30 @@ fn test_alerts_reaches_every_sink_and_says_which_did_not_take_it() {
     let file = std::fs::read_to_string(&lines).unwrap();
     assert_eq!(file.matches("ApiwatchTestAlert").count(), 2);
 }
+
+/// A full disk on --exchanges is not silent: the first error is logged with its cause, every
+/// lost line counted in the summary (and in apiwatch_output_write_errors_total live).
+#[test]
+fn exchange_lines_that_cannot_be_written_are_counted_and_logged() {
+    let rec = workspace_root().join("tests/fixtures/loopback.rec");
+    let out = Command::new(apiwatch_bin())
+        .args(["replay", rec.to_str().unwrap()])
+        .args(["--exchanges", "/dev/full", "--findings", "off"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot write JSON lines (No space left on device"),
+        "{err}"
+    );
+    let line = err
+        .lines()
+        .find_map(|l| l.strip_prefix("apiwatch summary "))
+        .expect("a summary line");
+    let summary: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(
+        summary["pipeline"]["output_write_errors"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
+}

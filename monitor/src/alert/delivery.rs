@@ -82,14 +82,17 @@ impl Delivery {
         spool: Arc<Mutex<Spool>>,
         health: Arc<SinkHealth>,
         metrics: AlertMetrics,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let s = stop.clone();
+        // A sink without its thread would take alerts and never send them: fail instead.
         let thread = std::thread::Builder::new()
             .name(format!("apiwatch-alert-{}", cfg.name))
-            .spawn(move || run(cfg, sink, &spool, &health, &metrics, &s))
-            .ok();
-        Self { stop, thread }
+            .spawn(move || run(cfg, sink, &spool, &health, &metrics, &s))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 

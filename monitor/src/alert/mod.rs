@@ -292,18 +292,13 @@ impl AlertEngine {
         }
     }
 
-    /// Writes the firing alerts atomically (temporary file, rename).
+    /// Writes the firing alerts atomically and durably (crate::state).
     pub fn save(&mut self) -> std::io::Result<()> {
         let Some(path) = &self.opts.state_file else {
             return Ok(());
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
         let active: Vec<&Active> = self.active.values().collect();
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&active).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)?;
+        crate::state::write_atomic(path, &serde_json::to_vec(&active).map_err(std::io::Error::other)?)?;
         self.dirty = false;
         Ok(())
     }
@@ -453,7 +448,13 @@ impl AlertEngine {
     /// Into the spool of every sink whose route takes it. A full spool refuses it (counted) and
     /// raises ApiwatchAlertSpoolOverflow, which self-alerts may still write (a small reserve).
     fn enqueue(&mut self, n: &AlertNotice, resend: bool, now: u64) {
-        let Ok(bytes) = serde_json::to_vec(n) else { return };
+        let bytes = match serde_json::to_vec(n) {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("alert {} cannot be serialized and is lost: {e}", n.fingerprint);
+                return;
+            }
+        };
         let name = n.label("alertname");
         let is_self = name.starts_with("Apiwatch");
         let mut overflowed = Vec::new();
@@ -465,10 +466,11 @@ impl AlertEngine {
             if name == self_alert::SINK_FAILING && n.label("sink") == s.name {
                 continue;
             }
-            let pushed = match s.spool.lock() {
-                Ok(mut spool) => spool.push(&bytes, is_self),
-                Err(_) => continue,
-            };
+            let pushed = s
+                .spool
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(&bytes, is_self);
             match pushed {
                 Ok(_) => {}
                 Err(SpoolError::Full(pending)) => {
@@ -636,7 +638,7 @@ impl Sinks {
                 spool.clone(),
                 health.clone(),
                 metrics.clone(),
-            ));
+            )?);
             out.queues.push(SinkQueue {
                 name,
                 route: Route {

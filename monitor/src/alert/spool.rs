@@ -215,6 +215,9 @@ fn rewrite<'a>(
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        crate::state::sync_dir(dir)?;
+    }
     Ok((OpenOptions::new().append(true).open(path)?, size))
 }
 

@@ -322,12 +322,7 @@ impl Baselines {
                 .map(|((a, b, s), d)| (a.clone(), b.clone(), *s, d.clone()))
                 .collect(),
         };
-        let tmp = path.with_extension("json.tmp");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&tmp, serde_json::to_vec(&saved).map_err(std::io::Error::other)?)?;
-        std::fs::rename(&tmp, path)
+        crate::state::write_atomic(path, &serde_json::to_vec(&saved).map_err(std::io::Error::other)?)
     }
 
     pub fn state_file(&self) -> Option<&Path> {

@@ -260,6 +260,9 @@ pub struct Policy {
     pub services: Vec<Service>,
 }
 
+/// The copy of the last policy that loaded, in state_dir.
+const LAST_GOOD: &str = "last-good-policy.yml";
+
 impl Policy {
     pub fn load(path: &std::path::Path) -> Result<Self, ConfigErrors> {
         let (file, text) = crate::yaml::read_file(path)?;
@@ -281,18 +284,25 @@ impl Policy {
         Ok(policy)
     }
 
+    /// Keeps the policy file that just loaded as the last good one in `state_dir` (for a later
+    /// start whose policy is broken); a failure is logged, never fatal.
+    pub fn keep_as_last_good(path: &std::path::Path, state_dir: &std::path::Path) {
+        let lg = state_dir.join(LAST_GOOD);
+        let kept = std::fs::read(path).and_then(|text| crate::state::write_atomic(&lg, &text));
+        if let Err(e) = kept {
+            log::warn!("cannot keep a copy of the policy in {}: {e}", lg.display());
+        }
+    }
+
     /// Loads a policy for a running agent: on success the text is also kept as the last good
     /// policy in `state_dir`; on failure every error is logged and the last good policy kept there
     /// (from an earlier run) is used, so a broken file never leaves the host unwatched.
     pub fn load_or_last_good(path: &std::path::Path, state_dir: Option<&std::path::Path>) -> Option<Self> {
-        let last_good = state_dir.map(|d| d.join("last-good-policy.yml"));
+        let last_good = state_dir.map(|d| d.join(LAST_GOOD));
         match Self::load(path) {
             Ok(p) => {
-                if let (Some(lg), Ok(text)) = (&last_good, std::fs::read_to_string(path)) {
-                    let _ = std::fs::create_dir_all(lg.parent().unwrap_or(std::path::Path::new(".")));
-                    if let Err(e) = std::fs::write(lg, text) {
-                        log::warn!("cannot keep a copy of the policy in {}: {e}", lg.display());
-                    }
+                if let Some(dir) = state_dir {
+                    Self::keep_as_last_good(path, dir);
                 }
                 Some(p)
             }

@@ -26,6 +26,12 @@ pub use inventory::Inventory;
 
 pub const OVERFLOW: &str = "__other__";
 
+/// A panic elsewhere while a lock was held must not stop the metrics: the data behind it are
+/// counters and caches, still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Seconds; OTel's recommended boundaries with finer steps below 5 ms for local APIs.
 const DURATION_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
@@ -254,6 +260,9 @@ pub struct Metrics {
     dropped: IntCounterVec,
     parse_errors: IntCounterVec,
     bytes_not_seen: IntCounter,
+    output_write_errors: IntCounter,
+    services_folded: IntCounter,
+    baseline_series_refused: IntCounter,
     tls_blind_spots: IntCounterVec,
     findings: IntCounterVec,
     /// The alert stage's metrics (apiwatch_alerts_*, apiwatch_alert_*).
@@ -464,6 +473,21 @@ impl Metrics {
                 "apiwatch_bytes_not_captured_total",
                 "Bytes moved by sockets beyond the captured prefix (counted, not copied).",
             ),
+            output_write_errors: counter(
+                &r,
+                "apiwatch_output_write_errors_total",
+                "Exchange and finding lines the outputs (--exchanges, --findings) could not write: a full disk, a closed pipe.",
+            ),
+            services_folded: counter(
+                &r,
+                "apiwatch_services_folded_total",
+                "Exchanges of services beyond the route table's cap, folded into the __other__ service.",
+            ),
+            baseline_series_refused: counter(
+                &r,
+                "apiwatch_baseline_series_refused_total",
+                "Baseline series not created because baselines.max_series was reached.",
+            ),
             connections,
             capture_mode: {
                 let g = prometheus::IntGaugeVec::new(
@@ -515,7 +539,8 @@ impl Metrics {
         }
         let seconds = ex.latency_us.unwrap_or(0) as f64 / 1e6;
         let max = self.max_series;
-        if let Ok(mut http) = self.http.lock() {
+        {
+            let mut http = lock(&self.http);
             let Http { families, cache } = &mut *http;
             let key = SeriesKey::of(ex);
             let series = cache.get_or_resolve(key, || families.resolve(key, max));
@@ -528,9 +553,7 @@ impl Metrics {
                 self.series_overflow.inc_by(series.overflowed);
             }
         }
-        if let Ok(mut inv) = self.inventory.lock() {
-            inv.observe(ex);
-        }
+        lock(&self.inventory).observe(ex);
     }
 
     /// Counts one finding (label sets capped like the HTTP families).
@@ -544,7 +567,8 @@ impl Metrics {
             f.service.clone(),
             zone,
         ];
-        if let Ok(mut seen) = self.finding_series.lock() {
+        {
+            let mut seen = lock(&self.finding_series);
             if !seen.contains(&labels) {
                 if seen.len() < self.max_series {
                     seen.insert(labels.clone());
@@ -569,7 +593,7 @@ impl Metrics {
 
     /// Brings the counters up to the pipeline's totals (called after each batch).
     pub fn update_pipeline(&self, s: &PipelineStats, routes_folded: u64) {
-        let Ok(mut last) = self.last.lock() else { return };
+        let mut last = lock(&self.last);
         let p = &last.0;
         self.events.inc_by(s.events.saturating_sub(p.events));
         self.bytes_not_seen
@@ -605,6 +629,14 @@ impl Metrics {
                 .with_label_values(&[process])
                 .inc_by(n.saturating_sub(before));
         }
+        self.output_write_errors
+            .inc_by(s.output_write_errors.saturating_sub(p.output_write_errors));
+        self.services_folded
+            .inc_by(s.services_folded.saturating_sub(p.services_folded));
+        self.baseline_series_refused.inc_by(
+            s.baseline_series_refused
+                .saturating_sub(p.baseline_series_refused),
+        );
         self.connections.set(s.connections as i64);
         last.0 = s.clone();
         last.2 = routes_folded;
@@ -625,7 +657,7 @@ impl Metrics {
     }
 
     pub fn update_kernel(&self, k: &KernelStats, ring_avail_bytes: u64) {
-        let Ok(mut last) = self.last.lock() else { return };
+        let mut last = lock(&self.last);
         let before = &last.1;
         self.kernel_events.inc_by(
             k.get(Stat::EventsSubmitted)

@@ -79,7 +79,11 @@ fn respond(url: &str, metrics: &Metrics) -> (u16, &'static str, Vec<u8>) {
             }
         }
         "/api/v1/routes" => {
-            let report = metrics.inventory.lock().map(|i| i.report()).unwrap_or_default();
+            let report = metrics
+                .inventory
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .report();
             (
                 200,
                 "application/json",

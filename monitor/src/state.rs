@@ -1,0 +1,52 @@
+//! Files the agent keeps across restarts in `state_dir` (firing alerts, baselines, the last good
+//! policy): replaced atomically and durably, so a crash or power loss leaves the old file or the
+//! new one, never a torn or empty one.
+use std::io::Write;
+use std::path::Path;
+
+/// Writes `bytes` to a temporary file beside `path`, fsyncs it, renames it over `path` and
+/// fsyncs the directory (the rename itself is only durable once the directory is).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = dir.join(name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// Makes renames and creations in `dir` durable.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replaces_whole_files_and_leaves_no_temporary() {
+        let dir = std::env::temp_dir().join(format!("apiwatch-state-{}", std::process::id()));
+        let path = dir.join("sub/state.json");
+        write_atomic(&path, b"first").unwrap();
+        write_atomic(&path, b"second, longer").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second, longer");
+        let names: Vec<_> = std::fs::read_dir(dir.join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["state.json"]);
+        // A directory where the file should be: an error, and the directory is left alone.
+        assert!(write_atomic(&dir.join("sub"), b"x").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
