@@ -476,3 +476,127 @@ fn a_head_spread_over_several_iovecs_is_read_whole() {
     );
     assert_eq!(summary.pipeline.heads_truncated, 0, "{summary:?}");
 }
+
+/// The capabilities the systemd unit grants (AmbientCapabilities), as setpriv wants them.
+fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(workspace_root().join("deploy/systemd/apiwatch.service")).unwrap();
+    let line = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
+        .expect("the unit grants ambient capabilities");
+    line.split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_lowercase())
+        .collect()
+}
+
+/// `apiwatch run` as the unprivileged user nobody with exactly `caps` (setpriv: ambient and
+/// inheritable sets, the way systemd's AmbientCapabilities starts it).
+fn run_unprivileged(
+    caps: &[String],
+    state: &std::path::Path,
+    metrics_port: u16,
+    exchanges: &std::path::Path,
+) -> Command {
+    let set = format!(
+        "-all{}",
+        caps.iter().map(|c| format!(",+{c}")).collect::<String>()
+    );
+    let config = state.join("apiwatch.yml");
+    std::fs::write(&config, format!("state_dir: {}\n", state.join("state").display())).unwrap();
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(format!("--inh-caps={set}"))
+        .arg(format!("--ambient-caps={set}"))
+        .arg(apiwatch_bin())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--exchanges", exchanges.to_str().unwrap(), "--findings", "off"])
+        .args(capture_mode_args());
+    cmd
+}
+
+/// Least privilege that works: as nobody with only the unit's capabilities, the agent sees real
+/// exchanges, plaintext and TLS; without one of them it refuses to start, naming it.
+#[test]
+fn runs_unprivileged_with_exactly_the_units_capabilities() {
+    require_root();
+    let caps = unit_capabilities();
+    assert_eq!(
+        caps,
+        ["bpf", "perfmon", "sys_admin", "dac_read_search", "sys_ptrace"]
+    );
+    let dir = TempDir::new("lowpriv");
+    let chown = |p: &std::path::Path| {
+        assert!(
+            Command::new("chown")
+                .args(["-R", "nobody:nogroup"])
+                .arg(p)
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let exchanges = dir.path().join("exchanges.jsonl");
+    std::fs::write(&exchanges, "").unwrap();
+    let plain = Nginx::start(&[("low.json", b"{}")]);
+    let tls = Nginx::start_tls(&[("low.json", b"{}")]);
+    let port = free_port();
+    let mut cmd = run_unprivileged(&caps, dir.path(), port, &exchanges);
+    chown(dir.path());
+    let agent = Proc(cmd.stderr(Stdio::null()).spawn().unwrap());
+    wait_for_port(port);
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        curl(&[
+            "-o",
+            "/dev/null",
+            &format!("http://127.0.0.1:{}/low.json", plain.port),
+        ]);
+        curl(&[
+            "-k",
+            "-o",
+            "/dev/null",
+            &format!("https://127.0.0.1:{}/low.json", tls.port),
+        ]);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.contains("65534")),
+        "{status}"
+    );
+    drop(agent);
+    let lines = std::fs::read_to_string(&exchanges).unwrap();
+    let ex: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    for (port, tls_flag) in [(plain.port, false), (tls.port, true)] {
+        let seen = ex
+            .iter()
+            .filter(|e| {
+                e["role"] == "server"
+                    && e["local"]
+                        .as_str()
+                        .is_some_and(|a| a.ends_with(&format!(":{port}")))
+                    && e["tls"] == tls_flag
+            })
+            .count();
+        assert_eq!(seen, 3, "port {port} (tls {tls_flag}): {lines}");
+    }
+
+    // One capability fewer: a clear refusal naming it.
+    for missing in ["perfmon", "sys_ptrace"] {
+        let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
+        let out = run_unprivileged(&fewer, dir.path(), free_port(), &exchanges)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let name = format!("CAP_{}", missing.to_uppercase());
+        assert!(
+            err.contains(&format!("apiwatch lacks {name} in its effective capabilities")),
+            "{err}"
+        );
+    }
+}

@@ -631,3 +631,22 @@ fn exchange_lines_that_cannot_be_written_are_counted_and_logged() {
         "{summary}"
     );
 }
+
+/// The shipped unit is hardened: systemd's own exposure score, offline, at most 3.5 (it was 7.7).
+#[test]
+fn the_systemd_unit_scores_at_most_3_5_exposed() {
+    let unit = workspace_root().join("deploy/systemd/apiwatch.service");
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze (Debian's systemd)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let score: f64 = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for apiwatch.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    assert!(score <= 3.5, "exposure {score}:\n{text}");
+}

@@ -43,6 +43,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "python3",
     "iproute2",
     "procps",
+    // setpriv (the least-privilege test), systemd-analyze (the unit's exposure score).
+    "util-linux",
+    "systemd",
     "prometheus",
     "prometheus-alertmanager",
     // The benchmark's reference: empty BPF programs on the syscall tracepoints.

@@ -18,9 +18,12 @@ use crate::clock::unix_now_ns;
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     #[error(
-        "apiwatch must run as root or with CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN (effective uid is {0})"
+        "apiwatch lacks {} in its effective capabilities (effective uid {uid}): run it as root, or with \
+         the capabilities of deploy/systemd/apiwatch.service ({}); docs/install.md says what each is for",
+        .missing.join(", "),
+        REQUIRED_CAPABILITIES.iter().map(|c| c.1).collect::<Vec<_>>().join(" ")
     )]
-    NotPrivileged(u32),
+    NotPrivileged { missing: Vec<&'static str>, uid: u32 },
     #[error(
         "this kernel exposes no BTF (/sys/kernel/btf/vmlinux is missing); apiwatch needs CONFIG_DEBUG_INFO_BTF=y"
     )]
@@ -573,11 +576,29 @@ fn complete_addresses(mut open: ConnOpen) -> ConnOpen {
     open
 }
 
+/// What the probes need, measured on this kernel (6.18) by removing each in turn (docs/install.md):
+/// (bit in the capability sets, name).
+pub const REQUIRED_CAPABILITIES: &[(u32, &str)] = &[
+    // Programs and maps.
+    (39, "CAP_BPF"),
+    // Tracepoints, and reading kernel and user memory from the programs.
+    (38, "CAP_PERFMON"),
+    // perf_event_open of the TLS uprobes (refused with CAP_PERFMON alone here), mounting tracefs.
+    (21, "CAP_SYS_ADMIN"),
+    // tracefs (root-only directories) for the tracepoint ids.
+    (2, "CAP_DAC_READ_SEARCH"),
+    // Other users' /proc/PID/maps, /proc/PID/root and /proc/PID/fd: TLS objects inside processes
+    // (node), containers' copies, connections open before start.
+    (19, "CAP_SYS_PTRACE"),
+];
+
 fn preflight() -> Result<(), CaptureError> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    if euid != 0 && !has_bpf_capabilities() {
-        return Err(CaptureError::NotPrivileged(euid));
+    // Checked whatever the uid: root under a capability bounding set is not all-powerful.
+    let missing = missing_capabilities();
+    if !missing.is_empty() {
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        return Err(CaptureError::NotPrivileged { missing, uid });
     }
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(CaptureError::NoBtf);
@@ -585,19 +606,20 @@ fn preflight() -> Result<(), CaptureError> {
     ensure_tracefs()
 }
 
-/// CAP_SYS_ADMIN (21), CAP_PERFMON (38), CAP_BPF (39) in the effective set.
-fn has_bpf_capabilities() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return false;
-    };
-    let Some(hex) = status.lines().find_map(|l| l.strip_prefix("CapEff:")) else {
-        return false;
-    };
-    let Ok(caps) = u64::from_str_radix(hex.trim(), 16) else {
-        return false;
-    };
-    let need = (1u64 << 21) | (1 << 38) | (1 << 39);
-    caps & need == need
+/// The required capabilities missing from the effective set (all of them if it cannot be read).
+fn missing_capabilities() -> Vec<&'static str> {
+    let effective = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(hex.trim(), 16).ok()
+        })
+        .unwrap_or(0);
+    REQUIRED_CAPABILITIES
+        .iter()
+        .filter(|(bit, _)| effective & (1u64 << bit) == 0)
+        .map(|c| c.1)
+        .collect()
 }
 
 /// Tracepoints need tracefs; a fresh boot may not have it mounted. Mount it and say so.
