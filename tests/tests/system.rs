@@ -647,6 +647,11 @@ fn the_systemd_unit_scores_at_most_3_5_exposed() {
         .find_map(|l| l.split("Overall exposure level for apiwatch.service: ").nth(1))
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no exposure level in: {text}{}", String::from_utf8_lossy(&out.stderr)));
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
     assert!(score <= 3.5, "exposure {score}:\n{text}");
 }

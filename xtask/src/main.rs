@@ -30,6 +30,8 @@ enum Cmd {
     Test,
     /// Benchmarks, printing ratios measured side by side in one run.
     Bench,
+    /// Build the Debian package (cargo-deb) and check it with lintian; prints its path.
+    Package,
 }
 
 /// Debian packages the tests and benchmarks start (on loopback) or drive.
@@ -86,7 +88,48 @@ fn main() -> Result<()> {
             setup()?;
             bench::run()
         }
+        Cmd::Package => {
+            setup()?;
+            println!("{}", package()?.display());
+            Ok(())
+        }
     }
+}
+
+/// Builds target/debian/apiwatch_*.deb with cargo-deb (installed when missing) and fails on any
+/// lintian error or warning (overrides, each justified, are in deploy/debian/lintian-overrides).
+fn package() -> Result<PathBuf> {
+    if !have("cargo-deb") {
+        eprintln!("xtask: installing cargo-deb (about a minute)");
+        cargo(&["install", "cargo-deb", "--locked", "--version", "3.8.0"])?;
+    }
+    apt_install(&["lintian", "dpkg-dev"])?;
+    let out_dir = target_dir().join("debian");
+    std::fs::create_dir_all(&out_dir)?;
+    let _ = std::fs::remove_dir_all(out_dir.join("stale"));
+    cargo(&[
+        "deb",
+        "-p",
+        "monitor",
+        "--output",
+        out_dir.to_str().unwrap_or_default(),
+    ])?;
+    let version = env!("CARGO_PKG_VERSION");
+    let deb = std::fs::read_dir(&out_dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("apiwatch_{version}")) && n.ends_with(".deb"))
+        })
+        .context("cargo deb wrote no apiwatch package")?;
+    run_ok(
+        Command::new("lintian")
+            .args(["--fail-on", "error,warning", "--tag-display-limit", "0"])
+            .arg(&deb),
+    )?;
+    Ok(deb)
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -259,6 +302,11 @@ fn test() -> Result<()> {
             "--test-threads=1",
         ])?;
     }
+    // Tier 5: the Debian package, lintian-clean, installed, run as the unit runs it, purged.
+    let deb = package()?;
+    // SAFETY: as above.
+    unsafe { std::env::set_var("APIWATCH_DEB", &deb) };
+    cargo(&["test", "-p", "apiwatch-tests", "--test", "package"])?;
     Ok(())
 }
 
