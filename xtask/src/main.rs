@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod fuzz;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -32,6 +33,14 @@ enum Cmd {
     Bench,
     /// Build the Debian package (cargo-deb) and check it with lintian; prints its path.
     Package,
+    /// Fuzz every parser (cargo-fuzz, libFuzzer) for --secs each; prints executions per target.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
 }
 
 /// Debian packages the tests and benchmarks start (on loopback) or drive.
@@ -92,6 +101,10 @@ fn main() -> Result<()> {
             setup()?;
             println!("{}", package()?.display());
             Ok(())
+        }
+        Cmd::Fuzz { secs, targets } => {
+            setup()?;
+            fuzz::run(secs, &targets)
         }
     }
 }
@@ -173,7 +186,7 @@ fn run_ok(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn have(program: &str) -> bool {
+pub fn have(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
         .status()
