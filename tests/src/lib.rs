@@ -370,6 +370,24 @@ pub fn apiwatch_bin() -> PathBuf {
     bin
 }
 
+/// Waits until the agent whose metrics endpoint is on `metrics_port` says it is ready (/readyz:
+/// probes loaded and attached; the endpoint itself answers before that).
+pub fn wait_until_ready(metrics_port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .arg(format!("http://127.0.0.1:{metrics_port}/readyz"))
+            .output()
+            .unwrap();
+        if out.stdout == b"200" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the agent did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// `apiwatch run` with its metrics endpoint on `metrics_port`, waited on until /readyz answers.
 pub fn start_agent_binary(metrics_port: u16, extra: &[&str]) -> Proc {
     start_agent_binary_logged(metrics_port, extra, None)

@@ -545,8 +545,7 @@ fn runs_unprivileged_with_exactly_the_units_capabilities() {
     let mut cmd = run_unprivileged(&caps, dir.path(), port, &exchanges);
     chown(dir.path());
     let agent = Proc(cmd.stderr(Stdio::null()).spawn().unwrap());
-    wait_for_port(port);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until_ready(port);
     for _ in 0..3 {
         curl(&[
             "-o",

@@ -90,8 +90,7 @@ fn the_deb_installs_runs_least_privileged_removes_and_purges() {
             .spawn()
             .unwrap(),
     );
-    wait_for_port(port);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_until_ready(port);
     for _ in 0..3 {
         curl(&[
             "-o",
