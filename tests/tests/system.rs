@@ -27,25 +27,46 @@ fn summary_of(stderr: &str) -> serde_json::Value {
 
 /// A child whose stderr is read while it runs: a trace-level log fills a pipe's 64 KiB long
 /// before the child exits, and a child blocked writing its log captures nothing.
-struct Drained(std::process::Child, std::thread::JoinHandle<Vec<u8>>);
+struct Drained(
+    std::process::Child,
+    std::thread::JoinHandle<()>,
+    std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+);
 
 impl Drained {
     fn new(mut child: std::process::Child) -> Self {
         let mut err = child.stderr.take().expect("stderr piped");
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let into = seen.clone();
         let reader = std::thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut err, &mut all);
-            all
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = std::io::Read::read(&mut err, &mut buf) {
+                if n == 0 {
+                    break;
+                }
+                into.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
         });
-        Self(child, reader)
+        Self(child, reader, seen)
+    }
+
+    /// Waits until the log shows `marker` (the agent says it is attached), at most 30 s.
+    fn wait_for(&self, marker: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !String::from_utf8_lossy(&self.2.lock().unwrap()).contains(marker) {
+            assert!(std::time::Instant::now() < deadline, "no {marker:?} in the log");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn wait(mut self) -> Output {
         let status = self.0.wait().unwrap();
+        self.1.join().unwrap();
+        let stderr = std::mem::take(&mut *self.2.lock().unwrap());
         Output {
             status,
             stdout: Vec::new(),
-            stderr: self.1.join().unwrap(),
+            stderr,
         }
     }
 }
@@ -79,7 +100,9 @@ fn run_record_and_replay_agree_and_leak_nothing() {
         .spawn()
         .unwrap();
     let (run, record) = (Drained::new(run), Drained::new(record));
-    std::thread::sleep(Duration::from_millis(1500));
+    // Both attached (probes loaded, first TLS scan done) before any request is made.
+    run.wait_for("apiwatch is watching HTTP traffic");
+    record.wait_for("recording to");
     let url = format!("http://127.0.0.1:{}/x.json?q=qv4lue&page=2", server.port);
     for _ in 0..5 {
         curl(&[
@@ -282,7 +305,12 @@ fn without_privileges_the_error_says_what_is_needed() {
         .expect("setpriv (util-linux)");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("must run as root or with CAP_BPF"), "{err}");
+    assert!(
+        err.contains(
+            "apiwatch lacks CAP_BPF, CAP_PERFMON, CAP_SYS_ADMIN, CAP_DAC_READ_SEARCH, CAP_SYS_PTRACE in its effective capabilities (effective uid 65534)"
+        ),
+        "{err}"
+    );
 }
 
 #[test]
