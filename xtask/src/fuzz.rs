@@ -44,11 +44,18 @@ pub fn run(secs: u64, only: &[String]) -> Result<()> {
         let out = Command::new("cargo")
             .current_dir(&fuzz)
             .args(["+nightly", "fuzz", "run", target])
+            // Beside the agent's build cache, not in the work tree (it grows to gigabytes).
+            .arg("--target-dir")
+            .arg(crate::target_dir().join("fuzz"))
             .arg(&corpus)
             .arg(&seeds)
-            .args(["--", &format!("-max_total_time={secs}"), "-print_final_stats=1", "-timeout=10"])
+            .args([
+                "--",
+                &format!("-max_total_time={secs}"),
+                "-print_final_stats=1",
+                "-timeout=10",
+            ])
             .arg("-rss_limit_mb=2048")
-            .env_remove("CARGO_TARGET_DIR")
             .stdout(Stdio::inherit())
             .stderr(Stdio::piped())
             .output()
@@ -72,7 +79,14 @@ pub fn run(secs: u64, only: &[String]) -> Result<()> {
     }
     println!("\n== fuzzing: executions per target (aim: >= 10^7 each) ==");
     for (t, runs, rate) in report {
-        println!("{t:<14} {runs:>12} executions  {rate:>10.0}/s  {}", if runs >= 10_000_000 { "ok" } else { "below 10^7: run longer" });
+        println!(
+            "{t:<14} {runs:>12} executions  {rate:>10.0}/s  {}",
+            if runs >= 10_000_000 {
+                "ok"
+            } else {
+                "below 10^7: run longer"
+            }
+        );
     }
     Ok(())
 }

@@ -57,10 +57,15 @@ pub fn run<R: BufRead, W: Write>(
             line: n,
             reason: format!("timestamp {ts:?} is neither epoch seconds nor ISO 8601"),
         })?;
-        let v: f64 = value.trim().parse().map_err(|_| BacktestError::Row {
-            line: n,
-            reason: format!("value {value:?} is not a number"),
-        })?;
+        let v: f64 = value
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .ok_or_else(|| BacktestError::Row {
+                line: n,
+                reason: format!("value {value:?} is not a finite number"),
+            })?;
         let verdict = detector.update(cfg, secs, v);
         summary.rows += 1;
         summary.anomalies += verdict.anomaly as usize;

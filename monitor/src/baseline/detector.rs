@@ -231,6 +231,9 @@ pub enum Transition {
     Resolved,
 }
 
+/// The largest magnitude a point is taken at (see Detector::update).
+pub const MAX_VALUE: f64 = 1e100;
+
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Verdict {
     /// How surprising the point is under the model that speaks (`score_of`: 0 = exactly as
@@ -276,7 +279,14 @@ impl Detector {
     }
 
     /// Feeds one point (its window's start, Unix seconds) and returns the verdict on it.
+    /// Values are taken within ±MAX_VALUE (NaN as 0): squares of larger ones overflow, and one
+    /// infinity would turn the whole state to NaN for good (found by fuzzing).
     pub fn update(&mut self, cfg: &DetectorConfig, ts_secs: u64, x: f64) -> Verdict {
+        let x = if x.is_nan() {
+            0.0
+        } else {
+            x.clamp(-MAX_VALUE, MAX_VALUE)
+        };
         let b = ((ts_secs / cfg.bucket_secs.max(1)) % self.season.len() as u64) as usize;
         if self.n == 0 {
             self.level = x;
@@ -658,5 +668,30 @@ pub(crate) mod tests {
             back.update(&cfg, 500 * 300, 400.0).anomaly,
             d.update(&cfg, 500 * 300, 400.0).anomaly
         );
+    }
+
+    /// Found by fuzzing the backtest: one infinite (or huge) point turned every later score to
+    /// NaN (and `clamp` on NaN panicked). Now the series goes on being scored.
+    #[test]
+    fn an_infinite_or_huge_point_does_not_poison_the_series() {
+        let cfg = DetectorConfig {
+            counts: false,
+            ..DetectorConfig::default()
+        };
+        for bad in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e300, -1e308] {
+            let mut d = Detector::new(&cfg);
+            for i in 0..400u64 {
+                let x = if i == 200 { bad } else { 100.0 + (i % 7) as f64 };
+                let v = d.update(&cfg, 1_700_000_000 + i * 300, x);
+                assert!(
+                    v.score.is_finite() && (0.0..=1.0).contains(&v.score),
+                    "{bad}: {i}: {v:?}"
+                );
+                assert!(v.expected.is_finite(), "{bad}: {i}: {v:?}");
+            }
+            // Normal again afterwards: a point far out is still seen.
+            let v = d.update(&cfg, 1_700_000_000 + 400 * 300, 10_000.0);
+            assert!(v.score > 0.5, "{bad}: {v:?}");
+        }
     }
 }
