@@ -113,16 +113,7 @@ pub fn plan<'d, R: ReadRef<'d>>(data: R) -> Result<Vec<ProbeSite>, SiteError> {
             let Some(f) = symbols.get(*name).and_then(|&(a, s)| code(a, s)) else {
                 continue;
             };
-            let (off, emulated) = match emulated_entry(&f.bytes, f.vaddr) {
-                Some(off) => (off, true),
-                None => (0, false),
-            };
-            sites.push(ProbeSite {
-                program: prog,
-                file_offset: f.file_offset(f.vaddr + off),
-                label: name.to_string(),
-                emulated,
-            });
+            sites.push(entry_site(&f, prog, name));
             break;
         }
     }
@@ -150,22 +141,27 @@ pub fn plan<'d, R: ReadRef<'d>>(data: R) -> Result<Vec<ProbeSite>, SiteError> {
         // 2 and 3. The exported functions themselves.
         for (f, prog, name) in [(&p, plain_prog, plain), (&e, ex_prog, ex)] {
             let Some(f) = f else { continue };
-            let (off, emulated) = match emulated_entry(&f.bytes, f.vaddr) {
-                Some(off) => (off, true),
-                None => (0, false),
-            };
-            sites.push(ProbeSite {
-                program: prog,
-                file_offset: f.file_offset(f.vaddr + off),
-                label: name.to_string(),
-                emulated,
-            });
+            sites.push(entry_site(f, prog, name));
         }
     }
     if sites.is_empty() {
         return Err(SiteError::NoSymbols);
     }
     Ok(sites)
+}
+
+/// A function probed at its own entry: its first emulated instruction, else (slow) its first.
+fn entry_site(f: &Code_, program: &'static str, name: &str) -> ProbeSite {
+    let (off, emulated) = match emulated_entry(&f.bytes, f.vaddr) {
+        Some(off) => (off, true),
+        None => (0, false),
+    };
+    ProbeSite {
+        program,
+        file_offset: f.file_offset(f.vaddr + off),
+        label: name.to_string(),
+        emulated,
+    }
 }
 
 struct Code_ {
