@@ -36,7 +36,8 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
         key.tgid,
         fd as u32,
         info.epoch,
-        direction == DIR_INGRESS && info.class != CLASS_HTTP,
+        // Not for sockets known to be plain HTTP or another protocol: no map write per read.
+        direction == DIR_INGRESS && info.class != CLASS_HTTP && info.class != CLASS_OTHER,
     );
     // Rejected connections, and TLS ones whose syscall bytes are ciphertext, stop here.
     if info.class == CLASS_OTHER || info.class == CLASS_TLS {

@@ -90,11 +90,10 @@ fn exit(ctx: &RetProbeContext) {
     }
     let tgid = (id >> 32) as u32;
     let mut key = ConnKey { tgid, fd: args.fd };
-    let known = match conn_info(key) {
-        Some(info) if args.fd != u32::MAX && (args.epoch == 0 || unsafe { (*info).epoch } == args.epoch) => {
-            Some(info)
-        }
-        _ => None,
+    let known = if args.fd == u32::MAX {
+        None
+    } else {
+        conn_info(key).filter(|&info| args.epoch == 0 || unsafe { (*info).epoch } == args.epoch)
     };
     let info = match known {
         Some(info) => info,
