@@ -202,20 +202,12 @@ fn node_https_client_and_server() {
     let dir = TempDir::new("nodetls");
     self_signed_cert(dir.path());
     let port = free_port();
-    let server_src = format!(
-        "const https = require('https'), fs = require('fs');\n\
-         https.createServer({{key: fs.readFileSync({d:?} + '/key.pem'), cert: fs.readFileSync({d:?} + '/cert.pem')}},\n\
-           (req, res) => {{ req.resume(); req.on('end', () => {{\n\
-             res.writeHead(req.url.startsWith('/missing') ? 404 : 200, {{'content-type': 'application/json'}});\n\
-             res.end(JSON.stringify({{path: req.url}})); }}); }}).listen({port}, '127.0.0.1');\n",
-        d = dir.path().display().to_string()
-    );
-    let server = Proc(
-        Command::new("node")
-            .args(["-e", &server_src])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node (cargo xtask setup installs nodejs)"),
+    let server = start_node_https(
+        dir.path(),
+        port,
+        "(req, res) => { req.resume(); req.on('end', () => {\n\
+           res.writeHead(req.url.startsWith('/missing') ? 404 : 200, {'content-type': 'application/json'});\n\
+           res.end(JSON.stringify({path: req.url})); }); }",
     );
     wait_for_port(port);
     let agent = Agent::start();
@@ -342,19 +334,7 @@ fn a_tls_server_started_later_is_probed_by_a_rescan_off_the_capture_thread() {
     let dir = TempDir::new("nodelate");
     self_signed_cert(dir.path());
     let port = free_port();
-    let src = format!(
-        "const https = require('https'), fs = require('fs');\n\
-         https.createServer({{key: fs.readFileSync({d:?} + '/key.pem'), cert: fs.readFileSync({d:?} + '/cert.pem')}},\n\
-           (req, res) => res.end('late')).listen({port}, '127.0.0.1');\n",
-        d = dir.path().display().to_string()
-    );
-    let server = Proc(
-        Command::new("node")
-            .args(["-e", &src])
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node"),
-    );
+    let server = start_node_https(dir.path(), port, "(req, res) => res.end('late')");
     wait_for_port(port);
     // The next rescan (at most 5 s), then the tick that attaches what it found.
     std::thread::sleep(Duration::from_millis(7500));
@@ -389,4 +369,22 @@ fn assert_seen_without_leaks(ex: &[Exchange], summary: &monitor::agent::Summary,
     for s in secrets {
         assert!(!all.contains(s), "{s:?} sent over TLS leaked");
     }
+}
+
+/// A node https server on 127.0.0.1:`port` (the self-signed certificate in `dir`), `handler` its
+/// request listener in JavaScript.
+fn start_node_https(dir: &std::path::Path, port: u16, handler: &str) -> Proc {
+    let src = format!(
+        "const https = require('https'), fs = require('fs');\n\
+         https.createServer({{key: fs.readFileSync({d:?} + '/key.pem'), cert: fs.readFileSync({d:?} + '/cert.pem')}},\n\
+           {handler}).listen({port}, '127.0.0.1');\n",
+        d = dir.display().to_string()
+    );
+    Proc(
+        Command::new("node")
+            .args(["-e", &src])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node (cargo xtask setup installs nodejs)"),
+    )
 }
