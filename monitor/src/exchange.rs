@@ -51,6 +51,66 @@ pub struct Exchange {
     pub truncated: bool,
     /// False when the connection closed (or framing was lost) before the exchange completed.
     pub complete: bool,
+    /// HTTP/2: the stream the exchange was carried on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<u32>,
+    /// HTTP/2: the RST_STREAM error code that ended the stream (8: CANCEL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reset_code: Option<u32>,
+    /// A gRPC call (`content-type: application/grpc*`).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcCall>,
+}
+
+/// What a gRPC call adds to its exchange (fields `grpc_*` in JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GrpcCall {
+    /// `package.Service` and `Method`, from `:path` (`/package.Service/Method`).
+    #[serde(rename = "grpc_service")]
+    pub service: String,
+    #[serde(rename = "grpc_method")]
+    pub method: String,
+    /// `grpc-status` from the trailers (or a trailers-only response); None: never seen.
+    #[serde(rename = "grpc_status")]
+    pub status: Option<u32>,
+    /// `grpc-message`, the server's error text (at most 256 characters).
+    #[serde(rename = "grpc_message", skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Messages each way, from their length prefixes; None when a capture gap hid a prefix.
+    #[serde(rename = "grpc_request_messages")]
+    pub request_messages: Option<u32>,
+    #[serde(rename = "grpc_response_messages")]
+    pub response_messages: Option<u32>,
+}
+
+impl GrpcCall {
+    /// The status code's name (the OpenTelemetry `rpc.grpc.status_code` is the number; the
+    /// name is for people).
+    pub fn status_name(&self) -> &'static str {
+        const NAMES: [&str; 17] = [
+            "OK",
+            "CANCELLED",
+            "UNKNOWN",
+            "INVALID_ARGUMENT",
+            "DEADLINE_EXCEEDED",
+            "NOT_FOUND",
+            "ALREADY_EXISTS",
+            "PERMISSION_DENIED",
+            "RESOURCE_EXHAUSTED",
+            "FAILED_PRECONDITION",
+            "ABORTED",
+            "OUT_OF_RANGE",
+            "UNIMPLEMENTED",
+            "INTERNAL",
+            "UNAVAILABLE",
+            "DATA_LOSS",
+            "UNAUTHENTICATED",
+        ];
+        match self.status {
+            Some(c) => NAMES.get(c as usize).copied().unwrap_or("_OTHER"),
+            None => "_NONE",
+        }
+    }
 }
 
 impl Exchange {
@@ -72,7 +132,11 @@ fn addr<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> 
 }
 
 pub fn version_str(v: u8) -> &'static str {
-    if v == 0 { "1.0" } else { "1.1" }
+    match v {
+        0 => "1.0",
+        2 => "2",
+        _ => "1.1",
+    }
 }
 
 impl Exchange {
@@ -107,6 +171,9 @@ impl Exchange {
             user_agent: None,
             truncated: false,
             complete: true,
+            stream_id: None,
+            reset_code: None,
+            grpc: None,
         }
     }
 }

@@ -55,6 +55,7 @@ pub struct PipelineStats {
     pub services_folded: u64,
     /// Baseline series not created because the cap on series was reached.
     pub baseline_series_refused: u64,
+    pub h2: crate::stream::h2::H2Stats,
 }
 
 const MAX_BLIND_SPOT_PROCESSES: usize = 256;

@@ -209,11 +209,27 @@ impl Nginx {
         Self::start_full_on(files, locations, false, extra_listen)
     }
 
+    /// nginx speaking HTTP/2: over TLS (ALPN h2, and HTTP/1.1 beside it), or cleartext h2c
+    /// with prior knowledge (`listen ... http2` without ssl).
+    pub fn start_h2(files: &[(&str, &[u8])], tls: bool) -> Self {
+        Self::start_full_with(files, "", tls, "", true)
+    }
+
     fn start_full(files: &[(&str, &[u8])], locations: &str, tls: bool) -> Self {
         Self::start_full_on(files, locations, tls, "")
     }
 
     fn start_full_on(files: &[(&str, &[u8])], locations: &str, tls: bool, extra_listen: &str) -> Self {
+        Self::start_full_with(files, locations, tls, extra_listen, false)
+    }
+
+    fn start_full_with(
+        files: &[(&str, &[u8])],
+        locations: &str,
+        tls: bool,
+        extra_listen: &str,
+        h2: bool,
+    ) -> Self {
         let dir = TempDir::new("nginx");
         let port = free_port();
         let www = dir.path().join("www");
@@ -222,11 +238,12 @@ impl Nginx {
             std::fs::write(www.join(name), body).unwrap();
         }
         let d = dir.path().display();
+        let http2 = if h2 { " http2" } else { "" };
         let ssl = if tls {
             self_signed_cert(dir.path());
-            format!(" ssl;\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem")
+            format!(" ssl{http2};\n    ssl_certificate {d}/cert.pem;\n    ssl_certificate_key {d}/key.pem")
         } else {
-            String::new()
+            http2.to_string()
         };
         let extra = if extra_listen.is_empty() {
             String::new()

@@ -68,6 +68,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "liburing-dev",
     // The TLS tier's node https client and server (OpenSSL inside node, or Debian's libssl).
     "nodejs",
+    // HTTP/2: h2load (load against nginx's h2c and h2, in the tests and the bench) and nghttp;
+    // python's h2 (a connection opened before the agent) and grpcio (a real gRPC server and
+    // client), both for Debian's /usr/bin/python3.
+    "nghttp2-client",
+    "python3-h2",
+    "python3-grpcio",
 ];
 /// What bpf-linker is built against (TOOLCHAIN.md: the default feature wants LLVM 23).
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev", "zlib1g-dev"];
@@ -292,6 +298,8 @@ fn test() -> Result<()> {
             "kernel",
             "--test",
             "tls",
+            "--test",
+            "http2",
             "--test",
             "boundary",
             "--test",

@@ -100,8 +100,10 @@ pub fn emit_chunk(
     );
 }
 
-/// Iovecs gathered at most, for a head spread over several.
-const MAX_IOVECS: u64 = 4;
+/// Iovecs gathered at most, for a head spread over several. nginx writes an HTTP/2 connection's
+/// first response as 5 (its SETTINGS, WINDOW_UPDATE, SETTINGS ACK, then the HEADERS frame's
+/// header and its block); HTTP/1 heads take up to 4.
+const MAX_IOVECS: u64 = 8;
 
 /// Copies the first `want` bytes of up to MAX_IOVECS iovecs into the per-CPU scratch buffer;
 /// returns its address and how many bytes it holds.
@@ -272,10 +274,11 @@ pub fn emit<const N: usize>(
             return;
         }
         if plain == CLASS_UNKNOWN {
-            if looks_like_http(first) {
+            let mid_stream = unsafe { (*info).tries_left } > 1;
+            if looks_like_http(first) || looks_like_h2(first, mid_stream) {
                 unsafe { (*info).plain_class = CLASS_HTTP };
             } else {
-                // HTTP/2 over TLS ("PRI * HTTP/2.0") and other protocols: not ours.
+                // Other protocols: not ours.
                 unsafe { (*info).plain_class = CLASS_OTHER };
                 count(Stat::ConnNotHttp, 1);
                 entry.discard(0);
@@ -283,7 +286,8 @@ pub fn emit<const N: usize>(
             }
         }
     } else if unsafe { (*info).class } == CLASS_UNKNOWN {
-        if looks_like_http(first) {
+        let mid_stream = unsafe { (*info).tries_left } > 1;
+        if looks_like_http(first) || looks_like_h2(first, mid_stream) {
             unsafe { (*info).class = CLASS_HTTP };
         } else if first[0] == 0x16 && first[1] == 0x03 {
             // A TLS handshake record: from now on only the SSL uprobes speak for this socket.
@@ -365,6 +369,23 @@ fn looks_like_http(b: [u8; 4]) -> bool {
             | [b'T', b'R', b'A', b'C']
             | [b'H', b'T', b'T', b'P']
     )
+}
+
+/// HTTP/2 (RFC 9113): the client preface ("PRI * HTTP/2.0"), or the server's first frame, a
+/// SETTINGS frame (length a multiple of 6, type 4), which a server may write before it reads
+/// the preface. A connection joined mid-way (`mid_stream`) may start at any frame: a length
+/// below 16 KiB (the default maximum frame size) and a known type (0-9); userspace checks the
+/// frames further and counts what it cannot follow.
+#[inline(always)]
+fn looks_like_h2(b: [u8; 4], mid_stream: bool) -> bool {
+    if b == *b"PRI " {
+        return true;
+    }
+    if b[0] != 0 {
+        return false;
+    }
+    let len = ((b[1] as u32) << 8) | b[2] as u32;
+    (b[3] == 4 && len.is_multiple_of(6)) || (mid_stream && b[1] < 0x40 && b[3] <= 9)
 }
 
 /// A connection the probes will report on from now on.

@@ -226,101 +226,138 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
         }
         Err(_) => return Err(HeadError::Malformed("bad request head")),
     };
-    let method = req.method.unwrap_or_default();
-    let target = req.path.unwrap_or_default();
-    let version = req.version.unwrap_or(1);
-
-    let mut head = RequestHead {
-        method: method.to_string(),
-        path: String::new(),
-        query_keys: Vec::new(),
-        host: None,
-        user_agent: None,
-        auth_scheme: AuthScheme::None,
-        version,
-        framing: Framing::None,
-        expect_continue: false,
-        upgrade: false,
+    let mut b = RequestHeadBuilder::new(
+        req.method.unwrap_or_default(),
+        req.path.unwrap_or_default(),
+        req.version.unwrap_or(1),
         truncated,
-        fingerprint: None,
-        jwt: None,
-        url_detectors: Vec::new(),
-        api_key_header: None,
-    };
-    let (authority, path, query) = split_target(target);
-    head.path = truncate_str(path, MAX_PATH_LEN);
-    head.host = authority.map(clean_host);
-    if let Some(q) = query {
-        head.query_keys = query_keys(q);
-    }
-    url_detectors(path, query, &mut head.url_detectors);
-
-    let mut content_length = None;
-    let mut chunked = false;
-    let mut has_cookie = false;
-    let mut has_api_key = false;
-    let (mut cookie_fp, mut api_key_fp) = (None, None);
+    );
     for h in req.headers.iter() {
-        let name = h.name;
+        b.header(h.name, h.value);
+    }
+    let head = b.finish();
+    Ok(HeadParse::Complete {
+        head: Head::Request(head),
+        len,
+    })
+}
+
+/// Builds a request head from its start line and fields: HTTP/1 (httparse's headers) and
+/// HTTP/2 (the HPACK-decoded fields, `:path` as the target) share it, so identity, secrets and
+/// URL detectors behave the same on both.
+pub struct RequestHeadBuilder {
+    head: RequestHead,
+    content_length: Option<u64>,
+    chunked: bool,
+    cookie_fp: Option<String>,
+    api_key_fp: Option<String>,
+}
+
+impl RequestHeadBuilder {
+    pub fn new(method: &str, target: &str, version: u8, truncated: bool) -> Self {
+        let mut head = RequestHead {
+            method: method.to_string(),
+            path: String::new(),
+            query_keys: Vec::new(),
+            host: None,
+            user_agent: None,
+            auth_scheme: AuthScheme::None,
+            version,
+            framing: Framing::None,
+            expect_continue: false,
+            upgrade: false,
+            truncated,
+            fingerprint: None,
+            jwt: None,
+            url_detectors: Vec::new(),
+            api_key_header: None,
+        };
+        let (authority, path, query) = split_target(target);
+        head.path = truncate_str(path, MAX_PATH_LEN);
+        head.host = authority.map(clean_host);
+        if let Some(q) = query {
+            head.query_keys = query_keys(q);
+        }
+        url_detectors(path, query, &mut head.url_detectors);
+        Self {
+            head,
+            content_length: None,
+            chunked: false,
+            cookie_fp: None,
+            api_key_fp: None,
+        }
+    }
+
+    /// HTTP/2's `:authority`: the host, unless a `host` field says otherwise.
+    pub fn authority(&mut self, value: &[u8]) {
+        if self.head.host.is_none() {
+            self.head.host = std::str::from_utf8(value).ok().map(clean_host);
+        }
+    }
+
+    pub fn header(&mut self, name: &str, value: &[u8]) {
+        let head = &mut self.head;
         if name.eq_ignore_ascii_case("host") {
             if head.host.is_none() {
-                head.host = std::str::from_utf8(h.value).ok().map(clean_host);
+                head.host = std::str::from_utf8(value).ok().map(clean_host);
             }
         } else if name.eq_ignore_ascii_case("content-length") {
-            content_length = parse_content_length(h.value);
+            self.content_length = parse_content_length(value);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = last_coding_is_chunked(h.value);
+            self.chunked = last_coding_is_chunked(value);
         } else if name.eq_ignore_ascii_case("authorization") {
-            head.auth_scheme = auth_scheme_of(h.value);
-            let credential = h
-                .value
+            head.auth_scheme = auth_scheme_of(value);
+            let credential = value
                 .splitn(2, |&b| b == b' ')
                 .nth(1)
-                .unwrap_or(h.value)
+                .unwrap_or(value)
                 .trim_ascii();
             head.fingerprint = Some(fingerprint(credential));
             if head.auth_scheme == AuthScheme::Bearer {
                 head.jwt = std::str::from_utf8(credential).ok().and_then(decode_jwt);
             }
         } else if name.eq_ignore_ascii_case("cookie") {
-            has_cookie = true;
-            cookie_fp = Some(fingerprint(h.value));
+            // HTTP/2 may split cookies over several fields (RFC 9113 section 8.2.3): the first
+            // one's fingerprint stands for them.
+            if self.cookie_fp.is_none() {
+                self.cookie_fp = Some(fingerprint(value));
+            }
         } else if is_api_key_header(name) {
-            has_api_key = true;
             head.api_key_header = Some(name.to_ascii_lowercase());
-            api_key_fp = Some(fingerprint(h.value));
+            self.api_key_fp = Some(fingerprint(value));
         } else if name.eq_ignore_ascii_case("user-agent") {
-            head.user_agent = std::str::from_utf8(h.value)
+            head.user_agent = std::str::from_utf8(value)
                 .ok()
                 .map(|v| truncate_str(v, MAX_UA_LEN));
         } else if name.eq_ignore_ascii_case("expect") {
-            head.expect_continue = h.value.eq_ignore_ascii_case(b"100-continue");
+            head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("upgrade") {
             head.upgrade = true;
         }
     }
-    // Precedence: an Authorization header says most; then an API-key header; then a cookie.
-    if head.auth_scheme == AuthScheme::None {
-        if has_api_key {
-            head.auth_scheme = AuthScheme::Apikey;
-            head.fingerprint = api_key_fp;
-        } else if has_cookie {
-            head.auth_scheme = AuthScheme::Cookie;
-            head.fingerprint = cookie_fp;
+
+    pub fn finish(self) -> RequestHead {
+        let mut head = self.head;
+        // Precedence: an Authorization header says most; then an API-key header; then a cookie.
+        if head.auth_scheme == AuthScheme::None {
+            if self.api_key_fp.is_some() {
+                head.auth_scheme = AuthScheme::Apikey;
+                head.fingerprint = self.api_key_fp;
+            } else if self.cookie_fp.is_some() {
+                head.auth_scheme = AuthScheme::Cookie;
+                head.fingerprint = self.cookie_fp;
+            }
         }
+        head.framing = if self.chunked {
+            Framing::Chunked
+        } else {
+            match self.content_length {
+                Some(0) | None => Framing::None,
+                Some(n) => Framing::Length(n),
+            }
+        };
+        head
     }
-    head.framing = if chunked {
-        Framing::Chunked
-    } else {
-        match content_length {
-            Some(0) | None => Framing::None,
-            Some(n) => Framing::Length(n),
-        }
-    };
-    Ok(HeadParse::Complete {
-        head: Head::Request(head),
-        len,
-    })
 }
 
 fn parse_response(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {

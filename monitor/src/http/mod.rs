@@ -1,4 +1,5 @@
-//! HTTP/1.x: heads and the incremental message parser.
+//! HTTP/1.x (heads and the incremental message parser) and HTTP/2 (h2/).
+pub mod h2;
 pub mod head;
 pub mod identity;
 pub mod parser;

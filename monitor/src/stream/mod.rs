@@ -11,6 +11,12 @@ use crate::exchange::{Exchange, version_str};
 use crate::http::{Head, MessageParser, ParseError, ParseEvent, RequestHead, RequestMethods};
 use crate::stats::PipelineStats;
 
+pub mod h2;
+use h2::H2Conn;
+
+/// Chunks of a connection joined mid-way that may still show it is HTTP/2 (as the kernel's tries).
+const H2_DETECT_TRIES: u8 = 8;
+
 /// Requests awaiting their response on one connection (pipelining); more are dropped and counted.
 pub const MAX_PENDING_REQUESTS: usize = 64;
 /// A body with at least this much still to come is worth telling the kernel about (it skips
@@ -76,6 +82,14 @@ struct Conn {
     reported: [u64; 2],
     /// The furthest body end hinted per direction.
     hinted: [u64; 2],
+    /// HTTP/2: the connection's streams; its bytes then bypass the HTTP/1 parsers.
+    h2: Option<Box<H2Conn>>,
+    /// Chunks left in which the connection may still turn out to be HTTP/2 (the first chunk of
+    /// a connection seen from its start; a few for one joined mid-way). 0 once an HTTP/1
+    /// message was seen.
+    h2_tries: u8,
+    /// Joined mid-way (opened before the agent, or its open event was lost).
+    mid_stream: bool,
 }
 
 impl Conn {
@@ -103,6 +117,9 @@ impl Conn {
             epoch: 0,
             reported: [0, 0],
             hinted: [0, 0],
+            h2: None,
+            h2_tries: if mid_stream { H2_DETECT_TRIES } else { 1 },
+            mid_stream,
         }
     }
 
@@ -287,6 +304,34 @@ impl ConnTable {
             conn.tls = true;
             conn.tls_plaintext_seen = true;
         }
+        if conn.h2.is_none() && conn.h2_tries > 0 {
+            conn.h2_tries -= 1;
+            let bytes = &chunk.bytes;
+            if crate::http::h2::starts_connection(bytes) {
+                let fresh = !conn.mid_stream || bytes.starts_with(crate::http::h2::PREFACE);
+                conn.h2 = Some(Box::new(H2Conn::new(fresh, chunk.direction, bytes, conn.role)));
+            } else if conn.mid_stream && crate::http::h2::starts_with_frames(bytes) {
+                conn.h2 = Some(Box::new(H2Conn::new(false, chunk.direction, bytes, conn.role)));
+            }
+            if conn.h2.is_some() {
+                stats.h2.connections += 1;
+                conn.h2_tries = 0;
+            }
+        }
+        if let Some(mut h2) = conn.h2.take() {
+            h2.feed(
+                chunk.id,
+                conn,
+                chunk.direction,
+                chunk.ts_ns,
+                &chunk.bytes,
+                chunk.gap(),
+                stats,
+                out,
+            );
+            conn.h2 = Some(h2);
+            return;
+        }
         let parser = match chunk.direction {
             Direction::Ingress => &mut conn.ingress,
             Direction::Egress => &mut conn.egress,
@@ -338,6 +383,10 @@ impl ConnTable {
         stats: &mut PipelineStats,
         out: &mut Vec<Exchange>,
     ) {
+        if let Some(mut h2) = conn.h2.take() {
+            h2.close(id, &conn, ts_ns, stats, out);
+            return;
+        }
         for dir in [Direction::Ingress, Direction::Egress] {
             self.events.clear();
             match dir {
@@ -393,6 +442,7 @@ fn handle(
                 stats.parse_errors.record(ParseError::Malformed);
                 return;
             }
+            conn.h2_tries = 0;
             if req.truncated {
                 stats.heads_truncated += 1;
             }
@@ -525,6 +575,9 @@ fn build_exchange(
         user_agent: head.user_agent,
         truncated: head.truncated,
         complete: status.is_some() && ended && resp.complete,
+        stream_id: None,
+        reset_code: None,
+        grpc: None,
     }
 }
 

@@ -530,3 +530,214 @@ fn a_large_body_is_hinted_once_with_its_end_offset() {
     );
     assert!(table.take_hints().is_empty());
 }
+
+/// HTTP/2: frames and HPACK blocks built by hand (literal encodings; RFC 7541 section 6).
+mod http2 {
+    use super::*;
+    use crate::http::AuthScheme;
+    use crate::http::h2::PREFACE;
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend(stream.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    /// A literal field: `indexing` adds it to the table (0x40), else without indexing (0x00).
+    fn literal(name: &str, value: &str, indexing: bool) -> Vec<u8> {
+        let mut b = vec![if indexing { 0x40 } else { 0x00 }, name.len() as u8];
+        b.extend(name.as_bytes());
+        b.push(value.len() as u8);
+        b.extend(value.as_bytes());
+        b
+    }
+
+    const HEADERS: u8 = 1;
+    const DATA: u8 = 0;
+    const END_STREAM: u8 = 1;
+    const END_HEADERS: u8 = 4;
+
+    fn settings() -> Vec<u8> {
+        frame(4, 0, 0, &[0, 3, 0, 0, 0, 100])
+    }
+
+    fn client_requests() -> Vec<u8> {
+        let mut b = PREFACE.to_vec();
+        b.extend(settings());
+        // Stream 1: GET /users/42?token=s3cr3t with a bearer token (indexed for later use).
+        let mut block = vec![0x82, 0x86]; // :method GET, :scheme http
+        block.extend(literal(":path", "/users/42?token=s3cr3t", true));
+        block.extend(literal(":authority", "api.local", true));
+        // authorization (static 23) with incremental indexing, Huffman-coded value.
+        let mut coded = Vec::new();
+        httlib_huffman::encode(b"Bearer tok-secret-1", &mut coded).unwrap();
+        block.extend([0x40 | 23, 0x80 | coded.len() as u8]);
+        block.extend(coded);
+        b.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+        // Stream 3: the same request by index only (62 = authorization, 63 = :authority,
+        // 64 = :path): the dynamic table must give the path and the credential.
+        b.extend(frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            3,
+            &[0x82, 0x86, 0x80 | 64, 0x80 | 63, 0x80 | 62],
+        ));
+        b
+    }
+
+    fn server_responses() -> Vec<u8> {
+        let mut b = settings();
+        b.extend(frame(HEADERS, END_HEADERS, 1, &[0x88])); // :status 200
+        b.extend(frame(DATA, 0, 1, b"hello "));
+        b.extend(frame(DATA, END_STREAM, 1, b"world"));
+        b.extend(frame(HEADERS, END_HEADERS, 3, &[0x8d])); // :status 404
+        b.extend(frame(DATA, END_STREAM, 3, b"no"));
+        b
+    }
+
+    #[test]
+    fn h2c_prior_knowledge_streams_are_exchanges() {
+        let req = client_requests();
+        let resp = server_responses();
+        let (ex, stats) = run_with(Role::Server, &[(IN, &req, 0), (OUT, &resp, 0)], true);
+        assert_eq!(ex.len(), 2, "{ex:?}");
+        assert_eq!(ex[0].http_version, "2");
+        assert_eq!(
+            (ex[0].stream_id, ex[0].path.as_str(), ex[0].status),
+            (Some(1), "/users/42", Some(200))
+        );
+        assert_eq!(ex[0].query_keys, vec!["token".to_string()]);
+        assert_eq!(ex[0].host.as_deref(), Some("api.local"));
+        assert_eq!(ex[0].auth_scheme, AuthScheme::Bearer);
+        assert_eq!(ex[0].resp_body_bytes, 11);
+        assert!(ex[0].complete);
+        assert_eq!(
+            (ex[1].stream_id, ex[1].path.as_str(), ex[1].status),
+            (Some(3), "/users/42", Some(404))
+        );
+        assert_eq!(ex[1].auth_scheme, AuthScheme::Bearer);
+        assert_eq!(ex[1].fingerprint, ex[0].fingerprint);
+        assert_eq!(stats.h2.connections, 1);
+        assert_eq!(stats.h2.unknown_fields, 0);
+        // No secret in the output.
+        let json: String = ex.iter().map(Exchange::to_json).collect();
+        assert!(!json.contains("s3cr3t") && !json.contains("tok-secret"), "{json}");
+        // Split at every byte past the preface's first 4 (what recognises it; writers send it
+        // whole): the same exchanges.
+        for cut in 4..req.len() {
+            let (ex2, _) = run_with(
+                Role::Server,
+                &[(IN, &req[..cut], 0), (IN, &req[cut..], 0), (OUT, &resp, 0)],
+                true,
+            );
+            assert_eq!(summary(&ex2), summary(&ex), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn server_settings_first_is_recognised() {
+        // nginx writes its SETTINGS before reading the client's preface.
+        let req = client_requests();
+        let resp = server_responses();
+        let (ex, _) = run_with(
+            Role::Server,
+            &[(OUT, &resp[..15], 0), (IN, &req, 0), (OUT, &resp[15..], 0)],
+            true,
+        );
+        assert_eq!(ex.len(), 2, "{ex:?}");
+    }
+
+    #[test]
+    fn mid_connection_never_misattributes_a_path() {
+        // Joined after stream 1: stream 3 refers to table entries we never saw; stream 5 is
+        // all literals.
+        let mut req = frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            3,
+            &[0x82, 0x86, 0x80 | 64, 0x80 | 63],
+        );
+        let mut block = vec![0x82, 0x86];
+        block.extend(literal(":path", "/fresh", false));
+        req.extend(frame(HEADERS, END_HEADERS | END_STREAM, 5, &block));
+        let mut resp = frame(HEADERS, END_HEADERS | END_STREAM, 3, &[0x88]);
+        resp.extend(frame(HEADERS, END_HEADERS | END_STREAM, 5, &[0x88]));
+        let mut table = ConnTable::new(StreamConfig::default());
+        let mut stats = PipelineStats::default();
+        let mut out = Vec::new();
+        for (dir, bytes) in [(IN, &req), (OUT, &resp)] {
+            table.process(
+                CaptureEvent::Data(DataChunk {
+                    ts_ns: 10,
+                    id: ID,
+                    direction: dir,
+                    total_len: bytes.len() as u64,
+                    bytes: bytes.to_vec(),
+                    tls: false,
+                }),
+                &mut stats,
+                &mut out,
+            );
+        }
+        table.flush(100, &mut stats, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].path.as_str(), out[0].stream_id, out[0].role),
+            ("/fresh", Some(5), Role::Server)
+        );
+        assert_eq!(stats.h2.unknown_fields, 2);
+        assert_eq!(stats.h2.streams_unattributed, 1);
+    }
+
+    #[test]
+    fn grpc_call_with_trailers_and_messages() {
+        let mut req = PREFACE.to_vec();
+        let mut block = vec![0x83, 0x86]; // POST, http
+        block.extend(literal(":path", "/helloworld.Greeter/SayHello", false));
+        block.extend(literal("content-type", "application/grpc", false));
+        req.extend(frame(HEADERS, END_HEADERS, 1, &block));
+        req.extend(frame(DATA, END_STREAM, 1, &[0, 0, 0, 0, 3, 1, 2, 3]));
+        let mut resp = frame(HEADERS, END_HEADERS, 1, &[0x88]);
+        resp.extend(frame(DATA, 0, 1, &[0, 0, 0, 0, 1, 9, 0, 0, 0, 0, 0]));
+        let mut trailers = literal("grpc-status", "5", false);
+        trailers.extend(literal("grpc-message", "no such greeter", false));
+        resp.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &trailers));
+        let (ex, _) = run_with(Role::Server, &[(IN, &req, 0), (OUT, &resp, 0)], true);
+        assert_eq!(ex.len(), 1);
+        let g = ex[0].grpc.as_ref().expect("a gRPC call");
+        assert_eq!(
+            (g.service.as_str(), g.method.as_str(), g.status),
+            ("helloworld.Greeter", "SayHello", Some(5))
+        );
+        assert_eq!(g.status_name(), "NOT_FOUND");
+        assert_eq!((g.request_messages, g.response_messages), (Some(1), Some(2)));
+        let j = ex[0].to_json();
+        assert!(
+            j.contains(r#""grpc_service":"helloworld.Greeter""#) && j.contains(r#""grpc_status":5"#),
+            "{j}"
+        );
+    }
+
+    #[test]
+    fn reset_and_close_end_streams() {
+        let mut req = PREFACE.to_vec();
+        let mut block = vec![0x82, 0x86];
+        block.extend(literal(":path", "/slow", false));
+        req.extend(frame(HEADERS, END_HEADERS | END_STREAM, 1, &block));
+        req.extend(frame(3, 0, 1, &[0, 0, 0, 8])); // RST_STREAM CANCEL
+        let mut block = vec![0x82, 0x86];
+        block.extend(literal(":path", "/open", false));
+        req.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &block));
+        let (ex, stats) = run_with(Role::Server, &[(IN, &req, 0)], true);
+        assert_eq!(summary(&ex).len(), 2);
+        assert_eq!(
+            (ex[0].path.as_str(), ex[0].reset_code, ex[0].complete),
+            ("/slow", Some(8), false)
+        );
+        assert_eq!((ex[1].path.as_str(), ex[1].status), ("/open", None));
+        assert_eq!(stats.h2.streams_reset, 1);
+        assert_eq!(stats.requests_unanswered, 1);
+    }
+}

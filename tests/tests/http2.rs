@@ -1,0 +1,170 @@
+//! HTTP/2 and gRPC tier: real servers and clients on loopback (nginx with http2 over TLS and
+//! h2c, curl, h2load, python's grpcio and h2), the real probes attached. Needs root; one at a
+//! time (`--test-threads=1`).
+use std::process::Command;
+use std::time::Duration;
+
+use apiwatch_tests::*;
+use monitor::exchange::Exchange;
+
+const SECRET: &str = "h2-bearer-5ecret-value";
+const N: usize = 20;
+
+/// The `N` URLs the clients fetch: every fourth one is missing.
+fn urls(base: &str) -> Vec<String> {
+    (0..N)
+        .map(|i| {
+            if i % 4 == 3 {
+                format!("{base}/missing-{i}")
+            } else {
+                format!("{base}/data.json?i={i}")
+            }
+        })
+        .collect()
+}
+
+/// curl fetching the `N` URLs of `base` in one invocation: one connection, HTTP/2 streams.
+fn curl_h2(base: &str, extra: &[&str]) {
+    let auth = format!("Authorization: Bearer {SECRET}");
+    let urls = urls(base);
+    let mut args: Vec<&str> = extra.to_vec();
+    args.extend(["-H", &auth]);
+    for u in &urls {
+        args.extend(["-o", "/dev/null", u.as_str()]);
+    }
+    curl(&args);
+}
+
+const BODY: &[u8] = b"{\"over\":\"http/2\",\"padding\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"}";
+
+fn check_curl_side(side: &[&Exchange], tls: bool) {
+    assert_eq!(side.len(), N, "{side:#?}");
+    let mut streams: Vec<u32> = side.iter().map(|e| e.stream_id.expect("a stream id")).collect();
+    streams.sort_unstable();
+    streams.dedup();
+    assert_eq!(streams.len(), N, "one stream per request: {streams:?}");
+    for e in side {
+        assert_eq!(
+            (e.http_version, e.tls, e.method.as_str()),
+            ("2", tls, "GET"),
+            "{e:?}"
+        );
+        assert!(e.complete, "{e:?}");
+        if e.path.starts_with("/missing-") {
+            assert_eq!(e.status, Some(404), "{e:?}");
+        } else {
+            assert_eq!((e.path.as_str(), e.status), ("/data.json", Some(200)), "{e:?}");
+            assert_eq!(e.query_keys, vec!["i".to_string()]);
+            assert_eq!(e.resp_body_bytes, BODY.len() as u64, "{e:?}");
+        }
+        assert_eq!(e.auth_scheme, monitor::http::AuthScheme::Bearer, "{e:?}");
+    }
+    // The same credential, whether sent literally or by HPACK index: one fingerprint.
+    let fps: std::collections::BTreeSet<_> = side.iter().map(|e| e.fingerprint.clone()).collect();
+    assert_eq!(fps.len(), 1, "{fps:?}");
+    // Every path is one curl asked for, in the order of its streams.
+    let mut by_stream: Vec<&&Exchange> = side.iter().collect();
+    by_stream.sort_by_key(|e| e.stream_id);
+    for (i, e) in by_stream.iter().enumerate() {
+        let want = if i % 4 == 3 {
+            format!("/missing-{i}")
+        } else {
+            "/data.json".into()
+        };
+        assert_eq!(e.path, want, "stream {:?}", e.stream_id);
+    }
+}
+
+fn assert_no_secret(ex: &[Exchange]) {
+    let json: String = ex.iter().map(Exchange::to_json).collect();
+    assert!(!json.contains(SECRET), "the bearer token leaked");
+}
+
+#[test]
+fn nginx_http2_over_tls_and_curl_both_sides() {
+    let nginx = Nginx::start_h2(&[("data.json", BODY)], true);
+    let agent = Agent::start();
+    curl_h2(&format!("https://127.0.0.1:{}", nginx.port), &["-k", "--http2"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let (ex, summary) = agent.stop();
+    assert_eq!(nginx.access_log_lines(), N);
+    check_curl_side(&server_side(&ex, nginx.port), true);
+    check_curl_side(&client_side(&ex, nginx.port), true);
+    assert!(server_side(&ex, nginx.port).iter().all(|e| e.comm == "nginx"));
+    assert!(client_side(&ex, nginx.port).iter().all(|e| e.comm == "curl"));
+    assert_no_secret(&ex);
+    assert_eq!(summary.pipeline.h2.unknown_fields, 0, "{:?}", summary.pipeline.h2);
+    assert_eq!(summary.pipeline.h2.framing_lost, 0, "{:?}", summary.pipeline.h2);
+}
+
+/// The exchanges of `side` whose user agent starts with `ua`.
+fn by<'a>(side: &[&'a Exchange], ua: &str) -> Vec<&'a Exchange> {
+    side.iter()
+        .copied()
+        .filter(|e| e.user_agent.as_deref().is_some_and(|u| u.starts_with(ua)))
+        .collect()
+}
+
+/// nghttp fetching the `N` URLs of `base` on one connection.
+fn nghttp(base: &str) {
+    let auth = format!("authorization: Bearer {SECRET}");
+    let out = Command::new("nghttp")
+        .args(["-n", "-t", "10", "-H", &auth])
+        .args(urls(base))
+        .output()
+        .expect("nghttp (nghttp2-client; cargo xtask setup installs it)");
+    // nghttp exits non-zero when a response is not 2xx: the 404s are wanted.
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn h2c_prior_knowledge_curl_nghttp_and_h2load() {
+    let nginx = Nginx::start_h2(&[("data.json", BODY)], false);
+    let agent = Agent::start();
+    let base = format!("http://127.0.0.1:{}", nginx.port);
+    // curl 7.88 cannot reuse an h2c prior-knowledge connection ("Error in the HTTP2 framing
+    // layer", without the agent too): one invocation per request; nghttp reuses one.
+    for i in 0..4 {
+        let url = format!("{base}/data.json?i={i}");
+        assert_eq!(curl(&["--http2-prior-knowledge", &url]).as_bytes(), BODY);
+    }
+    nghttp(&base);
+    // h2load: 2 connections, 200 requests, 10 streams in flight on each.
+    let out = Command::new("h2load")
+        .args(["-n", "200", "-c", "2", "-m", "10", &format!("{base}/data.json")])
+        .output()
+        .expect("h2load (nghttp2-client; cargo xtask setup installs it)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    std::thread::sleep(Duration::from_millis(200));
+    let (ex, summary) = agent.stop();
+    assert_eq!(nginx.access_log_lines(), 4 + N + 200);
+    let srv = server_side(&ex, nginx.port);
+    let cli = client_side(&ex, nginx.port);
+    for side in [&srv, &cli] {
+        let curl_side = by(side, "curl");
+        assert_eq!(curl_side.len(), 4, "{curl_side:#?}");
+        assert!(curl_side.iter().all(|e| e.http_version == "2"
+            && e.path == "/data.json"
+            && e.status == Some(200)
+            && e.resp_body_bytes == BODY.len() as u64
+            && e.complete));
+        check_curl_side(&by(side, "nghttp2"), false);
+        let load = by(side, "h2load");
+        assert_eq!(load.len(), 200, "every h2load request");
+        assert!(
+            load.iter().all(|e| e.path == "/data.json"
+                && e.status == Some(200)
+                && e.complete
+                && e.http_version == "2"),
+            "{load:#?}"
+        );
+    }
+    assert!(
+        cli.iter()
+            .all(|e| ["curl", "nghttp", "h2load"].contains(&e.comm.as_str())),
+        "{cli:#?}"
+    );
+    assert_no_secret(&ex);
+    assert_eq!(summary.pipeline.h2.framing_lost, 0, "{:?}", summary.pipeline.h2);
+    assert_eq!(summary.pipeline.h2.unknown_fields, 0, "{:?}", summary.pipeline.h2);
+}
