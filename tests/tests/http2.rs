@@ -168,3 +168,90 @@ fn h2c_prior_knowledge_curl_nghttp_and_h2load() {
     assert_eq!(summary.pipeline.h2.framing_lost, 0, "{:?}", summary.pipeline.h2);
     assert_eq!(summary.pipeline.h2.unknown_fields, 0, "{:?}", summary.pipeline.h2);
 }
+
+/// The gRPC demo (tests/fixtures/grpc_demo.py) run by Debian's python3.
+fn grpc_demo(args: &[&str]) -> Command {
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(workspace_root().join("tests/fixtures/grpc_demo.py"))
+        .args(args);
+    cmd
+}
+
+#[test]
+fn grpc_unary_streaming_errors_and_deadlines_per_call() {
+    let port = free_port();
+    let _server = spawn_server(
+        &mut grpc_demo(&["server", &port.to_string()]),
+        port,
+        "python3-grpcio must be installed (cargo xtask setup installs it)",
+    );
+    let agent = Agent::start();
+    let out = grpc_demo(&["client", &port.to_string(), SECRET])
+        .output()
+        .expect("python3");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        printed.contains("Missing NOT_FOUND") && printed.contains("Slow DEADLINE_EXCEEDED"),
+        "{printed}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (ex, summary) = agent.stop();
+    for (side, name) in [
+        (server_side(&ex, port), "server"),
+        (client_side(&ex, port), "client"),
+    ] {
+        let calls: Vec<(&str, Option<u32>)> = side
+            .iter()
+            .map(|e| {
+                let g = e
+                    .grpc
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("not a gRPC call: {e:?}"));
+                assert_eq!(g.service, "demo.v1.Greeter");
+                assert_eq!((e.http_version, e.method.as_str()), ("2", "POST"));
+                assert_eq!(e.auth_scheme, monitor::http::AuthScheme::Bearer);
+                (g.method.as_str(), g.status)
+            })
+            .collect();
+        let count = |m: &str| calls.iter().filter(|c| c.0 == m).count();
+        assert_eq!(
+            (
+                count("SayHello"),
+                count("Missing"),
+                count("ListThings"),
+                count("Slow")
+            ),
+            (5, 1, 1, 1),
+            "{name}: {calls:?}"
+        );
+        for e in &side {
+            let g = e.grpc.as_ref().unwrap();
+            match g.method.as_str() {
+                "SayHello" => {
+                    assert_eq!(
+                        (g.status, g.request_messages, g.response_messages),
+                        (Some(0), Some(1), Some(1)),
+                        "{e:?}"
+                    );
+                    assert!(e.complete);
+                }
+                "Missing" => {
+                    assert_eq!(g.status_name(), "NOT_FOUND", "{e:?}");
+                    assert_eq!(g.message.as_deref(), Some("no such greeter"));
+                }
+                "ListThings" => assert_eq!((g.status, g.response_messages), (Some(0), Some(3)), "{e:?}"),
+                // The client gives up after 0.2 s: it resets the stream (CANCEL), or the
+                // server's own deadline ends it with DEADLINE_EXCEEDED.
+                "Slow" => assert!(e.reset_code == Some(8) || g.status == Some(4), "{e:?}"),
+                _ => unreachable!(),
+            }
+        }
+    }
+    assert_no_secret(&ex);
+    assert_eq!(summary.pipeline.h2.unknown_fields, 0, "{:?}", summary.pipeline.h2);
+}

@@ -102,8 +102,10 @@ pub fn emit_chunk(
 
 /// Iovecs gathered at most, for a head spread over several. nginx writes an HTTP/2 connection's
 /// first response as 5 (its SETTINGS, WINDOW_UPDATE, SETTINGS ACK, then the HEADERS frame's
-/// header and its block); HTTP/1 heads take up to 4.
-const MAX_IOVECS: u64 = 8;
+/// header and its block); gRPC's C core one slice per header name and value (13 for a first
+/// unary response with its trailers, 29 for a channel's first request); HTTP/1 heads take up
+/// to 4. The gathering stops at the capture limit, so more iovecs cost only on such calls.
+const MAX_IOVECS: u64 = 32;
 
 /// Copies the first `want` bytes of up to MAX_IOVECS iovecs into the per-CPU scratch buffer;
 /// returns its address and how many bytes it holds.

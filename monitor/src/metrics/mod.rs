@@ -250,9 +250,13 @@ pub struct Metrics {
     pub registry: Registry,
     max_series: usize,
     http: Mutex<Http>,
+    /// gRPC calls: [server, client] (OpenTelemetry RPC conventions; see RPC_LABELS).
+    rpc: Mutex<[Family; 2]>,
     pub inventory: Mutex<Inventory>,
     server_exchanges: IntCounter,
     client_exchanges: IntCounter,
+    /// HTTP/2 connections and streams seen, and what the decoding could not follow, by kind.
+    http2_events: IntCounterVec,
     series_overflow: IntCounter,
     routes_folded: IntCounter,
     events: IntCounter,
@@ -326,6 +330,18 @@ const CLIENT_LABELS: &[&str] = &[
     "url_scheme",
 ];
 const SIZE_LABELS: &[&str] = &["service", "http_request_method", "http_route"];
+/// gRPC calls, after the OpenTelemetry RPC conventions: the instrument names of semconv 1.40
+/// (`rpc.server.call.duration`, `rpc.client.call.duration`, in seconds) with the attributes of
+/// 1.37 (`rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code`: the number, empty
+/// when the call ended without a status, reset or cut), the set that dashboards for today's
+/// gRPC instrumentations query.
+const RPC_LABELS: &[&str] = &[
+    "service",
+    "rpc_system",
+    "rpc_service",
+    "rpc_method",
+    "rpc_grpc_status_code",
+];
 
 impl Metrics {
     pub fn new(opts: &MetricsOptions, ring_bytes: u32) -> Self {
@@ -397,8 +413,25 @@ impl Metrics {
             "HTTP exchanges reconstructed, by role.",
             &["role"],
         );
+        let rpc = [
+            family(
+                &r,
+                "rpc_server_call_duration_seconds",
+                "Duration of gRPC calls served on this host (request headers to the response's end).",
+                DURATION_BUCKETS,
+                RPC_LABELS,
+            ),
+            family(
+                &r,
+                "rpc_client_call_duration_seconds",
+                "Duration of gRPC calls made from this host.",
+                DURATION_BUCKETS,
+                RPC_LABELS,
+            ),
+        ];
         let m = Self {
             max_series: opts.max_series,
+            rpc: Mutex::new(rpc),
             http: Mutex::new(Http {
                 families: http,
                 cache: SeriesCache {
@@ -410,6 +443,12 @@ impl Metrics {
             inventory: Mutex::new(Inventory::new(opts.max_inventory_routes)),
             server_exchanges: exchanges.with_label_values(&["server"]),
             client_exchanges: exchanges.with_label_values(&["client"]),
+            http2_events: counter_vec(
+                &r,
+                "apiwatch_http2_events_total",
+                "HTTP/2 connections and streams seen, and what their decoding could not follow (unknown HPACK fields, unattributed or refused streams, lost framing or header blocks), by kind.",
+                &["kind"],
+            ),
             series_overflow: counter(
                 &r,
                 "apiwatch_metric_series_overflow_total",
@@ -553,6 +592,25 @@ impl Metrics {
                 self.series_overflow.inc_by(series.overflowed);
             }
         }
+        if let Some(g) = &ex.grpc {
+            let status = g.status.map(|c| c.to_string()).unwrap_or_default();
+            let labels = vec![
+                ex.service.clone(),
+                "grpc".to_string(),
+                g.service.clone(),
+                g.method.clone(),
+                status,
+            ];
+            let side = match ex.role {
+                Role::Server => 0,
+                Role::Client => 1,
+            };
+            let (h, overflowed) = lock(&self.rpc)[side].handle(labels, max);
+            h.observe(seconds);
+            if overflowed {
+                self.series_overflow.inc();
+            }
+        }
         lock(&self.inventory).observe(ex);
     }
 
@@ -637,6 +695,36 @@ impl Metrics {
             s.baseline_series_refused
                 .saturating_sub(p.baseline_series_refused),
         );
+        let (h, ph) = (&s.h2, &p.h2);
+        for (kind, now, before) in [
+            ("connections", h.connections, ph.connections),
+            ("streams", h.streams, ph.streams),
+            ("unknown_fields", h.unknown_fields, ph.unknown_fields),
+            (
+                "streams_unattributed",
+                h.streams_unattributed,
+                ph.streams_unattributed,
+            ),
+            ("streams_refused", h.streams_refused, ph.streams_refused),
+            ("streams_reset", h.streams_reset, ph.streams_reset),
+            ("framing_lost", h.framing_lost, ph.framing_lost),
+            ("header_blocks_lost", h.header_blocks_lost, ph.header_blocks_lost),
+            (
+                "header_blocks_too_large",
+                h.header_blocks_too_large,
+                ph.header_blocks_too_large,
+            ),
+            ("hpack_errors", h.hpack_errors, ph.hpack_errors),
+            (
+                "table_size_updates_refused",
+                h.table_size_updates_refused,
+                ph.table_size_updates_refused,
+            ),
+        ] {
+            self.http2_events
+                .with_label_values(&[kind])
+                .inc_by(now.saturating_sub(before));
+        }
         self.connections.set(s.connections as i64);
         last.0 = s.clone();
         last.2 = routes_folded;

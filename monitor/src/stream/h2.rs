@@ -131,7 +131,12 @@ impl H2Conn {
         let d = dir_index(dir);
         let mut events = Vec::new();
         // Frame events borrow the reader's buffers: copy out what the stream logic needs.
+        let desyncs = self.readers[d].losses.desyncs;
         self.readers[d].feed(bytes, unseen, &mut |e| events.push(Owned::from(e)));
+        if self.readers[d].losses.desyncs > desyncs {
+            // Whatever the lost frames held, header blocks may have been among them.
+            self.hpack[d].lost_block();
+        }
         for e in events {
             self.on_frame(id, conn, d, ts_ns, e, stats, out);
         }
@@ -220,9 +225,9 @@ impl H2Conn {
                 };
                 s.wire[d] += wire;
                 s.body[d] += seen.len() as u64 + unseen;
-                if s.grpc {
-                    s.messages[d].feed(&seen, unseen);
-                }
+                // Counted on every stream: a gRPC call may be known as one only from its
+                // response's content type (its request's was an HPACK entry never seen).
+                s.messages[d].feed(&seen, unseen);
                 if end_stream {
                     s.ended[d] = true;
                     self.maybe_finish(id, conn, stream, ts_ns, stats, out);
@@ -331,6 +336,9 @@ impl H2Conn {
         // Trailers, or a trailers-only gRPC response: the call's status.
         for f in fields {
             match (f.name.as_deref(), &f.value) {
+                (Some(b"content-type"), Some(v)) if status.is_some() && is_grpc_content_type(v) => {
+                    s.grpc = true
+                }
                 (Some(b"grpc-status"), Some(v)) => {
                     s.grpc_status = std::str::from_utf8(v).ok().and_then(|v| v.trim().parse().ok());
                 }

@@ -154,9 +154,13 @@ impl Decoder {
         }
     }
 
-    /// A header block was lost: what the encoder added in it is unknown from now on.
+    /// A header block was lost: the entries it added are unknown, and they are newer than every
+    /// entry held, so each held entry's index is unknown too. Only what is added from now on
+    /// can be trusted: the table starts over, as on a mid-connection start.
     pub fn lost_block(&mut self) {
         self.partial = true;
+        self.table.clear();
+        self.size = 0;
     }
 
     pub fn is_partial(&self) -> bool {
@@ -174,7 +178,8 @@ impl Decoder {
     pub fn decode(&mut self, mut block: &[u8], out: &mut Vec<Field>) -> Result<(), HpackError> {
         let r = self.decode_inner(&mut block, out);
         if r.is_err() {
-            self.partial = true;
+            // The rest of the block may have added entries: as for a lost block.
+            self.lost_block();
         }
         r
     }
