@@ -4,7 +4,7 @@
 //! headers (Authorization keeps its scheme word), every query value in a request line, and the
 //! values of credential-like fields (`password=`, `"token": "..."`) anywhere in the bytes. A secret
 //! header cut at the end of one chunk is blanked on into the start of the next chunk of the same
-//! stream.
+//! stream. HTTP/2 header blocks are HPACK: see `h2.rs`.
 use std::collections::HashMap;
 
 use crate::capture::{CaptureEvent, ConnId, Direction};
@@ -28,10 +28,18 @@ const SECRET_FIELDS: &[&str] = &[
     "session",
 ];
 
+mod h2;
+
+/// How one direction of a connection is redacted.
+enum Side {
+    /// HTTP/1 (or anything not HTTP/2); true: the last chunk ended inside a secret header line.
+    Text(bool),
+    H2(Box<h2::H2Side>),
+}
+
 #[derive(Default)]
 pub struct Redactor {
-    /// Streams whose last chunk ended inside a secret header line.
-    open_secret_line: HashMap<(ConnId, bool), ()>,
+    sides: HashMap<(ConnId, bool), Side>,
 }
 
 impl Redactor {
@@ -39,26 +47,52 @@ impl Redactor {
         match ev {
             CaptureEvent::Data(d) => {
                 let key = (d.id, d.direction == Direction::Ingress);
-                let mut start = 0;
-                if self.open_secret_line.remove(&key).is_some() {
-                    let end = d.bytes.iter().position(|&b| b == b'\n').unwrap_or(d.bytes.len());
-                    let stop = if end > 0 && d.bytes[end - 1] == b'\r' {
-                        end - 1
+                let unseen = d.gap();
+                let side = self.sides.entry(key).or_insert_with(|| {
+                    if crate::http::h2::starts_connection(&d.bytes)
+                        || crate::http::h2::starts_with_frames(&d.bytes)
+                    {
+                        Side::H2(Box::new(h2::H2Side::new(&d.bytes)))
                     } else {
-                        end
-                    };
-                    blank(&mut d.bytes[..stop]);
-                    start = end;
+                        Side::Text(false)
+                    }
+                });
+                // A text stream that turns into HTTP/2 (after an h2c upgrade).
+                if matches!(side, Side::Text(_)) && crate::http::h2::starts_connection(&d.bytes) {
+                    *side = Side::H2(Box::new(h2::H2Side::new(&d.bytes)));
                 }
-                if redact_bytes(&mut d.bytes[start..]) {
-                    self.open_secret_line.insert(key, ());
+                match side {
+                    Side::H2(h) => {
+                        h.redact(&mut d.bytes, unseen);
+                        // Bodies: credential-like fields, as in HTTP/1 bodies.
+                        redact_secret_fields(&mut d.bytes);
+                    }
+                    Side::Text(open_secret_line) => {
+                        let mut start = 0;
+                        if std::mem::take(open_secret_line) {
+                            let end = d.bytes.iter().position(|&b| b == b'\n').unwrap_or(d.bytes.len());
+                            let stop = if end > 0 && d.bytes[end - 1] == b'\r' {
+                                end - 1
+                            } else {
+                                end
+                            };
+                            blank(&mut d.bytes[..stop]);
+                            start = end;
+                        }
+                        *open_secret_line = redact_bytes(&mut d.bytes[start..]);
+                    }
                 }
             }
             CaptureEvent::Close { id, .. } => {
-                self.open_secret_line.remove(&(*id, true));
-                self.open_secret_line.remove(&(*id, false));
+                self.sides.remove(&(*id, true));
+                self.sides.remove(&(*id, false));
             }
-            CaptureEvent::Open(_) | CaptureEvent::Tls { .. } | CaptureEvent::ProcessExit { .. } => {}
+            CaptureEvent::Open(o) => {
+                // A reused fd starts a new connection.
+                self.sides.remove(&(o.id, true));
+                self.sides.remove(&(o.id, false));
+            }
+            CaptureEvent::Tls { .. } | CaptureEvent::ProcessExit { .. } => {}
         }
     }
 }

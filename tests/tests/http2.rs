@@ -255,3 +255,73 @@ fn grpc_unary_streaming_errors_and_deadlines_per_call() {
     assert_no_secret(&ex);
     assert_eq!(summary.pipeline.h2.unknown_fields, 0, "{:?}", summary.pipeline.h2);
 }
+
+/// Waits until `log` (a file a child writes its stderr to) contains `marker`, at most 30 s.
+fn wait_for_log(log: &std::path::Path, marker: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(log).unwrap_or_default().contains(marker) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {marker:?} in {}",
+            log.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn recordings_of_http2_keep_no_secret_and_replay_to_the_same_exchanges() {
+    let nginx = Nginx::start_h2(&[("data.json", BODY)], true);
+    let dir = TempDir::new("h2rec");
+    let rec = dir.path().join("h2.rec");
+    let log = dir.path().join("record.log");
+    let mut record = Command::new(apiwatch_bin())
+        .args(["record", "--duration", "4", "--out", rec.to_str().unwrap()])
+        .args(capture_mode_args())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_for_log(&log, "recording to");
+    let base = format!("https://127.0.0.1:{}", nginx.port);
+    curl_h2(&base, &["-k", "--http2"]);
+    assert!(
+        record.wait().unwrap().success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    let bytes = std::fs::read(&rec).unwrap();
+    let contains = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(SECRET.as_bytes()), "the raw token is in the recording");
+    // HPACK Huffman-codes header values: the coded token must not be there either.
+    let mut coded = Vec::new();
+    httlib_huffman::encode(format!("Bearer {SECRET}").as_bytes(), &mut coded).unwrap();
+    assert!(
+        !contains(&coded[3..coded.len() - 1]),
+        "the Huffman-coded token is in the recording"
+    );
+
+    let out = Command::new(apiwatch_bin())
+        .args(["replay", rec.to_str().unwrap(), "--exchanges", "-"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let replayed: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|e: &serde_json::Value| {
+            e["local"]
+                .as_str()
+                .is_some_and(|a| a.ends_with(&format!(":{}", nginx.port)))
+        })
+        .collect();
+    assert_eq!(replayed.len(), N, "server-side exchanges replayed");
+    for e in &replayed {
+        assert_eq!(e["http_version"], "2");
+        assert_eq!(e["auth_scheme"], "bearer", "{e}");
+        let path = e["path"].as_str().unwrap();
+        assert!(path == "/data.json" || path.starts_with("/missing-"), "{e}");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains(SECRET));
+}
