@@ -325,3 +325,50 @@ fn recordings_of_http2_keep_no_secret_and_replay_to_the_same_exchanges() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains(SECRET));
 }
+
+#[test]
+fn joined_mid_connection_no_wrong_path_and_what_was_missed_is_counted() {
+    use std::io::{BufRead, BufReader, Write};
+    let nginx = Nginx::start_h2(&[("data.json", BODY)], false);
+    let mut client = Command::new("/usr/bin/python3")
+        .arg(workspace_root().join("tests/fixtures/h2_mid_connection.py"))
+        .arg(nginx.port.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3-h2 (cargo xtask setup installs it)");
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    // The connection and its first three requests exist before the agent.
+    let agent = Agent::start();
+    writeln!(client.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "done");
+    assert!(client.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(200));
+    let (ex, summary) = agent.stop();
+    assert_eq!(nginx.access_log_lines(), 9);
+    let h2 = &summary.pipeline.h2;
+    for (side, name) in [
+        (server_side(&ex, nginx.port), "server"),
+        (client_side(&ex, nginx.port), "client"),
+    ] {
+        let paths: Vec<&str> = side.iter().map(|e| e.path.as_str()).collect();
+        // The new paths are literals: seen, exactly. The repeated ones are HPACK table
+        // references to entries made before the agent: not reported rather than guessed.
+        assert_eq!(paths, ["/after-0", "/after-1", "/after-2"], "{name}: {side:#?}");
+        assert!(
+            side.iter()
+                .all(|e| e.status == Some(404) && e.http_version == "2"),
+            "{side:#?}"
+        );
+    }
+    assert!(h2.unknown_fields > 0, "{h2:?}");
+    assert!(
+        h2.streams_unattributed >= 6,
+        "the repeated requests, both sides, are counted: {h2:?}"
+    );
+}
