@@ -17,6 +17,7 @@ pub const TARGETS: &[&str] = &[
     "config",
     "backtest_csv",
     "detectors",
+    "http2",
 ];
 
 pub fn run(secs: u64, only: &[String]) -> Result<()> {

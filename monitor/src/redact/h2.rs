@@ -240,9 +240,17 @@ fn redacted_value(raw: &[u8]) -> Vec<u8> {
 /// code, RFC 7541 appendix B: each one adds less than a byte, so every length is reached) and
 /// the end with EOS padding. False if `value` alone does not fit.
 fn encode_padded(value: &[u8], out: &mut [u8]) -> bool {
-    let mut full = value.to_vec();
     let mut encoded = Vec::new();
-    loop {
+    if httlib_huffman::encode(value, &mut encoded).is_err() || encoded.len() > out.len() {
+        return false;
+    }
+    // `value` takes more than 8 * (len - 1) bits, so the room left is 8 * (N - len) bits plus
+    // less than 8: the zeros that fit are this many, or one or two more. A few encodings, not
+    // one per zero (a hostile 16 KiB value must not cost a quadratic loop).
+    let k0 = (out.len() - encoded.len()) * 8 / 5;
+    let mut full = value.to_vec();
+    full.extend(std::iter::repeat_n(b'0', k0));
+    for _ in 0..3 {
         encoded.clear();
         if httlib_huffman::encode(&full, &mut encoded).is_err() || encoded.len() > out.len() {
             return false;
@@ -253,6 +261,7 @@ fn encode_padded(value: &[u8], out: &mut [u8]) -> bool {
         }
         full.push(b'0');
     }
+    false
 }
 
 fn blank_all(b: &mut [u8]) {

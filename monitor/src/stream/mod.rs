@@ -179,6 +179,14 @@ impl ConnTable {
         self.conns.len()
     }
 
+    /// Bytes the connections hold between events (parser buffers, HTTP/2 frame buffers).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conns
+            .values()
+            .map(|c| c.ingress.buffered() + c.egress.buffered() + c.h2.as_ref().map_or(0, |h| h.buffered()))
+            .sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.conns.is_empty()
     }
