@@ -372,3 +372,41 @@ fn joined_mid_connection_no_wrong_path_and_what_was_missed_is_counted() {
         "the repeated requests, both sides, are counted: {h2:?}"
     );
 }
+
+#[test]
+fn a_grpc_method_called_from_outside_its_zone_is_a_finding() {
+    let port = free_port();
+    let _server = spawn_server(
+        &mut grpc_demo(&["server", &port.to_string()]),
+        port,
+        "python3-grpcio must be installed (cargo xtask setup installs it)",
+    );
+    // Only SayHello is fenced (to 10.0.0.0/8): the loopback caller is outside it. The other
+    // methods are declared open, so they raise nothing.
+    let policy = format!(
+        "zones:\n  corp: [\"10.0.0.0/8\"]\n  local: [\"127.0.0.0/8\"]\nservices:\n  - name: greeter\n    match:\n      port: {port}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp, local]\n    endpoints:\n      - route: /demo.v1.Greeter/SayHello\n        methods: [POST]\n        allowed_sources: [corp]\n"
+    );
+    let policy = monitor::boundary::Policy::parse("grpc-policy", &policy).unwrap();
+    let agent = Agent::start_with(monitor::agent::AgentOptions {
+        policy: Some(std::sync::Arc::new(policy)),
+        ..Default::default()
+    });
+    let out = grpc_demo(&["client", &port.to_string(), SECRET])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::thread::sleep(Duration::from_millis(300));
+    let (_, findings, _) = agent.stop_all();
+    let ours: Vec<_> = findings
+        .iter()
+        .filter(|f| f.rule.starts_with("greeter "))
+        .collect();
+    assert!(!ours.is_empty(), "no finding for the gRPC method: {findings:#?}");
+    assert!(
+        ours.iter()
+            .all(|f| f.route == "/demo.v1.Greeter/SayHello" && f.kind == "source_outside_boundary"),
+        "{ours:#?}"
+    );
+    let json = serde_json::to_string(&findings).unwrap();
+    assert!(!json.contains(SECRET));
+}

@@ -782,6 +782,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn grpc_calls_in_the_rpc_family_with_their_status() {
+        let m = Metrics::new(&MetricsOptions::default(), 1 << 20);
+        let mut ex = crate::exchange::tests::sample();
+        ex.service = "greeter:50051".into();
+        ex.http_version = "2";
+        for status in [Some(0), Some(5), None] {
+            ex.grpc = Some(crate::exchange::GrpcCall {
+                service: "demo.v1.Greeter".into(),
+                method: "SayHello".into(),
+                status,
+                message: None,
+                request_messages: Some(1),
+                response_messages: Some(1),
+            });
+            m.observe(&ex);
+        }
+        let text = prometheus::TextEncoder::new()
+            .encode_to_string(&m.registry.gather())
+            .unwrap();
+        for code in ["0", "5", ""] {
+            let line = format!(
+                r#"rpc_server_call_duration_seconds_count{{rpc_grpc_status_code="{code}",rpc_method="SayHello",rpc_service="demo.v1.Greeter",rpc_system="grpc",service="greeter:50051"}} 1"#
+            );
+            assert!(text.contains(&line), "{line} not in {text}");
+        }
+        // The HTTP family counts the calls too.
+        assert!(text.contains("http_server_request_duration_seconds_count"));
+    }
+
+    #[test]
     fn series_are_capped_with_one_overflow_set() {
         let m = Metrics::new(
             &MetricsOptions {
