@@ -25,6 +25,9 @@ const FIXED_RATE_CONNECTIONS: u64 = 13;
 const WRK_SECONDS: u32 = 5;
 const PORT: u16 = 18590;
 const TLS_PORT: u16 = 18591;
+/// nginx speaking HTTP/2: cleartext with prior knowledge (h2c), and over TLS (ALPN h2).
+const H2C_PORT: u16 = 18592;
+const H2_TLS_PORT: u16 = 18593;
 
 pub fn run() -> Result<()> {
     cargo(&["build", "--release", "-p", "monitor"])?;
@@ -49,6 +52,13 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         bin,
         "nginx over TLS under wrk (both sides through the OpenSSL uprobes)",
         &format!("https://127.0.0.1:{TLS_PORT}/index.json"),
+    )?;
+
+    h2_saturation(bin, "nginx over h2c (prior knowledge) under h2load", &format!("http://127.0.0.1:{H2C_PORT}/index.json"))?;
+    h2_saturation(
+        bin,
+        "nginx over HTTP/2 and TLS under h2load (both sides through the OpenSSL uprobes)",
+        &format!("https://127.0.0.1:{H2_TLS_PORT}/index.json"),
     )?;
 
     fixed_rate(bin, "plaintext", &url, 1.5)?;
@@ -110,6 +120,87 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         "replay: {events} events ({:.1} MB) at {:.0} events/s (best of 5, includes reading the file, metrics, baselines and writing JSON) [target: >= 1,000,000]",
         size as f64 / 1e6,
         best
+    );
+
+    // The same over HTTP/2: frame parsing and HPACK decoding, both sides of h2load's streams.
+    let rec = work.join("bench-h2.rec");
+    let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;
+    h2load(&format!("http://127.0.0.1:{H2C_PORT}/index.json"), 2)?;
+    agent.stop()?;
+    let (mut best, mut best_ex) = (0.0f64, 0.0f64);
+    let (mut events, mut exchanges) = (0, 0);
+    for _ in 0..5 {
+        let out = Command::new(bin)
+            .args(["replay", rec.to_str().unwrap_or_default(), "--exchanges", "/dev/null", "--with-metrics"])
+            .stderr(Stdio::piped())
+            .output()?;
+        let s = summary_of(&String::from_utf8_lossy(&out.stderr))?;
+        events = s["pipeline"]["events"].as_u64().unwrap_or(0);
+        exchanges = s["pipeline"]["exchanges"].as_u64().unwrap_or(0);
+        let secs = s["seconds"].as_f64().unwrap_or(1.0);
+        best = best.max(events as f64 / secs);
+        best_ex = best_ex.max(exchanges as f64 / secs);
+    }
+    println!(
+        "replay (HTTP/2, h2load over h2c): {events} events, {exchanges} exchanges at {best:.0} events/s = {best_ex:.0} exchanges/s (best of 5, one core: frames, HPACK, streams, metrics)"
+    );
+    Ok(())
+}
+
+/// h2load over one URL: 8 connections, 10 streams in flight on each, for `secs`.
+/// Returns (requests/s, requests succeeded).
+fn h2load(url: &str, secs: u32) -> Result<(f64, u64)> {
+    let out = Command::new("h2load")
+        .args(["-t1", "-c8", "-m10", "-D", &secs.to_string(), url])
+        .output()
+        .context("h2load (nghttp2-client; cargo xtask setup installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "finished in 5.00s, 41234.40 req/s, 3.21MB/s" and "requests: N total, N started, N done, N succeeded, ..."
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("finished in "))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|v| v.trim_end_matches(" req/s").parse::<f64>().ok())
+        .unwrap_or(0.0);
+    let ok = text
+        .lines()
+        .find_map(|l| l.strip_prefix("requests: "))
+        .and_then(|l| l.split(", ").find_map(|p| p.strip_suffix(" succeeded")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if rps == 0.0 {
+        bail!("h2load printed no rate:\n{text}");
+    }
+    Ok((rps, ok))
+}
+
+/// HTTP/2 at saturation: agent off vs on (the default mode, exchange lines off), interleaved.
+fn h2_saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
+    println!("== {what} (-t1 -c8 -m10 -D{WRK_SECONDS}), agent off vs on, {ROUNDS} interleaved rounds ==");
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let (rps_off, _) = h2load(url, WRK_SECONDS)?;
+        let agent = Agent::start(bin, &["run", "--exchanges", "off", "--metrics-addr", "off"])?;
+        let (rps_on, requests) = h2load(url, WRK_SECONDS)?;
+        let cpu = agent.cpu_seconds();
+        let summary = agent.stop()?;
+        let exchanges = summary["pipeline"]["exchanges"].as_u64().unwrap_or(0);
+        println!(
+            "round {round}: off {rps_off:>9.0} req/s | on {rps_on:>9.0} req/s | ratio {:.3} | agent CPU {cpu:.2}s = {:.3}s per 10k req | exchanges {exchanges} (both sides of {requests} requests: {}) | ring drops {} | h2 {}",
+            rps_on / rps_off,
+            cpu / (requests as f64 / 10_000.0),
+            if exchanges >= 2 * requests { "all seen".to_string() } else { format!("{} MISSING", 2 * requests - exchanges) },
+            ring_drops(&summary),
+            summary["pipeline"]["h2"]
+        );
+        off.push(rps_off);
+        on.push(rps_on);
+    }
+    let (m_off, m_on) = (median(&off), median(&on));
+    println!(
+        "median: off {m_off:.0} req/s, on {m_on:.0} req/s, throughput ratio {:.3} (loss {:.1}%)\n",
+        m_on / m_off,
+        (1.0 - m_on / m_off) * 100.0
     );
     Ok(())
 }
@@ -569,6 +660,9 @@ fn start_nginx(work: &Path) -> Result<Child> {
          http {{ access_log off; sendfile on; keepalive_requests 1000000; client_body_temp_path {d}/body;\n\
          server {{ listen 127.0.0.1:{PORT}; root {d}/www; location / {{ }} }}\n\
          server {{ listen 127.0.0.1:{TLS_PORT} ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
+         root {d}/www; location / {{ }} }}\n\
+         server {{ listen 127.0.0.1:{H2C_PORT} http2; root {d}/www; location / {{ }} }}\n\
+         server {{ listen 127.0.0.1:{H2_TLS_PORT} ssl http2; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem;\n\
          root {d}/www; location / {{ }} }} }}\n"
     );
     std::fs::write(work.join("nginx.conf"), conf)?;
