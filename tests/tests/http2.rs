@@ -178,7 +178,7 @@ fn grpc_demo(args: &[&str]) -> Command {
 }
 
 #[test]
-fn grpc_unary_streaming_errors_and_deadlines_per_call() {
+fn grpc_unary_streaming_both_ways_errors_and_deadlines_per_call() {
     let port = free_port();
     let _server = spawn_server(
         &mut grpc_demo(&["server", &port.to_string()]),
@@ -224,9 +224,11 @@ fn grpc_unary_streaming_errors_and_deadlines_per_call() {
                 count("SayHello"),
                 count("Missing"),
                 count("ListThings"),
+                count("Collect"),
+                count("Chat"),
                 count("Slow")
             ),
-            (5, 1, 1, 1),
+            (5, 1, 1, 1, 1, 1),
             "{name}: {calls:?}"
         );
         for e in &side {
@@ -244,7 +246,18 @@ fn grpc_unary_streaming_errors_and_deadlines_per_call() {
                     assert_eq!(g.status_name(), "NOT_FOUND", "{e:?}");
                     assert_eq!(g.message.as_deref(), Some("no such greeter"));
                 }
+                // Server, client and bidirectional streams: every message counted each way.
                 "ListThings" => assert_eq!((g.status, g.response_messages), (Some(0), Some(3)), "{e:?}"),
+                "Collect" => assert_eq!(
+                    (g.status, g.request_messages, g.response_messages),
+                    (Some(0), Some(4), Some(1)),
+                    "{e:?}"
+                ),
+                "Chat" => assert_eq!(
+                    (g.status, g.request_messages, g.response_messages),
+                    (Some(0), Some(3), Some(3)),
+                    "{e:?}"
+                ),
                 // The client gives up after 0.2 s: it resets the stream (CANCEL), or the
                 // server's own deadline ends it with DEADLINE_EXCEEDED.
                 "Slow" => assert!(e.reset_code == Some(8) || g.status == Some(4), "{e:?}"),

@@ -54,7 +54,11 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         &format!("https://127.0.0.1:{TLS_PORT}/index.json"),
     )?;
 
-    h2_saturation(bin, "nginx over h2c (prior knowledge) under h2load", &format!("http://127.0.0.1:{H2C_PORT}/index.json"))?;
+    h2_saturation(
+        bin,
+        "nginx over h2c (prior knowledge) under h2load",
+        &format!("http://127.0.0.1:{H2C_PORT}/index.json"),
+    )?;
     h2_saturation(
         bin,
         "nginx over HTTP/2 and TLS under h2load (both sides through the OpenSSL uprobes)",
@@ -131,7 +135,13 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
     let (mut events, mut exchanges) = (0, 0);
     for _ in 0..5 {
         let out = Command::new(bin)
-            .args(["replay", rec.to_str().unwrap_or_default(), "--exchanges", "/dev/null", "--with-metrics"])
+            .args([
+                "replay",
+                rec.to_str().unwrap_or_default(),
+                "--exchanges",
+                "/dev/null",
+                "--with-metrics",
+            ])
             .stderr(Stdio::piped())
             .output()?;
         let s = summary_of(&String::from_utf8_lossy(&out.stderr))?;
@@ -189,7 +199,11 @@ fn h2_saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
             "round {round}: off {rps_off:>9.0} req/s | on {rps_on:>9.0} req/s | ratio {:.3} | agent CPU {cpu:.2}s = {:.3}s per 10k req | exchanges {exchanges} (both sides of {requests} requests: {}) | ring drops {} | h2 {}",
             rps_on / rps_off,
             cpu / (requests as f64 / 10_000.0),
-            if exchanges >= 2 * requests { "all seen".to_string() } else { format!("{} MISSING", 2 * requests - exchanges) },
+            if exchanges >= 2 * requests {
+                "all seen".to_string()
+            } else {
+                format!("{} MISSING", 2 * requests - exchanges)
+            },
             ring_drops(&summary),
             summary["pipeline"]["h2"]
         );

@@ -721,6 +721,44 @@ mod http2 {
     }
 
     #[test]
+    fn hostile_peers_are_bounded_and_counted() {
+        // Garbage after the preface: the framing is lost, counted, nothing reported.
+        let mut junk = PREFACE.to_vec();
+        junk.extend([0xffu8; 64]);
+        let (ex, stats) = run_with(Role::Server, &[(IN, &junk, 0)], true);
+        assert!(ex.is_empty());
+        assert_eq!(stats.h2.framing_lost, 1, "{:?}", stats.h2);
+        // A huge header block (HEADERS + 100 CONTINUATIONs of 16 KiB) and a table-size bomb:
+        // dropped and counted; the stream after them is still read.
+        let mut b = PREFACE.to_vec();
+        b.extend(frame(HEADERS, 0, 1, &[0x3f, 0xff, 0xff, 0xff, 0x7f]));
+        for _ in 0..100 {
+            b.extend(frame(9, 0, 1, &[0x82; 16384]));
+        }
+        b.extend(frame(9, END_HEADERS, 1, &[0x82]));
+        let mut block = vec![0x82, 0x86];
+        block.extend(literal(":path", "/after", false));
+        b.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &block));
+        let resp = frame(HEADERS, END_HEADERS | END_STREAM, 3, &[0x88]);
+        let (ex, stats) = run_with(Role::Server, &[(IN, &b, 0), (OUT, &resp, 0)], true);
+        assert_eq!(stats.h2.header_blocks_too_large, 1, "{:?}", stats.h2);
+        assert_eq!(ex.iter().map(|e| e.path.as_str()).collect::<Vec<_>>(), ["/after"]);
+        // More streams than the bound: refused and counted.
+        let mut many = PREFACE.to_vec();
+        for i in 0..300u32 {
+            let mut block = vec![0x82, 0x86];
+            block.extend(literal(":path", "/s", false));
+            many.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &block));
+        }
+        let (ex, stats) = run_with(Role::Server, &[(IN, &many, 0)], true);
+        assert_eq!(
+            stats.h2.streams_refused,
+            300 - super::super::h2::MAX_STREAMS as u64
+        );
+        assert_eq!(ex.len(), super::super::h2::MAX_STREAMS);
+    }
+
+    #[test]
     fn reset_and_close_end_streams() {
         let mut req = PREFACE.to_vec();
         let mut block = vec![0x82, 0x86];
