@@ -183,7 +183,7 @@ fn rewrite(literal: &mut [u8]) {
     }
     let raw = if huffman {
         let mut out = Vec::new();
-        if httlib_huffman::decode(rest, &mut out, httlib_huffman::DecoderSpeed::FourBits).is_err() {
+        if httlib_huffman::decode(rest, &mut out, httlib_huffman::DecoderSpeed::FiveBits).is_err() {
             blank_all(&mut literal[prefix_len..]);
             return;
         }
@@ -301,7 +301,7 @@ mod tests {
         out.into_iter()
             .map(|f| {
                 (
-                    String::from_utf8(f.name.unwrap()).unwrap(),
+                    String::from_utf8(f.name.unwrap().to_vec()).unwrap(),
                     String::from_utf8_lossy(&f.value.unwrap()).into_owned(),
                 )
             })

@@ -57,14 +57,20 @@ struct H2Stream {
 pub struct H2Conn {
     /// By direction: [ingress, egress].
     readers: [FrameReader; 2],
+    /// Apart from the readers, so their frame events can borrow the readers' buffers.
+    state: Streams,
+    /// Losses already added to the stats.
+    counted: (u64, u64, u64, u64, u64),
+}
+
+/// The HPACK decoders and the streams of one connection.
+struct Streams {
     hpack: [hpack::Decoder; 2],
     streams: HashMap<u32, H2Stream>,
     fields: Vec<Field>,
     /// Which direction carries requests, once known (the preface's, the role's, or the first
     /// request block's).
     client_dir: Option<usize>,
-    /// Losses already added to the stats.
-    counted: (u64, u64, u64, u64, u64),
 }
 
 fn dir_index(d: Direction) -> usize {
@@ -103,10 +109,12 @@ impl H2Conn {
         };
         Self {
             readers: [reader(0), reader(1)],
-            hpack: [hpack::Decoder::new(!fresh), hpack::Decoder::new(!fresh)],
-            streams: HashMap::new(),
-            fields: Vec::new(),
-            client_dir,
+            state: Streams {
+                hpack: [hpack::Decoder::new(!fresh), hpack::Decoder::new(!fresh)],
+                streams: HashMap::new(),
+                fields: Vec::new(),
+                client_dir,
+            },
             counted: (0, 0, 0, 0, 0),
         }
     }
@@ -129,16 +137,14 @@ impl H2Conn {
         out: &mut Vec<Exchange>,
     ) {
         let d = dir_index(dir);
-        let mut events = Vec::new();
-        // Frame events borrow the reader's buffers: copy out what the stream logic needs.
         let desyncs = self.readers[d].losses.desyncs;
-        self.readers[d].feed(bytes, unseen, &mut |e| events.push(Owned::from(e)));
+        let state = &mut self.state;
+        self.readers[d].feed(bytes, unseen, &mut |e| {
+            state.on_frame(id, conn, d, ts_ns, e, stats, out)
+        });
         if self.readers[d].losses.desyncs > desyncs {
             // Whatever the lost frames held, header blocks may have been among them.
-            self.hpack[d].lost_block();
-        }
-        for e in events {
-            self.on_frame(id, conn, d, ts_ns, e, stats, out);
+            self.state.hpack[d].lost_block();
         }
         self.count_losses(stats);
     }
@@ -150,8 +156,8 @@ impl H2Conn {
             a.desyncs + b.desyncs,
             a.blocks_lost + b.blocks_lost,
             a.blocks_too_large + b.blocks_too_large,
-            self.hpack[0].unknown_refs + self.hpack[1].unknown_refs,
-            self.hpack[0].size_updates_refused + self.hpack[1].size_updates_refused,
+            self.state.hpack[0].unknown_refs + self.state.hpack[1].unknown_refs,
+            self.state.hpack[0].size_updates_refused + self.state.hpack[1].size_updates_refused,
         );
         let h = &mut stats.h2;
         h.framing_lost += now.0 - self.counted.0;
@@ -161,7 +167,9 @@ impl H2Conn {
         h.table_size_updates_refused += now.4 - self.counted.4;
         self.counted = now;
     }
+}
 
+impl Streams {
     #[allow(clippy::too_many_arguments)]
     fn on_frame(
         &mut self,
@@ -169,12 +177,12 @@ impl H2Conn {
         conn: &Conn,
         d: usize,
         ts_ns: u64,
-        e: Owned,
+        e: FrameEvent<'_>,
         stats: &mut PipelineStats,
         out: &mut Vec<Exchange>,
     ) {
         match e {
-            Owned::Headers {
+            FrameEvent::Headers {
                 stream,
                 end_stream,
                 block,
@@ -197,7 +205,7 @@ impl H2Conn {
                     return;
                 };
                 self.fields.clear();
-                if self.hpack[d].decode(&block, &mut self.fields).is_err() {
+                if self.hpack[d].decode(block, &mut self.fields).is_err() {
                     stats.h2.hpack_errors += 1;
                 }
                 let fields = std::mem::take(&mut self.fields);
@@ -212,7 +220,7 @@ impl H2Conn {
                 }
                 self.maybe_finish(id, conn, stream, ts_ns, stats, out);
             }
-            Owned::Data {
+            FrameEvent::Data {
                 stream,
                 seen,
                 unseen,
@@ -227,28 +235,28 @@ impl H2Conn {
                 s.body[d] += seen.len() as u64 + unseen;
                 // Counted on every stream: a gRPC call may be known as one only from its
                 // response's content type (its request's was an HPACK entry never seen).
-                s.messages[d].feed(&seen, unseen);
+                s.messages[d].feed(seen, unseen);
                 if end_stream {
                     s.ended[d] = true;
                     self.maybe_finish(id, conn, stream, ts_ns, stats, out);
                 }
             }
-            Owned::RstStream { stream, code } => {
+            FrameEvent::RstStream { stream, code } => {
                 if let Some(s) = self.streams.get_mut(&stream) {
                     s.reset = Some(code);
                     stats.h2.streams_reset += 1;
                     self.finish(id, conn, stream, ts_ns, stats, out);
                 }
             }
-            Owned::Settings {
+            FrameEvent::Settings {
                 ack: false,
                 header_table_size: Some(size),
             } => {
                 // The sender's decoder allows this much: the other direction's encoder may use it.
                 self.hpack[1 - d].set_limit(size);
             }
-            Owned::Settings { .. } => {}
-            Owned::GoAway { last_stream, .. } => {
+            FrameEvent::Settings { .. } => {}
+            FrameEvent::GoAway { last_stream, .. } => {
                 // Streams the sender will never process (RFC 9113 section 6.8) end here, unanswered.
                 let mut gone: Vec<u32> = self
                     .streams
@@ -442,7 +450,9 @@ impl H2Conn {
         });
         stats.exchanges += 1;
     }
+}
 
+impl H2Conn {
     /// The connection ended: every open stream is reported as it stands.
     pub(super) fn close(
         &mut self,
@@ -452,13 +462,13 @@ impl H2Conn {
         stats: &mut PipelineStats,
         out: &mut Vec<Exchange>,
     ) {
-        let mut open: Vec<u32> = self.streams.keys().copied().collect();
+        let mut open: Vec<u32> = self.state.streams.keys().copied().collect();
         open.sort_unstable();
         for s in open {
-            if self.streams.get(&s).is_some_and(|s| s.req.is_some()) {
+            if self.state.streams.get(&s).is_some_and(|s| s.req.is_some()) {
                 stats.requests_unanswered += 1;
             }
-            self.finish(id, conn, s, ts_ns, stats, out);
+            self.state.finish(id, conn, s, ts_ns, stats, out);
         }
         self.count_losses(stats);
     }
@@ -507,75 +517,4 @@ fn request_head(fields: &[Field]) -> Option<(RequestHead, bool)> {
         head.truncated = true;
     }
     Some((head, grpc))
-}
-
-/// FrameEvent without the borrow of the reader's buffers.
-enum Owned {
-    Headers {
-        stream: u32,
-        end_stream: bool,
-        block: Option<Vec<u8>>,
-        promised: Option<u32>,
-        wire: u64,
-    },
-    Data {
-        stream: u32,
-        seen: Vec<u8>,
-        unseen: u64,
-        wire: u64,
-        end_stream: bool,
-    },
-    RstStream {
-        stream: u32,
-        code: u32,
-    },
-    Settings {
-        ack: bool,
-        header_table_size: Option<u32>,
-    },
-    GoAway {
-        last_stream: u32,
-    },
-}
-
-impl From<FrameEvent<'_>> for Owned {
-    fn from(e: FrameEvent<'_>) -> Self {
-        match e {
-            FrameEvent::Headers {
-                stream,
-                end_stream,
-                block,
-                promised,
-                wire,
-            } => Owned::Headers {
-                stream,
-                end_stream,
-                block: block.map(<[u8]>::to_vec),
-                promised,
-                wire,
-            },
-            FrameEvent::Data {
-                stream,
-                seen,
-                unseen,
-                wire,
-                end_stream,
-            } => Owned::Data {
-                stream,
-                seen: seen.to_vec(),
-                unseen,
-                wire,
-                end_stream,
-            },
-            FrameEvent::RstStream { stream, code } => Owned::RstStream { stream, code },
-            FrameEvent::Settings {
-                ack,
-                header_table_size,
-            } => Owned::Settings {
-                ack,
-                header_table_size,
-            },
-            FrameEvent::GoAway { last_stream, .. } => Owned::GoAway { last_stream },
-        }
-    }
 }

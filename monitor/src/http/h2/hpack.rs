@@ -12,11 +12,18 @@
 //! The values held here (credentials included) stay in this process: the head builder turns them
 //! into fingerprints and drops them.
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// The most a table may hold, whatever the peers announce (a table-size bomb is capped here).
 pub const MAX_TABLE_BYTES: usize = 65536;
 /// The longest string literal decoded; a header block is bounded before this anyway.
 const MAX_STRING: usize = 16384;
+/// A Huffman string's coded bytes and what they decode to.
+type CachedHuffman = (Box<[u8]>, Arc<[u8]>);
+
+/// Huffman strings remembered per decoder, and the longest one remembered (coded bytes).
+const HUFFMAN_CACHE_ENTRIES: usize = 16;
+const HUFFMAN_CACHE_MAX_LEN: usize = 128;
 /// RFC 7541 section 4.1: an entry's size is its name and value lengths plus 32.
 const ENTRY_OVERHEAD: usize = 32;
 /// SETTINGS_HEADER_TABLE_SIZE's initial value (RFC 9113 section 6.5.2).
@@ -108,17 +115,46 @@ pub enum HpackError {
     BadIndex,
 }
 
+/// Bytes of a decoded name or value, without a copy where there is one to share: the static
+/// table's, or a dynamic-table entry's (shared with the table).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Bytes {
+    Static(&'static [u8]),
+    Shared(Arc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Static(b) => b,
+            Bytes::Shared(b) => b,
+            Bytes::Owned(b) => b,
+        }
+    }
+}
+
+impl Bytes {
+    fn shared(&self) -> Arc<[u8]> {
+        match self {
+            Bytes::Shared(b) => b.clone(),
+            other => Arc::from(&other[..]),
+        }
+    }
+}
+
 /// One decoded field. `name` None: the name came from a table entry this decoder never saw.
 /// `value` None: likewise for the value.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Field {
-    pub name: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub name: Option<Bytes>,
+    pub value: Option<Bytes>,
 }
 
 struct Entry {
-    name: Option<Box<[u8]>>,
-    value: Option<Box<[u8]>>,
+    name: Option<Arc<[u8]>>,
+    value: Option<Arc<[u8]>>,
     size: usize,
 }
 
@@ -134,6 +170,10 @@ pub struct Decoder {
     /// a lost block): a reference past the held entries is unknown, not an error, and the table
     /// is kept up to MAX_TABLE_BYTES instead of `max_size` (see the module comment).
     partial: bool,
+    /// The last Huffman strings decoded, by their coded bytes: servers re-send the same coded
+    /// values on every response (nginx its `date` for a whole second, `server`, `etag`...), each
+    /// a literal with incremental indexing, which must be decoded for the table's accounting.
+    huffman_cache: Vec<CachedHuffman>,
     /// References to entries never seen, since the start.
     pub unknown_refs: u64,
     /// Size updates beyond the limit (capped at it).
@@ -149,6 +189,7 @@ impl Decoder {
             max_size: DEFAULT_TABLE_SIZE,
             limit: DEFAULT_TABLE_SIZE,
             partial,
+            huffman_cache: Vec::new(),
             unknown_refs: 0,
             size_updates_refused: 0,
         }
@@ -193,8 +234,7 @@ impl Decoder {
             } else if first & 0x40 != 0 {
                 // 6.2.1 literal with incremental indexing.
                 let field = self.literal(block, 6)?;
-                self.insert(&field);
-                out.push(field);
+                out.push(self.insert(field));
             } else if first & 0x20 != 0 {
                 // 6.3 dynamic table size update.
                 let size = integer(block, 5)?;
@@ -226,14 +266,14 @@ impl Decoder {
             1..=61 => {
                 let (n, v) = STATIC_TABLE[index - 1];
                 Ok(Field {
-                    name: Some(n.as_bytes().to_vec()),
-                    value: Some(v.as_bytes().to_vec()),
+                    name: Some(Bytes::Static(n.as_bytes())),
+                    value: Some(Bytes::Static(v.as_bytes())),
                 })
             }
             _ => match self.table.get(index - 62) {
                 Some(e) => Ok(Field {
-                    name: e.name.as_deref().map(<[u8]>::to_vec),
-                    value: e.value.as_deref().map(<[u8]>::to_vec),
+                    name: e.name.clone().map(Bytes::Shared),
+                    value: e.value.clone().map(Bytes::Shared),
                 }),
                 None if self.partial => {
                     self.unknown_refs += 1;
@@ -250,35 +290,76 @@ impl Decoder {
     fn literal(&mut self, block: &mut &[u8], prefix: u8) -> Result<Field, HpackError> {
         let index = integer(block, prefix)?;
         let name = if index == 0 {
-            Some(string(block)?)
+            Some(self.string(block)?)
         } else {
             self.field_at(index)?.name
         };
-        let value = Some(string(block)?);
+        // A value that is not added to the table (prefix 4: without indexing, never indexed) and
+        // whose field nobody reads (`date`, `etag`, `server`...) is skipped, not Huffman-decoded:
+        // decoding was a quarter of the HTTP/2 replay's time.
+        if prefix == 4 && name.as_deref().is_some_and(|n| !is_read(n)) {
+            skip_string(block)?;
+            return Ok(Field {
+                name,
+                value: Some(Bytes::Static(b"")),
+            });
+        }
+        let value = Some(self.string(block)?);
         Ok(Field { name, value })
     }
 
-    fn insert(&mut self, field: &Field) {
+    /// A string literal, through the cache of recent Huffman strings.
+    fn string(&mut self, block: &mut &[u8]) -> Result<Bytes, HpackError> {
+        let huffman = block.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
+        if !huffman {
+            return Ok(Bytes::Owned(string(block)?));
+        }
+        let mut probe = *block;
+        let len = integer(&mut probe, 7)?;
+        let coded = probe.get(..len).ok_or(HpackError::Truncated)?;
+        if let Some((_, decoded)) = self.huffman_cache.iter().find(|(c, _)| &c[..] == coded) {
+            let decoded = decoded.clone();
+            *block = &probe[len..];
+            return Ok(Bytes::Shared(decoded));
+        }
+        let decoded: Arc<[u8]> = string(block)?.into();
+        if len <= HUFFMAN_CACHE_MAX_LEN {
+            if self.huffman_cache.len() == HUFFMAN_CACHE_ENTRIES {
+                self.huffman_cache.remove(0);
+            }
+            self.huffman_cache.push((coded.into(), decoded.clone()));
+        }
+        Ok(Bytes::Shared(decoded))
+    }
+
+    /// Adds a literal's field to the table; returns it, sharing the table's copy.
+    fn insert(&mut self, field: Field) -> Field {
         // An entry with an unknown name still takes its place (so later indices stay right);
         // its size is a guess, which only matters when the table's size is known, and then no
         // name is unknown.
-        let size = field.name.as_ref().map_or(0, Vec::len)
-            + field.value.as_ref().map_or(0, Vec::len)
+        let size = field.name.as_ref().map_or(0, |n| n.len())
+            + field.value.as_ref().map_or(0, |v| v.len())
             + ENTRY_OVERHEAD;
         let bound = self.bound();
         if size > bound {
             // RFC 7541 section 4.4: an entry larger than the table empties it.
             self.table.clear();
             self.size = 0;
-            return;
+            return field;
         }
         self.evict(bound - size);
+        let name = field.name.as_ref().map(Bytes::shared);
+        let value = field.value.as_ref().map(Bytes::shared);
         self.table.push_front(Entry {
-            name: field.name.as_deref().map(Into::into),
-            value: field.value.as_deref().map(Into::into),
+            name: name.clone(),
+            value: value.clone(),
             size,
         });
         self.size += size;
+        Field {
+            name: name.map(Bytes::Shared),
+            value: value.map(Bytes::Shared),
+        }
     }
 
     fn evict(&mut self, to: usize) {
@@ -320,6 +401,39 @@ pub fn integer(block: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
     Err(HpackError::Integer)
 }
 
+/// Whether the pipeline reads this field (stream/h2.rs and the head builder): pseudo-headers,
+/// identity, framing and gRPC. Other fields that are not indexed are skipped undecoded (their
+/// value reads as empty).
+pub fn is_read(name: &[u8]) -> bool {
+    const READ: &[&[u8]] = &[
+        b"host",
+        b"content-type",
+        b"content-length",
+        b"transfer-encoding",
+        b"authorization",
+        b"proxy-authorization",
+        b"cookie",
+        b"user-agent",
+        b"expect",
+        b"upgrade",
+        b"grpc-status",
+        b"grpc-message",
+    ];
+    name.first() == Some(&b':')
+        || READ.iter().any(|r| name.eq_ignore_ascii_case(r))
+        || std::str::from_utf8(name).is_ok_and(crate::http::head::is_api_key_header)
+}
+
+/// Passes over a string literal without decoding it.
+fn skip_string(block: &mut &[u8]) -> Result<(), HpackError> {
+    let len = integer(block, 7)?;
+    if block.len() < len {
+        return Err(HpackError::Truncated);
+    }
+    *block = &block[len..];
+    Ok(())
+}
+
 /// RFC 7541 section 5.2: a string literal, Huffman-coded or raw.
 fn string(block: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
     let huffman = block.first().ok_or(HpackError::Truncated)? & 0x80 != 0;
@@ -336,7 +450,7 @@ fn string(block: &mut &[u8]) -> Result<Vec<u8>, HpackError> {
         return Ok(raw.to_vec());
     }
     let mut out = Vec::with_capacity(len * 8 / 5);
-    httlib_huffman::decode(raw, &mut out, httlib_huffman::DecoderSpeed::FourBits)
+    httlib_huffman::decode(raw, &mut out, httlib_huffman::DecoderSpeed::FiveBits)
         .map_err(|_| HpackError::Huffman)?;
     Ok(out)
 }
@@ -410,7 +524,7 @@ mod tests {
         d.decode(block, &mut out).unwrap();
         out.into_iter()
             .map(|f| {
-                let s = |v: Option<Vec<u8>>| v.map_or("?".into(), |v| String::from_utf8(v).unwrap());
+                let s = |v: Option<Bytes>| v.map_or("?".into(), |v| String::from_utf8(v.to_vec()).unwrap());
                 (s(f.name), s(f.value))
             })
             .collect()
