@@ -606,6 +606,35 @@ mod tests {
     }
 
     #[test]
+    fn cached_huffman_strings_and_skipped_unread_values() {
+        let mut coded = Vec::new();
+        httlib_huffman::encode(b"Tue, 01 Dec 2026 22:00:00 GMT", &mut coded).unwrap();
+        // date (static 33) with incremental indexing, twice (the second from the cache), then
+        // without indexing (not read: skipped, empty), then content-type without indexing (read).
+        let mut block = Vec::new();
+        for _ in 0..2 {
+            block.extend([0x40 | 33, 0x80 | coded.len() as u8]);
+            block.extend(&coded);
+        }
+        block.extend([0x0f, 33 - 15, 0x80 | coded.len() as u8]);
+        block.extend(&coded);
+        block.extend([0x0f, 31 - 15, 16]);
+        block.extend(b"application/grpc");
+        let mut d = Decoder::new(false);
+        let got = decode_all(&mut d, &block);
+        assert_eq!(got[0], ("date".into(), "Tue, 01 Dec 2026 22:00:00 GMT".into()));
+        assert_eq!(got[1], got[0]);
+        assert_eq!(got[2], ("date".into(), "".into()));
+        assert_eq!(got[3], ("content-type".into(), "application/grpc".into()));
+        // Both indexed copies are in the table, at their decoded size.
+        assert_eq!(d.table_bytes(), 2 * (4 + 29 + 32));
+        assert_eq!(
+            decode_all(&mut d, &[0x80 | 62])[0].1,
+            "Tue, 01 Dec 2026 22:00:00 GMT"
+        );
+    }
+
+    #[test]
     fn table_size_bomb_is_capped() {
         let mut d = Decoder::new(false);
         // A size update to 2^28 - 1 and a flood of 4 KiB entries: the table stays within limits.
