@@ -99,26 +99,7 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
     let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;
     let _ = Command::new("wrk").args(["-t1", "-c8", "-d2s", &url]).output()?;
     agent.stop()?;
-    let mut best = 0.0f64;
-    let mut events = 0;
-    // Best of 5: this is a CPU-bound loop on a shared 2-core machine; the best run is the one
-    // least disturbed.
-    for _ in 0..5 {
-        let out = Command::new(bin)
-            .args([
-                "replay",
-                rec.to_str().unwrap_or_default(),
-                "--exchanges",
-                "/dev/null",
-                "--with-metrics",
-            ])
-            .stderr(Stdio::piped())
-            .output()?;
-        let s = summary_of(&String::from_utf8_lossy(&out.stderr))?;
-        events = s["pipeline"]["events"].as_u64().unwrap_or(0);
-        let secs = s["seconds"].as_f64().unwrap_or(1.0);
-        best = best.max(events as f64 / secs);
-    }
+    let (events, _, best, _) = best_replay(bin, &rec)?;
     let size = std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0);
     println!(
         "replay: {events} events ({:.1} MB) at {:.0} events/s (best of 5, includes reading the file, metrics, baselines and writing JSON) [target: >= 1,000,000]",
@@ -131,8 +112,18 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
     let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;
     h2load(&format!("http://127.0.0.1:{H2C_PORT}/index.json"), 2)?;
     agent.stop()?;
-    let (mut best, mut best_ex) = (0.0f64, 0.0f64);
-    let (mut events, mut exchanges) = (0, 0);
+    let (events, exchanges, best, best_ex) = best_replay(bin, &rec)?;
+    println!(
+        "replay (HTTP/2, h2load over h2c): {events} events, {exchanges} exchanges at {best:.0} events/s = {best_ex:.0} exchanges/s (best of 5, one core: frames, HPACK, streams, metrics)"
+    );
+    Ok(())
+}
+
+/// Replays `rec` 5 times (whole pipeline, metrics included): (events, exchanges, best events/s,
+/// best exchanges/s). Best of 5: this is a CPU-bound loop on a shared 2-core machine; the best
+/// run is the one least disturbed.
+fn best_replay(bin: &Path, rec: &Path) -> Result<(u64, u64, f64, f64)> {
+    let (mut best, mut best_ex, mut events, mut exchanges) = (0.0f64, 0.0f64, 0, 0);
     for _ in 0..5 {
         let out = Command::new(bin)
             .args([
@@ -151,10 +142,7 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         best = best.max(events as f64 / secs);
         best_ex = best_ex.max(exchanges as f64 / secs);
     }
-    println!(
-        "replay (HTTP/2, h2load over h2c): {events} events, {exchanges} exchanges at {best:.0} events/s = {best_ex:.0} exchanges/s (best of 5, one core: frames, HPACK, streams, metrics)"
-    );
-    Ok(())
+    Ok((events, exchanges, best, best_ex))
 }
 
 /// h2load over one URL: 8 connections, 10 streams in flight on each, for `secs`.

@@ -273,13 +273,7 @@ mod tests {
     use super::*;
     use crate::http::h2::hpack::{Decoder, Field};
 
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len() as u32;
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        f.extend(stream.to_be_bytes());
-        f.extend(payload);
-        f
-    }
+    use crate::http::h2::frame::encode_frame as frame;
 
     fn huffman_literal(first: u8, value: &str) -> Vec<u8> {
         let mut coded = Vec::new();

@@ -537,13 +537,7 @@ mod http2 {
     use crate::http::AuthScheme;
     use crate::http::h2::PREFACE;
 
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len() as u32;
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        f.extend(stream.to_be_bytes());
-        f.extend(payload);
-        f
-    }
+    use crate::http::h2::frame::encode_frame as frame;
 
     /// A literal field: `indexing` adds it to the table (0x40), else without indexing (0x00).
     fn literal(name: &str, value: &str, indexing: bool) -> Vec<u8> {

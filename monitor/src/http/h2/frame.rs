@@ -574,17 +574,21 @@ fn block_fragment(p: &[u8], h: FrameHeader, promised: &mut Option<u32>) -> Optio
     (from <= to).then_some((from, to))
 }
 
+/// A frame's bytes, for the tests of every module that reads HTTP/2.
+#[cfg(test)]
+pub fn encode_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend(stream.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len() as u32;
-        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        f.extend(stream.to_be_bytes());
-        f.extend(payload);
-        f
-    }
+    use super::encode_frame as frame;
 
     #[derive(Debug, PartialEq, Eq)]
     enum Ev {
