@@ -37,6 +37,11 @@ enum Side {
     H2(Box<h2::H2Side>),
 }
 
+/// Connection directions followed at most. Entries go at a connection's close (or a new open
+/// on its fd); a process that exits without either (the syscall capture) would leave them, so
+/// beyond the bound the stateless ones (text not inside a secret line) are dropped, then all.
+const MAX_SIDES: usize = 131072;
+
 #[derive(Default)]
 pub struct Redactor {
     sides: HashMap<(ConnId, bool), Side>,
@@ -48,6 +53,12 @@ impl Redactor {
             CaptureEvent::Data(d) => {
                 let key = (d.id, d.direction == Direction::Ingress);
                 let unseen = d.gap();
+                if self.sides.len() >= MAX_SIDES && !self.sides.contains_key(&key) {
+                    self.sides.retain(|_, s| !matches!(s, Side::Text(false)));
+                    if self.sides.len() >= MAX_SIDES {
+                        self.sides.clear();
+                    }
+                }
                 let side = self.sides.entry(key).or_insert_with(|| {
                     if crate::http::h2::starts_connection(&d.bytes)
                         || crate::http::h2::starts_with_frames(&d.bytes)
@@ -250,6 +261,23 @@ mod tests {
         let r = redacted(r#"{"username":"bob","password": "pa55","tokens_left":"3"}"#);
         assert!(!r.contains("pa55"));
         assert!(r.contains(r#""tokens_left":"3""#));
+    }
+
+    #[test]
+    fn connections_followed_are_bounded() {
+        let mut red = Redactor::default();
+        for fd in 0..(MAX_SIDES as u32 + 10) {
+            let mut ev = CaptureEvent::Data(crate::capture::DataChunk {
+                ts_ns: 0,
+                id: ConnId { tgid: 1, fd },
+                direction: Direction::Egress,
+                total_len: 3,
+                bytes: b"GET".to_vec(),
+                tls: false,
+            });
+            red.redact(&mut ev);
+            assert!(red.sides.len() <= MAX_SIDES);
+        }
     }
 
     #[test]

@@ -300,6 +300,10 @@ impl FrameReader {
             self.end_block(true, on);
         }
         self.frame.clear();
+        // A large header block's buffer is not kept between frames: idle connections hold little.
+        if self.frame.capacity() > 16384 {
+            self.frame = Vec::new();
+        }
         self.frame_lost = false;
         self.state = State::Payload {
             h,
