@@ -96,6 +96,10 @@ pub struct Pipeline {
     evaluator: Option<Evaluator>,
     baselines: Option<Baselines>,
     baselines_saved_ns: u64,
+    /// Event time: the latest capture timestamp processed, and whether any event came since the
+    /// last tick (see `baseline_clock`).
+    event_clock_ns: u64,
+    events_since_tick: bool,
     alerts: Option<AlertEngine>,
     finding_sink: Option<Box<dyn FindingSink>>,
     findings: Vec<Finding>,
@@ -123,6 +127,8 @@ impl Pipeline {
             finding_sink,
             baselines: opts.baselines.clone().map(Baselines::new),
             baselines_saved_ns: 0,
+            event_clock_ns: 0,
+            events_since_tick: false,
             alerts: opts.alerts.clone().map(|(o, sinks)| {
                 let m = opts
                     .metrics
@@ -146,6 +152,8 @@ impl Pipeline {
     }
 
     pub fn process(&mut self, ev: CaptureEvent) {
+        self.event_clock_ns = self.event_clock_ns.max(ev.ts_ns());
+        self.events_since_tick = true;
         if !self.pids.is_empty() && !self.pids.contains(&event_tgid(&ev)) {
             self.filtered_events += 1;
             return;
@@ -158,7 +166,8 @@ impl Pipeline {
     pub fn tick(&mut self, now_ns: u64, kernel_dropped: u64) {
         self.table.expire(now_ns, &mut self.stats, &mut self.scratch);
         self.emit();
-        self.baseline_tick(now_ns);
+        let baseline_now = self.baseline_clock(now_ns);
+        self.baseline_tick(baseline_now);
         if let Some(a) = &mut self.alerts {
             a.tick(now_ns, kernel_dropped + self.stats.pending_overflow);
             a.flush();
@@ -169,6 +178,12 @@ impl Pipeline {
     pub fn finish(&mut self, now_ns: u64) {
         self.table.flush(now_ns, &mut self.stats, &mut self.scratch);
         self.emit();
+        if let Some(b) = &mut self.baselines {
+            // Windows that ended before the last event are complete: judge them before
+            // stopping. Later ones are not (silence after the last event is not a drop to zero).
+            b.advance(self.event_clock_ns, &mut self.findings);
+        }
+        self.emit_findings();
         if let Some(b) = &self.baselines {
             if let Err(e) = b.save() {
                 log::warn!("cannot save baselines: {e}");
@@ -260,6 +275,21 @@ impl Pipeline {
         }
     }
 
+    /// The time up to which the baselines' windows may close at a tick. Windows hold exchanges by
+    /// their own timestamps, so they close on event time: while events are flowing, the latest
+    /// one processed (a pipeline working through a backlog must not close a window before its
+    /// exchanges arrive: a burst would land in the window after it, or in none at a stop). A
+    /// tick with no event since the last one means the capture is idle and caught up: the wall
+    /// clock, less the ring's drain delay, moves the windows on, so silence is seen too.
+    fn baseline_clock(&mut self, now_ns: u64) -> u64 {
+        let busy = std::mem::take(&mut self.events_since_tick);
+        if busy {
+            self.event_clock_ns
+        } else {
+            now_ns.saturating_sub(IDLE_CLOCK_LAG_NS)
+        }
+    }
+
     /// Baselines move on with the clock (a series that goes silent is seen) and are saved
     /// every minute.
     fn baseline_tick(&mut self, now_ns: u64) {
@@ -274,6 +304,10 @@ impl Pipeline {
         self.emit_findings();
     }
 }
+
+/// How far behind the wall clock an idle capture may still deliver events (the ring is drained on
+/// a timer, and kernel timestamps are converted to wall time with an offset taken at start).
+const IDLE_CLOCK_LAG_NS: u64 = 2_000_000_000;
 
 fn event_tgid(ev: &CaptureEvent) -> u32 {
     match ev {
@@ -530,5 +564,153 @@ fn consume(
             let _ = writer.flush();
             (stats, filtered)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::baseline::DetectorConfig;
+    use crate::capture::{ConnId, ConnOpen, DataChunk, Direction, Role};
+    use crate::output::{Discard, SharedVec};
+
+    const S: u64 = 1_000_000_000;
+    const T0: u64 = 1_800_000_000 * S;
+
+    /// One keep-alive server connection answering `GET /api/items` with 200.
+    struct Traffic {
+        id: ConnId,
+    }
+
+    impl Traffic {
+        fn open(p: &mut Pipeline) -> Self {
+            let id = ConnId { tgid: 77, fd: 9 };
+            p.process(CaptureEvent::Open(ConnOpen {
+                ts_ns: T0,
+                id,
+                role: Role::Server,
+                local: Some("127.0.0.1:8080".parse().unwrap()),
+                peer: Some("127.0.0.1:40000".parse().unwrap()),
+                comm: "srv".into(),
+                seeded: false,
+                epoch: 0,
+            }));
+            Self { id }
+        }
+
+        /// `n` exchanges spread over [from, from + 1 s).
+        fn second(&self, p: &mut Pipeline, from: u64, n: u64) {
+            for i in 0..n {
+                let ts = from + i * S / n;
+                for (direction, bytes) in [
+                    (
+                        Direction::Ingress,
+                        &b"GET /api/items HTTP/1.1\r\nHost: a\r\n\r\n"[..],
+                    ),
+                    (Direction::Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+                ] {
+                    p.process(CaptureEvent::Data(DataChunk {
+                        ts_ns: ts,
+                        id: self.id,
+                        direction,
+                        total_len: bytes.len() as u64,
+                        bytes: bytes.to_vec(),
+                        tls: false,
+                    }));
+                }
+            }
+            p.end_batch();
+        }
+    }
+
+    fn pipeline(findings: &SharedVec<Finding>) -> Pipeline {
+        let opts = AgentOptions {
+            baselines: Some(BaselineOptions {
+                window_secs: 1,
+                detector: DetectorConfig {
+                    season_buckets: 1,
+                    warmup: 8,
+                    cooldown: 5,
+                    ..DetectorConfig::default()
+                },
+                ..BaselineOptions::default()
+            }),
+            ..AgentOptions::default()
+        };
+        Pipeline::new(&opts, Box::new(Discard), Some(Box::new(findings.clone())))
+    }
+
+    /// The windows (their starts) where a rate anomaly fired, with the rate observed there.
+    fn rate_fired_at(findings: &SharedVec<Finding>) -> Vec<(u64, f64)> {
+        findings
+            .snapshot()
+            .iter()
+            .filter(|f| f.kind == "rate_anomaly" && f.state == Some("firing"))
+            .map(|f| {
+                let observed = f.evidence.split("observed ").nth(1).unwrap_or_default();
+                let n = observed.split(',').next().unwrap_or_default();
+                (f.ts, n.parse().unwrap_or(f64::NAN))
+            })
+            .collect()
+    }
+
+    /// The pipeline is seconds behind the capture (a burst it works through): a tick carries a
+    /// wall clock far ahead of the events still to come. Windows close on event time, so the
+    /// burst is judged in its own windows (up to the last complete one before a stop), and the
+    /// windows the tick jumped over are not taken for silence.
+    #[test]
+    fn a_burst_processed_late_is_judged_in_its_own_windows() {
+        let findings = SharedVec::default();
+        let mut p = pipeline(&findings);
+        let conn = Traffic::open(&mut p);
+        let mut t = T0;
+        for i in 0..12 {
+            conn.second(&mut p, t, 20);
+            t += S;
+            if i < 11 {
+                p.tick(t + S / 10, 0);
+            }
+        }
+        assert!(
+            rate_fired_at(&findings).is_empty(),
+            "steady traffic: {:?}",
+            findings.snapshot()
+        );
+        // Sent while the burst was still in the ring: a tick 5 s ahead of it.
+        p.tick(t + 5 * S, 0);
+        conn.second(&mut p, t, 1000);
+        conn.second(&mut p, t + S, 1000);
+        conn.second(&mut p, t + 2 * S, 20);
+        p.finish(t + 7 * S);
+        assert_eq!(
+            rate_fired_at(&findings),
+            [(t, 1000.0)],
+            "{:#?}",
+            findings.snapshot()
+        );
+    }
+
+    /// With no event at all, ticks still move the windows on (a silent series is seen), a
+    /// little behind the wall clock.
+    #[test]
+    fn an_idle_capture_moves_the_windows_on_the_wall_clock() {
+        let findings = SharedVec::default();
+        let mut p = pipeline(&findings);
+        let conn = Traffic::open(&mut p);
+        let mut t = T0;
+        for _ in 0..20 {
+            conn.second(&mut p, t, 50);
+            t += S;
+            p.tick(t + S / 10, 0);
+        }
+        assert!(findings.snapshot().is_empty(), "{:?}", findings.snapshot());
+        for s in 1..=10 {
+            p.tick(t + s * S, 0);
+        }
+        assert!(
+            matches!(rate_fired_at(&findings)[..], [(_, 0.0)]),
+            "the drop to zero: {:?}",
+            findings.snapshot()
+        );
     }
 }
