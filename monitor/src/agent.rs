@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::alert::{AlertEngine, AlertOptions, SinkQueue};
+use crate::audit::AuditLog;
 use crate::baseline::live::{BaselineOptions, Baselines};
 use crate::boundary::{Evaluator, Policy};
 use crate::capture::CaptureEvent;
@@ -45,6 +46,8 @@ pub struct AgentOptions {
     pub baselines: Option<BaselineOptions>,
     /// Findings become alerts in the sinks' spools (their delivery threads send from there).
     pub alerts: Option<(AlertOptions, Vec<SinkQueue>)>,
+    /// The audit trail of server-side exchanges, when enabled (opened by the live agent).
+    pub audit: Option<crate::audit::AuditOptions>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -108,6 +111,7 @@ pub struct Pipeline {
     scratch: Vec<crate::exchange::Exchange>,
     /// Body hints to the live capture (none in a replay).
     hints: Option<SyncSender<Vec<crate::capture::BodyHint>>>,
+    audit: Option<AuditLog>,
 }
 
 impl Pipeline {
@@ -142,7 +146,13 @@ impl Pipeline {
             filtered_events: 0,
             scratch: Vec::new(),
             hints: None,
+            audit: None,
         }
+    }
+
+    /// Server-side exchanges also go to the audit trail.
+    pub fn set_audit(&mut self, audit: AuditLog) {
+        self.audit = Some(audit);
     }
 
     /// Sends body hints to the live capture after each batch.
@@ -169,6 +179,7 @@ impl Pipeline {
         let baseline_now = self.baseline_clock(now_ns);
         self.baseline_tick(baseline_now);
         if let Some(a) = &mut self.alerts {
+            a.check_audit(now_ns, self.audit.as_ref().and_then(|l| l.health.failing_since()));
             a.tick(now_ns, kernel_dropped + self.stats.pending_overflow);
             a.flush();
         }
@@ -184,6 +195,9 @@ impl Pipeline {
             b.advance(self.event_clock_ns, &mut self.findings);
         }
         self.emit_findings();
+        if let Some(audit) = &mut self.audit {
+            audit.finish();
+        }
         if let Some(b) = &self.baselines {
             if let Err(e) = b.save() {
                 log::warn!("cannot save baselines: {e}");
@@ -212,6 +226,9 @@ impl Pipeline {
     /// After a batch: flush the sinks, bring the metrics' counters up to date.
     pub fn end_batch(&mut self) {
         self.refresh_stats();
+        if let Some(audit) = &mut self.audit {
+            audit.end_batch();
+        }
         if let Some(tx) = &self.hints {
             let hints = self.table.take_hints();
             if !hints.is_empty() {
@@ -246,10 +263,19 @@ impl Pipeline {
             if let Some(m) = &self.metrics {
                 m.observe(&ex);
             }
+            let raised = self.findings.len();
             let sensitive = match &mut self.evaluator {
                 Some(eval) => eval.evaluate(&ex, &mut self.findings),
                 None => false,
             };
+            if let Some(audit) = &mut self.audit {
+                let zones = match (&self.evaluator, ex.peer) {
+                    (Some(eval), Some(peer)) => eval.zones_of(peer.ip()),
+                    _ => Vec::new(),
+                };
+                let kinds = self.findings[raised..].iter().map(|f| f.kind).collect();
+                audit.record(&ex, zones, kinds);
+            }
             if let Some(b) = &mut self.baselines {
                 b.observe(&ex, sensitive, &mut self.findings);
             }
@@ -398,6 +424,21 @@ async fn capture_loop(
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<Summary, CaptureError> {
     let start = Instant::now();
+    // The audit trail opens first: a directory it cannot write is a clear error at start.
+    let audit = match (&opts.audit, &consumer) {
+        (Some(a), Consumer::Exchanges(..)) => {
+            let metrics = opts.metrics.as_ref().map(|m| m.audit.clone()).unwrap_or_default();
+            match AuditLog::start(a.clone(), metrics) {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    let msg = format!("cannot open the audit trail in {}: {e}", a.dir.display());
+                    let _ = ready.send(Err(msg.clone()));
+                    return Err(CaptureError::Io(std::io::Error::new(e.kind(), msg)));
+                }
+            }
+        }
+        _ => None,
+    };
     let (mut capture, seeded) = match KernelCapture::start(&opts.kernel) {
         Ok(c) => c,
         Err(e) => {
@@ -410,7 +451,7 @@ async fn capture_loop(
     let worker_opts = opts.clone();
     let worker = std::thread::Builder::new()
         .name("apiwatch-pipeline".into())
-        .spawn(move || consume(rx, consumer, &worker_opts, hint_tx))?;
+        .spawn(move || consume(rx, consumer, &worker_opts, hint_tx, audit))?;
     if !seeded.is_empty() {
         let _ = tx.send(Msg::Events(seeded));
     }
@@ -520,12 +561,16 @@ fn consume(
     consumer: Consumer,
     opts: &AgentOptions,
     hints: SyncSender<Vec<crate::capture::BodyHint>>,
+    audit: Option<AuditLog>,
 ) -> (PipelineStats, u64) {
     let pids = &opts.pids;
     match consumer {
         Consumer::Exchanges(sink, findings) => {
             let mut p = Pipeline::new(opts, sink, findings);
             p.send_hints(hints);
+            if let Some(log) = audit {
+                p.set_audit(log);
+            }
             while let Ok(msg) = rx.recv() {
                 match msg {
                     Msg::Events(batch) => {

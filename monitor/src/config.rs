@@ -85,6 +85,27 @@ alerts:
   # e.g. - {type: alertmanager, url: "http://127.0.0.1:9093"}
   #      - {type: file, path: "-"}
   sinks: []
+# Audit trail (see docs/audit.md): one minimised, hash-chained record per server-side exchange
+# (who accessed what, when, allowed or not; never a secret, a body or a query), in rotated,
+# gzip'd segments kept for a set time. `apiwatch audit verify DIR` checks the chain,
+# `apiwatch audit query DIR` answers who accessed what, when.
+audit:
+  enabled: false
+  # Default (null): the audit directory in state_dir.
+  dir: null
+  # Also record the request path (never the query) beside the route template; paths where a
+  # detector saw a secret or personal data are still left out.
+  include_paths: false
+  # A segment is closed (and gzip'd) at this size or age.
+  segment_max_bytes: 67108864
+  segment_max_age_secs: 3600
+  # Closed segments older than this, or beyond the total size, are deleted, oldest first;
+  # each deletion is recorded in the trail.
+  retention_days: 90
+  retention_max_bytes: 4294967296
+  # Records held in memory while the disk refuses writes; beyond, the oldest are dropped
+  # (counted, and recorded in the trail as a gap).
+  max_pending: 100000
 "#;
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -101,6 +122,37 @@ pub struct Config {
     pub state_dir: String,
     pub baselines: BaselinesSection,
     pub alerts: AlertsSection,
+    pub audit: AuditSection,
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSection {
+    pub enabled: bool,
+    /// None: `state_dir/audit`.
+    pub dir: Option<String>,
+    pub include_paths: bool,
+    pub segment_max_bytes: u64,
+    pub segment_max_age_secs: u64,
+    pub retention_days: u64,
+    pub retention_max_bytes: u64,
+    pub max_pending: usize,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        let d = crate::audit::AuditOptions::default();
+        Self {
+            enabled: false,
+            dir: None,
+            include_paths: d.include_paths,
+            segment_max_bytes: d.segment_max_bytes,
+            segment_max_age_secs: d.segment_max_age_secs,
+            retention_days: d.retention_max_age_secs / 86_400,
+            retention_max_bytes: d.retention_max_bytes,
+            max_pending: d.max_pending,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -216,6 +268,7 @@ impl Default for Config {
             state_dir: "/var/lib/apiwatch".into(),
             baselines: BaselinesSection::default(),
             alerts: AlertsSection::default(),
+            audit: AuditSection::default(),
         }
     }
 }
@@ -360,6 +413,29 @@ impl Config {
             self.alerts.spool_max >= 1,
             &["alerts", "spool_max"],
             "must be at least 1".into(),
+        );
+        let a = &self.audit;
+        for (name, value, min) in [
+            ("segment_max_bytes", a.segment_max_bytes, 4096),
+            ("segment_max_age_secs", a.segment_max_age_secs, 1),
+            ("retention_days", a.retention_days, 1),
+            (
+                "retention_max_bytes",
+                a.retention_max_bytes,
+                a.segment_max_bytes.max(4096),
+            ),
+            ("max_pending", a.max_pending as u64, 1),
+        ] {
+            check(
+                value >= min,
+                &["audit", name],
+                format!("must be at least {min}, is {value}"),
+            );
+        }
+        check(
+            a.dir.as_deref().is_none_or(|d| !d.is_empty()),
+            &["audit", "dir"],
+            "must be a directory path, or null for state_dir/audit".into(),
         );
         errors.extend(self.validate_sinks(file, text));
         errors
@@ -519,6 +595,23 @@ impl Config {
             dashboard_url: self.alerts.dashboard_url.clone(),
             state_file: Some(Path::new(&self.state_dir).join("alerts").join("firing.json")),
         }
+    }
+
+    /// The audit trail's options, when it is enabled.
+    pub fn audit(&self) -> Option<crate::audit::AuditOptions> {
+        let a = &self.audit;
+        a.enabled.then(|| crate::audit::AuditOptions {
+            dir: match &a.dir {
+                Some(d) => d.into(),
+                None => Path::new(&self.state_dir).join("audit"),
+            },
+            include_paths: a.include_paths,
+            segment_max_bytes: a.segment_max_bytes,
+            segment_max_age_secs: a.segment_max_age_secs,
+            retention_max_age_secs: a.retention_days.saturating_mul(86_400),
+            retention_max_bytes: a.retention_max_bytes,
+            max_pending: a.max_pending,
+        })
     }
 
     pub fn stream(&self) -> StreamConfig {

@@ -312,7 +312,7 @@ fn test() -> Result<()> {
     }
     // SAFETY: as above.
     unsafe { std::env::remove_var("APIWATCH_TEST_CAPTURE_MODE") };
-    for suite in ["system", "monitoring"] {
+    for suite in ["system", "audit", "monitoring"] {
         cargo(&[
             "test",
             "-p",

@@ -164,6 +164,7 @@ pub mod self_alert {
     pub const EVENTS_DROPPED: &str = "ApiwatchEventsDropped";
     pub const SINK_FAILING: &str = "ApiwatchAlertSinkFailing";
     pub const SPOOL_OVERFLOW: &str = "ApiwatchAlertSpoolOverflow";
+    pub const AUDIT_WRITE_FAILING: &str = "ApiwatchAuditWriteFailing";
 }
 
 /// Every alert name a route can name: the finding kinds (boundary, built-in detectors,
@@ -190,6 +191,7 @@ pub const ALERT_NAMES: &[&str] = &[
     self_alert::EVENTS_DROPPED,
     self_alert::SINK_FAILING,
     self_alert::SPOOL_OVERFLOW,
+    self_alert::AUDIT_WRITE_FAILING,
 ];
 
 #[derive(Serialize, Deserialize)]
@@ -228,6 +230,8 @@ pub struct AlertEngine {
     dropped_seen: Option<u64>,
     /// Sinks whose ApiwatchAlertSinkFailing alert is firing, with its fingerprint.
     failing: HashMap<String, String>,
+    /// The ApiwatchAuditWriteFailing alert's fingerprint while it fires.
+    audit_failing: Option<String>,
     /// The active set changed since it was last saved.
     dirty: bool,
     /// ... since it was last published for /api/v1/alerts.
@@ -254,6 +258,7 @@ impl AlertEngine {
             host: hostname(),
             dropped_seen: None,
             failing: HashMap::new(),
+            audit_failing: None,
             dirty: false,
             unpublished: true,
             saved_ns: 0,
@@ -543,6 +548,33 @@ impl AlertEngine {
                 now,
                 false,
             );
+        }
+    }
+
+    /// ApiwatchAuditWriteFailing while the audit trail cannot be written (`failing_since`: the
+    /// first failed write); resolved by the first write that succeeds.
+    pub fn check_audit(&mut self, now: u64, failing_since: Option<u64>) {
+        match (failing_since, self.audit_failing.clone()) {
+            (Some(since), None) => {
+                let secs = now.saturating_sub(since) / 1_000_000_000;
+                let fp = self.raise_self(
+                    self_alert::AUDIT_WRITE_FAILING,
+                    "critical",
+                    None,
+                    format!("the audit trail on {} cannot be written", self.host),
+                    format!(
+                        "Audit records have not reached the disk for {secs} s (a full or read-only file system?); they are held in memory up to audit.max_pending and retried every second, beyond that they are dropped and the trail records the gap. See apiwatch_audit_write_errors_total and the agent's log."
+                    ),
+                    now,
+                    true,
+                );
+                self.audit_failing = Some(fp);
+            }
+            (None, Some(fp)) => {
+                self.audit_failing = None;
+                self.resolve(&fp, now);
+            }
+            _ => {}
         }
     }
 

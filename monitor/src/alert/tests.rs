@@ -242,6 +242,29 @@ fn dropped_events_and_a_failing_sink_raise_self_alerts_that_resolve() {
     assert_eq!(failing.health.consecutive_failures.load(Ordering::Relaxed), 0);
 }
 
+#[test]
+fn an_audit_trail_that_cannot_be_written_raises_a_critical_self_alert_until_it_can() {
+    let dir = TestDir::new("audit-self");
+    let sink = dir.sink("up", Route::default(), 100);
+    let mut e = AlertEngine::new(opts(100, 1_000_000), vec![sink.clone()], AlertMetrics::default());
+    e.check_audit(1_000, None);
+    assert_eq!(e.active(), 0);
+    e.check_audit(5_000_000_000, Some(1_000));
+    e.check_audit(6_000_000_000, Some(1_000));
+    e.flush();
+    let fired = notices(&mut e, &sink);
+    assert_eq!(fired.len(), 1, "one alert however long it lasts: {fired:?}");
+    assert_eq!(fired[0].labels["alertname"], self_alert::AUDIT_WRITE_FAILING);
+    assert_eq!(fired[0].labels["severity"], "critical");
+    assert_eq!(fired[0].status, "firing");
+    e.check_audit(7_000_000_000, None);
+    e.flush();
+    let all = notices(&mut e, &sink);
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1].status, "resolved");
+    assert_eq!(e.active(), 0);
+}
+
 /// Every violation of the JSON Schema at `path` (relative to the workspace root).
 fn schema_errors(path: &str, doc: &serde_json::Value) -> Vec<String> {
     let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -440,5 +463,5 @@ fn alert_names_list_every_kind_the_code_emits() {
     for k in &emitted {
         assert!(ALERT_NAMES.contains(k), "{k} is emitted but not in ALERT_NAMES");
     }
-    assert_eq!(ALERT_NAMES.len(), emitted.len() + 3);
+    assert_eq!(ALERT_NAMES.len(), emitted.len() + 4);
 }

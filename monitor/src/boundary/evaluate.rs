@@ -87,6 +87,11 @@ impl Evaluator {
         }
     }
 
+    /// Names of the policy's zones containing `ip`.
+    pub fn zones_of(&self, ip: std::net::IpAddr) -> Vec<String> {
+        self.policy.zones_of(ip).into_iter().map(str::to_string).collect()
+    }
+
     /// A new policy (reload): rate and burst state carry over.
     pub fn set_policy(&mut self, policy: Arc<Policy>) {
         self.policy = policy;

@@ -271,6 +271,7 @@ pub struct Metrics {
     findings: IntCounterVec,
     /// The alert stage's metrics (apiwatch_alerts_*, apiwatch_alert_*).
     pub alerts: crate::alert::AlertMetrics,
+    pub audit: crate::audit::AuditMetrics,
     finding_series: Mutex<HashSet<Vec<String>>>,
     anomalies_firing: prometheus::IntGaugeVec,
     connections: IntGauge,
@@ -489,6 +490,7 @@ impl Metrics {
             ),
             finding_series: Mutex::new(HashSet::new()),
             alerts: crate::alert::AlertMetrics::new(Some(&r)),
+            audit: crate::audit::AuditMetrics::new(Some(&r)),
             anomalies_firing: {
                 let g = prometheus::IntGaugeVec::new(
                     Opts::new(
