@@ -89,6 +89,20 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         .output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
 
+    println!("\n== audit trail alone: records per second into real segments, one core (target 200,000) ==");
+    let out = Command::new(bin)
+        .args([
+            "audit",
+            "bench",
+            "--dir",
+            work.join("audit-bench").to_str().unwrap_or_default(),
+        ])
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() {
+        print!("{}", String::from_utf8_lossy(&out.stderr));
+    }
+
     println!("\n== anomaly detector alone: updates per second, memory per series ==");
     let out = Command::new(bin).args(["bench-detector"]).output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));

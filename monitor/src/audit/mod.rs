@@ -128,7 +128,7 @@ impl AuditMetrics {
         let counter =
             |name: &str, help: &str| reg(registry, IntCounter::new(name, help).expect("valid metric"));
         let gauge = |name: &str, help: &str| reg(registry, IntGauge::new(name, help).expect("valid metric"));
-        Self {
+        let m = Self {
             records: counter(
                 "apiwatch_audit_records_total",
                 "Exchanges written (durably) to the audit trail.",
@@ -158,7 +158,12 @@ impl AuditMetrics {
                 "apiwatch_audit_segments_deleted_total",
                 "Audit segments deleted by the retention policy (each recorded in the trail).",
             ),
+        };
+        // Both reasons exported from the start, at 0: a rule on them has a series to watch.
+        for reason in ["queue_full", "disk"] {
+            m.dropped.with_label_values(&[reason]);
         }
+        m
     }
 }
 
