@@ -173,7 +173,7 @@ impl Evaluator {
         let Some(service) = self.service_for(&policy, ex) else {
             return false;
         };
-        let endpoint = service.endpoint_for(&ex.path);
+        let endpoint = service.endpoint_for(&ex.path, &ex.method);
         let (rule_name, rules) = match endpoint {
             Some(e) => (format!("{} {}", service.name, e.route), &e.rules),
             None => (service.name.clone(), &service.defaults),

@@ -1,6 +1,7 @@
 //! Boundary: every server-side exchange checked against the declared policy.
 pub mod evaluate;
 pub mod learn;
+pub mod openapi;
 pub mod policy;
 
 pub use evaluate::Evaluator;

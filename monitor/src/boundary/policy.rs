@@ -31,6 +31,10 @@ struct ServiceSpec {
     defaults: RuleSpec,
     #[serde(default)]
     endpoints: Vec<EndpointSpec>,
+    /// An OpenAPI document (3.0 or 3.1, YAML or JSON; relative to the policy file): each of its
+    /// operations is an endpoint, after those written here (which win for what they match).
+    #[serde(default)]
+    openapi: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -187,11 +191,19 @@ pub struct Service {
 }
 
 impl Service {
-    /// The first declared endpoint matching the path.
-    pub fn endpoint_for(&self, path: &str) -> Option<&Endpoint> {
+    /// The endpoint an exchange falls under: the first declared one matching the path whose
+    /// methods include `method` (or that lists none), else the first matching the path (its
+    /// method list then makes the exchange `method_not_allowed`). Several endpoints may share a
+    /// route with different methods: an OpenAPI document's operations do.
+    pub fn endpoint_for(&self, path: &str, method: &str) -> Option<&Endpoint> {
         let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let takes = |i: usize| {
+            let m = &self.endpoints[i].methods;
+            m.is_empty() || m.iter().any(|x| x == method)
+        };
         self.trie
-            .first_match(&segs, &self.endpoints)
+            .first_match(&segs, &self.endpoints, &takes)
+            .or_else(|| self.trie.first_match(&segs, &self.endpoints, &|_| true))
             .map(|i| &self.endpoints[i])
     }
 }
@@ -227,7 +239,13 @@ impl RouteTrie {
         }
     }
 
-    fn first_match(&self, segs: &[&str], endpoints: &[Endpoint]) -> Option<usize> {
+    /// The lowest endpoint index matching `segs` among those `take` accepts.
+    fn first_match(
+        &self,
+        segs: &[&str],
+        endpoints: &[Endpoint],
+        take: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         fn min(a: Option<usize>, b: Option<usize>) -> Option<usize> {
             match (a, b) {
                 (Some(x), Some(y)) => Some(x.min(y)),
@@ -235,18 +253,18 @@ impl RouteTrie {
             }
         }
         let mut best = match segs.first() {
-            None => self.here.iter().copied().min(),
+            None => self.here.iter().copied().filter(|&i| take(i)).min(),
             Some(first) => min(
                 self.literal
                     .get(*first)
-                    .and_then(|c| c.first_match(&segs[1..], endpoints)),
+                    .and_then(|c| c.first_match(&segs[1..], endpoints, take)),
                 self.param
                     .as_ref()
-                    .and_then(|c| c.first_match(&segs[1..], endpoints)),
+                    .and_then(|c| c.first_match(&segs[1..], endpoints, take)),
             ),
         };
         for &(i, depth) in &self.rest {
-            if best.is_none_or(|b| i < b) && segments_match(&endpoints[i].pattern[depth..], segs) {
+            if best.is_none_or(|b| i < b) && take(i) && segments_match(&endpoints[i].pattern[depth..], segs) {
                 best = Some(i);
             }
         }
@@ -272,10 +290,20 @@ impl Policy {
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigErrors> {
         let spec: PolicyFile = crate::yaml::parse_yaml(file, text)?;
         let mut errors = Vec::new();
-        let policy = compile(spec, &mut |path: &[String], message: String| {
-            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-            errors.push(ConfigError::at(file, text, &refs, message));
-        });
+        let mut in_specs = Vec::new();
+        let dir = std::path::Path::new(file)
+            .parent()
+            .map(std::path::Path::to_path_buf);
+        let policy = compile(
+            spec,
+            dir.as_deref(),
+            &mut |path: &[String], message: String| {
+                let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+                errors.push(ConfigError::at(file, text, &refs, message));
+            },
+            &mut in_specs,
+        );
+        errors.extend(in_specs);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -365,7 +393,13 @@ impl Policy {
 
 type Report<'a> = dyn FnMut(&[String], String) + 'a;
 
-fn compile(spec: PolicyFile, report: &mut Report) -> Policy {
+/// `dir`: where relative `openapi` paths are; `in_specs`: errors located in those documents.
+fn compile(
+    spec: PolicyFile,
+    dir: Option<&std::path::Path>,
+    report: &mut Report,
+    in_specs: &mut Vec<ConfigError>,
+) -> Policy {
     let mut zones = Vec::new();
     for (name, cidrs) in spec.zones {
         let mut nets = Vec::new();
@@ -455,6 +489,37 @@ fn compile(spec: PolicyFile, report: &mut Report) -> Policy {
                 methods,
                 rules: r,
             });
+        }
+        if let Some(doc) = &s.openapi {
+            let path = match dir {
+                Some(d) if std::path::Path::new(doc).is_relative() => d.join(doc),
+                _ => std::path::PathBuf::from(doc),
+            };
+            match super::openapi::load(&path) {
+                Ok(spec) => {
+                    for op in &spec.operations {
+                        if endpoints
+                            .iter()
+                            .any(|e| e.route == op.route && e.methods.contains(&op.method))
+                        {
+                            continue; // several servers with one base path, or written above
+                        }
+                        match parse_route(&op.route) {
+                            Ok(pattern) => endpoints.push(Endpoint {
+                                route: op.route.clone(),
+                                pattern,
+                                methods: vec![op.method.clone()],
+                                rules: spec_rules(&defaults, op),
+                            }),
+                            Err(msg) => report(
+                                &at(&["openapi"]),
+                                format!("{} ({}): {msg}", path.display(), op.at),
+                            ),
+                        }
+                    }
+                }
+                Err(e) => in_specs.extend(e.0),
+            }
         }
         let mut trie = RouteTrie::default();
         for (i, e) in endpoints.iter().enumerate() {
@@ -601,6 +666,75 @@ fn rules(base: &Rules, f: RuleFields, zones: &[String], report: &mut dyn FnMut(&
     r
 }
 
+/// An OpenAPI operation's rules: the service's defaults, with the operation's security as the
+/// auth requirement and its `deprecated` flag. Alternatives (any one suffices) that all use one
+/// scheme require that scheme, different ones any credential; an empty alternative makes auth
+/// optional, as does one apiwatch cannot check (an API key in the query: its value is never read).
+fn spec_rules(defaults: &Rules, op: &super::openapi::SpecOperation) -> Rules {
+    use super::openapi::SchemeKind as K;
+    use crate::http::AuthScheme as S;
+    let mut r = defaults.clone();
+    r.deprecated = r.deprecated || op.deprecated;
+    let Some(alternatives) = &op.security else {
+        return r;
+    };
+    r.auth = AuthRequirement::None;
+    r.api_key_headers.clear();
+    r.jwt = None;
+    let mut wanted: Vec<(S, Option<String>, Vec<String>)> = Vec::new();
+    for alt in alternatives {
+        // What the exchange will show: an Authorization header wins over an API key, which
+        // wins over a cookie (the head parser's precedence).
+        let pick = alt
+            .iter()
+            .filter_map(|(_, kind, scopes)| match kind {
+                K::Bearer => Some((0, S::Bearer, None, Vec::new())),
+                K::OAuth => Some((0, S::Bearer, None, scopes.clone())),
+                K::Basic => Some((0, S::Basic, None, Vec::new())),
+                K::OtherHttp(_) => Some((0, S::Other, None, Vec::new())),
+                K::ApiKeyHeader(h) => Some((1, S::Apikey, Some(h.clone()), Vec::new())),
+                K::ApiKeyCookie(_) => Some((2, S::Cookie, None, Vec::new())),
+                K::ApiKeyQuery(_) | K::MutualTls => None,
+            })
+            .min_by_key(|p| p.0);
+        if alt.iter().any(|(_, k, _)| *k == K::MutualTls) {
+            r.tls_required = true;
+        }
+        match pick {
+            Some((_, scheme, header, scopes)) => wanted.push((scheme, header, scopes)),
+            // Nothing to check in this alternative: a request may satisfy it unseen.
+            None => return r,
+        }
+    }
+    let Some(first) = wanted.first() else {
+        return r;
+    };
+    if wanted.iter().all(|w| w.0 == first.0) {
+        r.auth = if first.0 == S::Other {
+            AuthRequirement::Any
+        } else {
+            AuthRequirement::Scheme(first.0)
+        };
+        for (_, h, _) in &wanted {
+            if let Some(h) = h {
+                if !r.api_key_headers.contains(h) {
+                    r.api_key_headers.push(h.clone());
+                }
+            }
+        }
+        // Scopes are checked where one alternative names them (with several, any would do).
+        if wanted.len() == 1 && !first.2.is_empty() {
+            r.jwt = Some(JwtRequirement {
+                scopes: first.2.clone(),
+                ..JwtRequirement::default()
+            });
+        }
+    } else {
+        r.auth = AuthRequirement::Any;
+    }
+    r
+}
+
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
@@ -714,13 +848,13 @@ services:
         let text = "services:\n  - name: s\n    match: {port: 1}\n    endpoints:\n      - route: /**\n        deprecated: true\n      - route: /a/{x}\n      - route: /b\n";
         let p = Policy::parse("p", text).unwrap();
         let s = &p.services[0];
-        assert_eq!(s.endpoint_for("/a/1").unwrap().route, "/**");
+        assert_eq!(s.endpoint_for("/a/1", "GET").unwrap().route, "/**");
         let text = "services:\n  - name: s\n    match: {port: 1}\n    endpoints:\n      - route: /a/{x}\n      - route: /**\n      - route: /b\n";
         let p = Policy::parse("p", text).unwrap();
         let s = &p.services[0];
-        assert_eq!(s.endpoint_for("/a/1").unwrap().route, "/a/{x}");
-        assert_eq!(s.endpoint_for("/b").unwrap().route, "/**");
-        assert_eq!(s.endpoint_for("/c/d").unwrap().route, "/**");
+        assert_eq!(s.endpoint_for("/a/1", "GET").unwrap().route, "/a/{x}");
+        assert_eq!(s.endpoint_for("/b", "GET").unwrap().route, "/**");
+        assert_eq!(s.endpoint_for("/c/d", "GET").unwrap().route, "/**");
     }
 
     #[test]

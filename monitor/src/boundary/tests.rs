@@ -208,3 +208,87 @@ fn api_key_in_a_declared_custom_header() {
     ex.api_key_header = Some("x-api-key".into());
     assert_eq!(kinds(&mut e, &ex), vec!["wrong_auth_scheme"]);
 }
+
+/// A service declared by an OpenAPI document beside the policy, one endpoint written over it.
+#[test]
+fn an_openapi_document_declares_endpoints_and_the_policy_overrides_it() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/openapi");
+    let policy = |extra: &str| {
+        format!(
+            "zones:\n  lo: [127.0.0.0/8]\nservices:\n  - name: pets\n    match: {{port: 8080}}\n    openapi: petstore-3.0.yaml\n{extra}"
+        )
+    };
+    let p = Policy::parse(&format!("{dir}/policy.yml"), &policy("")).unwrap();
+    let mut e = Evaluator::new(Arc::new(p));
+    let ex = |method: &str, path: &str, auth: AuthScheme| {
+        let mut x = good();
+        x.jwt = None;
+        x.method = method.into();
+        x.path = path.into();
+        x.auth_scheme = auth;
+        x
+    };
+    let none = AuthScheme::None;
+    assert!(
+        kinds(&mut e, &ex("GET", "/api/v1/pets", none)).is_empty(),
+        "public"
+    );
+    assert_eq!(
+        kinds(&mut e, &ex("GET", "/api/v1/pets/7", none)),
+        ["missing_auth"]
+    );
+    assert!(kinds(&mut e, &ex("GET", "/api/v1/pets/7", AuthScheme::Bearer)).is_empty());
+    assert_eq!(
+        kinds(&mut e, &ex("DELETE", "/api/v1/pets/7", AuthScheme::Bearer)),
+        ["wrong_auth_scheme"],
+        "an API key is required"
+    );
+    let mut key = ex("DELETE", "/api/v1/pets/7", AuthScheme::Apikey);
+    key.api_key_header = Some("x-api-key".into());
+    assert!(kinds(&mut e, &key).is_empty());
+    assert_eq!(
+        kinds(&mut e, &ex("GET", "/api/v1/pets/7/photo", AuthScheme::Basic)),
+        ["deprecated_endpoint"]
+    );
+    assert_eq!(
+        kinds(&mut e, &ex("PATCH", "/api/v1/pets", none)),
+        ["method_not_allowed"]
+    );
+    assert_eq!(
+        kinds(&mut e, &ex("GET", "/api/v1/owners", none)),
+        ["undeclared_endpoint"]
+    );
+    assert_eq!(
+        kinds(&mut e, &ex("GET", "/pets", none)),
+        ["undeclared_endpoint"],
+        "the base path counts"
+    );
+    // OAuth 2 scopes become a JWT scope check where a JWT is seen.
+    let mut post = ex("POST", "/api/v1/pets", AuthScheme::Bearer);
+    post.jwt = good().jwt;
+    assert_eq!(kinds(&mut e, &post), ["jwt_scope_missing"]);
+    // The API-key header the document names is a secret header from now on.
+    assert!(crate::http::head::is_api_key_header("X-API-Key"));
+
+    // Written beside the spec: the policy's endpoint wins for what it matches.
+    let over = "    endpoints:\n      - {route: /api/v1/pets, methods: [GET], auth: bearer}\n";
+    let p = Policy::parse(&format!("{dir}/policy.yml"), &policy(over)).unwrap();
+    let mut e = Evaluator::new(Arc::new(p));
+    assert_eq!(kinds(&mut e, &ex("GET", "/api/v1/pets", none)), ["missing_auth"]);
+    assert!(
+        kinds(&mut e, &ex("POST", "/api/v1/pets", AuthScheme::Bearer)).is_empty(),
+        "the spec's POST stays"
+    );
+
+    // A document that is missing or broken: errors located in it, never a panic.
+    let missing = Policy::parse(
+        &format!("{dir}/policy.yml"),
+        &policy("").replace("petstore-3.0.yaml", "nope.yaml"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        missing.contains("nope.yaml") && missing.contains("cannot read"),
+        "{missing}"
+    );
+}

@@ -85,6 +85,12 @@ pub fn parse_yaml<T: serde::de::DeserializeOwned + Default>(
     serde_norway::from_str(text).map_err(|e| ConfigErrors(vec![located_serde_error(file, &e)]))
 }
 
+/// YAML (or JSON, which serde_norway reads too) into `T`, syntax and type errors located; an
+/// empty file is an error like any other.
+pub fn parse_yaml_strict<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> Result<T, ConfigErrors> {
+    serde_norway::from_str(text).map_err(|e| ConfigErrors(vec![located_serde_error(file, &e)]))
+}
+
 /// A serde_norway error as a located ConfigError (syntax and type errors carry a position).
 pub fn located_serde_error(file: &str, e: &serde_norway::Error) -> ConfigError {
     let loc = e.location();
