@@ -41,6 +41,9 @@ pub enum Command {
     Learn(LearnArgs),
     /// Run the anomaly detector over a CSV history (timestamp,value): what would have fired.
     Backtest(BacktestArgs),
+    /// OpenAPI: draft a document from observed traffic, or compare one with it.
+    #[command(subcommand)]
+    Openapi(OpenapiCommand),
     /// The audit trail: check its hash chain, or ask who accessed what, when.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -77,6 +80,51 @@ pub enum Command {
         alerts: usize,
         #[arg(long, default_value_t = 100)]
         per_flush: usize,
+    },
+}
+
+/// Where observed routes come from: a running agent's /api/v1/routes, or a recording.
+#[derive(Args, Debug)]
+pub struct ObservedArgs {
+    /// Replay this recording (no root needed) instead of asking a running agent.
+    #[arg(long)]
+    pub from_recording: Option<PathBuf>,
+    /// The running agent's metrics address (default: metrics.listen of --config, or
+    /// 127.0.0.1:9464).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Configuration (its policy's declared routes template the paths of a recording too).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Only this service (as in metrics: comm:port).
+    #[arg(long)]
+    pub service: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OpenapiCommand {
+    /// An OpenAPI 3.0 document of what was observed: paths, methods, status codes, media types,
+    /// auth schemes, and x-apiwatch counts, first/last seen and callers.
+    Export {
+        #[command(flatten)]
+        from: ObservedArgs,
+        /// Where it goes (YAML, or JSON when the name ends in .json); default standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Drift between a document and what was observed: shadow endpoints (seen, not
+    /// documented), zombie endpoints (documented, not seen), and traffic without the auth the
+    /// document requires; one finding line each.
+    Diff {
+        #[command(flatten)]
+        from: ObservedArgs,
+        #[arg(long)]
+        spec: PathBuf,
+        /// A documented operation not seen for this many days is a zombie (never seen: always).
+        #[arg(long, default_value_t = 30)]
+        zombie_days: u64,
     },
 }
 
@@ -236,6 +284,7 @@ pub fn main() -> Result<()> {
         Command::Learn(a) => learn(a),
         Command::Backtest(a) => backtest(a),
         Command::Audit(a) => audit(a),
+        Command::Openapi(a) => openapi(a),
         Command::BenchDetector { series, points } => {
             let cfg = crate::baseline::DetectorConfig::default();
             let mut ds: Vec<crate::baseline::Detector> = (0..series)
@@ -549,6 +598,114 @@ fn check(a: CheckArgs) -> Result<()> {
     // The errors are the report: exit non-zero without wrapping them in another error.
     eprintln!("{} error(s)", errors.len());
     std::process::exit(1)
+}
+
+/// The inventory's routes, from a recording (replayed through the same pipeline) or a running
+/// agent.
+fn observed_routes(a: &ObservedArgs) -> Result<Vec<crate::metrics::openapi::ObservedRoute>> {
+    let cfg = load_config(a.config.as_ref())?;
+    let json = match &a.from_recording {
+        Some(file) => {
+            let policy_path = a.policy.clone().or_else(|| cfg.policy_path(a.config.as_deref()));
+            let m = cfg.metrics().unwrap_or_else(|| {
+                Config::default()
+                    .metrics()
+                    .expect("the default configuration has metrics")
+            });
+            let metrics = Arc::new(Metrics::new(&m, cfg.capture.ring_bytes));
+            let opts = AgentOptions {
+                stream: cfg.stream(),
+                routes: cfg.routes(),
+                policy: load_policy(policy_path.as_deref())?,
+                metrics: Some(metrics.clone()),
+                ..AgentOptions::default()
+            };
+            let input = File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+            agent::replay(BufReader::new(input), &opts, Box::new(Discard), None)?;
+            let report = metrics
+                .inventory
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the inventory lock is poisoned"))?
+                .report();
+            serde_json::to_value(report)?
+        }
+        None => {
+            let addr = a.agent.clone().unwrap_or_else(|| cfg.metrics.listen.clone());
+            let url = format!("http://{addr}/api/v1/routes");
+            let body = ureq::get(&url)
+                .call()
+                .with_context(|| {
+                    format!("cannot reach the agent at {url} (is it running? --agent, or --from-recording)")
+                })?
+                .body_mut()
+                .read_to_string()?;
+            let v: serde_json::Value =
+                serde_json::from_str(&body).with_context(|| format!("{url} did not answer JSON"))?;
+            v.get("routes")
+                .cloned()
+                .with_context(|| format!("{url} did not answer an inventory"))?
+        }
+    };
+    Ok(serde_json::from_value(json)?)
+}
+
+fn openapi(cmd: OpenapiCommand) -> Result<()> {
+    use crate::metrics::openapi as oa;
+    match cmd {
+        OpenapiCommand::Export { from, out } => {
+            let routes = observed_routes(&from)?;
+            let title = match &from.service {
+                Some(s) => format!("{s} (observed by apiwatch)"),
+                None => "APIs observed by apiwatch".to_string(),
+            };
+            let doc = oa::export(&routes, from.service.as_deref(), &title);
+            let json = out
+                .as_ref()
+                .is_some_and(|p| p.extension().is_some_and(|e| e == "json"));
+            let text = if json {
+                serde_json::to_string_pretty(&doc)? + "\n"
+            } else {
+                serde_norway::to_string(&doc)?
+            };
+            match &out {
+                Some(p) => {
+                    std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?
+                }
+                None => print!("{text}"),
+            }
+            eprintln!("{} paths", doc.paths.paths.len());
+            Ok(())
+        }
+        OpenapiCommand::Diff {
+            from,
+            spec,
+            zombie_days,
+        } => {
+            let doc = crate::boundary::openapi::load(&spec)
+                .map_err(|e| anyhow::anyhow!("invalid OpenAPI document:\n{e}"))?;
+            let routes = observed_routes(&from)?;
+            let name = spec.display().to_string();
+            let found = oa::diff(
+                &doc,
+                &name,
+                &routes,
+                from.service.as_deref(),
+                crate::clock::unix_now_ns(),
+                zombie_days.saturating_mul(86_400_000_000_000),
+            );
+            for f in &found {
+                println!("{}", f.to_json());
+            }
+            let count = |k: &str| found.iter().filter(|f| f.kind == k).count();
+            eprintln!(
+                "{} shadow endpoint(s), {} zombie endpoint(s), {} auth mismatch(es) against {name}",
+                count("undeclared_endpoint"),
+                count("zombie_endpoint"),
+                count("missing_auth")
+            );
+            Ok(())
+        }
+    }
 }
 
 fn audit(cmd: AuditCommand) -> Result<()> {

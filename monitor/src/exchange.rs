@@ -47,6 +47,11 @@ pub struct Exchange {
     pub api_key_header: Option<String>,
     pub http_version: &'static str,
     pub user_agent: Option<String>,
+    /// Media types of the request and response bodies (`application/json`), no parameters.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub req_content_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resp_content_type: Option<String>,
     /// A head was cut by the capture prefix: some fields may be missing.
     pub truncated: bool,
     /// False when the connection closed (or framing was lost) before the exchange completed.
@@ -169,6 +174,8 @@ impl Exchange {
             api_key_header: None,
             http_version: "1.1",
             user_agent: None,
+            req_content_type: None,
+            resp_content_type: None,
             truncated: false,
             complete: true,
             stream_id: None,

@@ -254,7 +254,34 @@ fn setup() -> Result<()> {
                 .env("LLVM_PREFIX", "/usr/lib/llvm-22"),
         )?;
     }
-    apt_install(DEBIAN_PACKAGES)
+    apt_install(DEBIAN_PACKAGES)?;
+    pip_install(PYPI_PACKAGES)
+}
+
+/// From PyPI (Debian has no package of them), for the `python3` on PATH: the OpenAPI tests
+/// validate apiwatch's exported documents with a real validator.
+const PYPI_PACKAGES: &[(&str, &str)] = &[("openapi-spec-validator", "openapi_spec_validator")];
+
+fn pip_install(pkgs: &[(&str, &str)]) -> Result<()> {
+    for (pkg, module) in pkgs {
+        let present = Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !present {
+            eprintln!("xtask: installing {pkg} from PyPI");
+            run_ok(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                pkg,
+            ]))?;
+        }
+    }
+    Ok(())
 }
 
 fn test() -> Result<()> {
@@ -312,7 +339,7 @@ fn test() -> Result<()> {
     }
     // SAFETY: as above.
     unsafe { std::env::remove_var("APIWATCH_TEST_CAPTURE_MODE") };
-    for suite in ["system", "audit", "monitoring"] {
+    for suite in ["system", "audit", "openapi", "monitoring"] {
         cargo(&[
             "test",
             "-p",

@@ -120,6 +120,8 @@ pub struct RequestHead {
     pub url_detectors: Vec<&'static str>,
     /// Which API-key header carried the key (its name, lowercase; never its value).
     pub api_key_header: Option<String>,
+    /// The body's media type (`application/json`), parameters dropped.
+    pub content_type: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -129,6 +131,24 @@ pub struct ResponseHead {
     pub content_length: Option<u64>,
     pub chunked: bool,
     pub truncated: bool,
+    pub content_type: Option<String>,
+}
+
+/// Longest media type kept; a longer one is not a media type anyone uses.
+const MAX_MEDIA_TYPE_LEN: usize = 64;
+
+/// The media type of a Content-Type value, lowercase, without parameters (`charset`,
+/// `boundary`): None when it is not `type/subtype` made of token characters.
+pub fn media_type(value: &[u8]) -> Option<String> {
+    let mt = value.split(|&b| b == b';').next()?.trim_ascii();
+    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(b);
+    let slash = mt.iter().position(|&b| b == b'/')?;
+    let ok = mt.len() <= MAX_MEDIA_TYPE_LEN
+        && slash > 0
+        && slash + 1 < mt.len()
+        && mt[..slash].iter().all(token)
+        && mt[slash + 1..].iter().all(token);
+    ok.then(|| String::from_utf8_lossy(mt).to_ascii_lowercase())
 }
 
 // Heads are short-lived (parsed, then moved into the pending queue): boxing would cost an
@@ -271,6 +291,7 @@ impl RequestHeadBuilder {
             jwt: None,
             url_detectors: Vec::new(),
             api_key_header: None,
+            content_type: None,
         };
         let (authority, path, query) = split_target(target);
         head.path = truncate_str(path, MAX_PATH_LEN);
@@ -329,6 +350,8 @@ impl RequestHeadBuilder {
             head.user_agent = std::str::from_utf8(value)
                 .ok()
                 .map(|v| truncate_str(v, MAX_UA_LEN));
+        } else if name.eq_ignore_ascii_case("content-type") {
+            head.content_type = media_type(value);
         } else if name.eq_ignore_ascii_case("expect") {
             head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("upgrade") {
@@ -377,12 +400,15 @@ fn parse_response(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
         content_length: None,
         chunked: false,
         truncated,
+        content_type: None,
     };
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             head.content_length = parse_content_length(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             head.chunked = last_coding_is_chunked(h.value);
+        } else if h.name.eq_ignore_ascii_case("content-type") {
+            head.content_type = media_type(h.value);
         }
     }
     Ok(HeadParse::Complete {
@@ -550,6 +576,26 @@ mod tests {
     }
 
     #[test]
+    fn media_types_lose_their_parameters_and_junk_is_refused() {
+        assert_eq!(
+            media_type(b"Application/JSON; charset=utf-8").as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(
+            media_type(b"multipart/form-data; boundary=x").as_deref(),
+            Some("multipart/form-data")
+        );
+        assert_eq!(
+            media_type(b"application/vnd.api+json").as_deref(),
+            Some("application/vnd.api+json")
+        );
+        for junk in [&b""[..], b"json", b"/x", b"a/", b"a/b c", b"text/<script>"] {
+            assert_eq!(media_type(junk), None, "{:?}", String::from_utf8_lossy(junk));
+        }
+        assert_eq!(media_type(format!("a/{}", "b".repeat(80)).as_bytes()), None);
+    }
+
+    #[test]
     fn response_framing_rules() {
         let resp = |status, cl, chunked| ResponseHead {
             status,
@@ -557,6 +603,7 @@ mod tests {
             content_length: cl,
             chunked,
             truncated: false,
+            content_type: None,
         };
         assert_eq!(
             response_framing(&resp(200, Some(5), false), Some("HEAD")),

@@ -13,6 +13,18 @@ use crate::http::AuthScheme;
 
 /// Distinct callers kept per route; the rest are counted in `other_callers`.
 const MAX_CALLERS: usize = 32;
+/// Distinct status codes, media types (request; response per status) and API-key header names
+/// kept per route: what an OpenAPI description of it needs, bounded.
+const MAX_STATUSES: usize = 16;
+const MAX_MEDIA_TYPES: usize = 4;
+const MAX_KEY_HEADERS: usize = 4;
+
+/// Adds `v` to a small set, unless it is full.
+fn add_bounded(set: &mut Vec<String>, v: &str, max: usize) {
+    if set.len() < max && !set.iter().any(|x| x == v) {
+        set.push(v.to_string());
+    }
+}
 
 struct Entry {
     role: &'static str,
@@ -25,6 +37,12 @@ struct Entry {
     other_callers: u64,
     /// Latency in microseconds, 1 us .. 60 s, two significant digits (~13 KiB with u32 counts).
     latency_us: Histogram<u32>,
+    /// Status code -> (count, response media types).
+    statuses: Vec<(u16, u64, Vec<String>)>,
+    request_types: Vec<String>,
+    api_key_headers: Vec<String>,
+    first_seen_ns: u64,
+    last_seen_ns: u64,
 }
 
 /// (service, route, method) borrowed from an exchange; hashes as the owned tuple does.
@@ -51,6 +69,22 @@ pub struct RouteReport {
     pub callers: Vec<(String, u64)>,
     pub other_callers: u64,
     pub latency_ms: Percentiles,
+    /// Status codes answered (at most 16 distinct), each with its count and response media
+    /// types; request media types; API-key header names (never values).
+    pub statuses: Vec<StatusReport>,
+    pub request_types: Vec<String>,
+    pub api_key_headers: Vec<String>,
+    #[serde(serialize_with = "crate::exchange::rfc3339")]
+    pub first_seen: u64,
+    #[serde(serialize_with = "crate::exchange::rfc3339")]
+    pub last_seen: u64,
+}
+
+#[derive(Serialize)]
+pub struct StatusReport {
+    pub status: u16,
+    pub count: u64,
+    pub media_types: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -82,6 +116,11 @@ impl Entry {
             callers: hashbrown::HashMap::new(),
             other_callers: 0,
             latency_us: Histogram::new_with_bounds(1, 60_000_000, 2).expect("static bounds are valid"),
+            statuses: Vec::new(),
+            request_types: Vec::new(),
+            api_key_headers: Vec::new(),
+            first_seen_ns: u64::MAX,
+            last_seen_ns: 0,
         }
     }
 }
@@ -132,6 +171,31 @@ impl Inventory {
         if let Some(us) = ex.latency_us {
             e.latency_us.saturating_record(us.clamp(1, 60_000_000));
         }
+        e.first_seen_ns = e.first_seen_ns.min(ex.ts);
+        e.last_seen_ns = e.last_seen_ns.max(ex.ts);
+        if let Some(status) = ex.status {
+            let at = match e.statuses.iter().position(|s| s.0 == status) {
+                Some(i) => Some(i),
+                None if e.statuses.len() < MAX_STATUSES => {
+                    e.statuses.push((status, 0, Vec::new()));
+                    Some(e.statuses.len() - 1)
+                }
+                None => None,
+            };
+            if let Some(i) = at {
+                let s = &mut e.statuses[i];
+                s.1 += 1;
+                if let Some(t) = &ex.resp_content_type {
+                    add_bounded(&mut s.2, t, MAX_MEDIA_TYPES);
+                }
+            }
+        }
+        if let Some(t) = &ex.req_content_type {
+            add_bounded(&mut e.request_types, t, MAX_MEDIA_TYPES);
+        }
+        if let Some(h) = &ex.api_key_header {
+            add_bounded(&mut e.api_key_headers, h, MAX_KEY_HEADERS);
+        }
     }
 
     pub fn report(&self) -> Vec<RouteReport> {
@@ -163,6 +227,23 @@ impl Inventory {
                         p999: ms(0.999),
                         max: h.max() as f64 / 1000.0,
                     },
+                    statuses: {
+                        let mut v: Vec<StatusReport> = e
+                            .statuses
+                            .iter()
+                            .map(|(status, count, types)| StatusReport {
+                                status: *status,
+                                count: *count,
+                                media_types: types.clone(),
+                            })
+                            .collect();
+                        v.sort_by_key(|s| s.status);
+                        v
+                    },
+                    request_types: e.request_types.clone(),
+                    api_key_headers: e.api_key_headers.clone(),
+                    first_seen: e.first_seen_ns.min(e.last_seen_ns),
+                    last_seen: e.last_seen_ns,
                 }
             })
             .collect();

@@ -6,6 +6,7 @@
 //! beyond it is recorded in the single overflow set (every label `__other__`), so a family never
 //! holds more than `max_series + 1` label sets.
 pub mod inventory;
+pub mod openapi;
 pub mod server;
 
 use std::collections::HashSet;

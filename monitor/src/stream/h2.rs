@@ -50,6 +50,7 @@ struct H2Stream {
     ended: [bool; 2],
     grpc_status: Option<u32>,
     grpc_message: Option<String>,
+    resp_content_type: Option<String>,
     messages: [GrpcMessages; 2],
     reset: Option<u32>,
 }
@@ -344,8 +345,9 @@ impl Streams {
         // Trailers, or a trailers-only gRPC response: the call's status.
         for f in fields {
             match (f.name.as_deref(), &f.value) {
-                (Some(b"content-type"), Some(v)) if status.is_some() && is_grpc_content_type(v) => {
-                    s.grpc = true
+                (Some(b"content-type"), Some(v)) if status.is_some() => {
+                    s.grpc |= is_grpc_content_type(v);
+                    s.resp_content_type = crate::http::head::media_type(v);
                 }
                 (Some(b"grpc-status"), Some(v)) => {
                     s.grpc_status = std::str::from_utf8(v).ok().and_then(|v| v.trim().parse().ok());
@@ -442,6 +444,8 @@ impl Streams {
             api_key_header: req.api_key_header,
             http_version: "2",
             user_agent: req.user_agent,
+            req_content_type: req.content_type,
+            resp_content_type: s.resp_content_type,
             truncated: req.truncated,
             complete,
             stream_id: Some(stream),

@@ -70,7 +70,7 @@ struct Conn {
     /// The request stream is inside a message whose head went to `pending.back()`.
     request_open: bool,
     /// Head of the response in progress; None for 1xx or before any.
-    response: Option<(u16, u8, bool)>,
+    response: Option<(u16, bool, Option<String>)>,
     last_ts: u64,
     /// The connection is TLS (handshake seen, or plaintext from the SSL uprobes).
     tls: bool,
@@ -486,7 +486,7 @@ fn handle(
                 stats.informational_responses += 1;
                 None
             } else {
-                Some((resp.status, resp.version, resp.truncated))
+                Some((resp.status, resp.truncated, resp.content_type.clone()))
             };
         }
         ParseEvent::End {
@@ -506,7 +506,7 @@ fn handle(
                 }
                 return;
             }
-            let Some((status, _version, truncated)) = conn.response.take() else {
+            let Some((status, truncated, content_type)) = conn.response.take() else {
                 return;
             };
             let Some(req) = conn.pending.0.pop_front() else {
@@ -517,6 +517,7 @@ fn handle(
                 bytes: *bytes,
                 body_bytes: bytes - head_bytes,
                 complete: *complete,
+                content_type,
             };
             let mut ex = build_exchange(id, conn, req, Some(status), *ts_ns, resp);
             ex.truncated |= truncated;
@@ -537,6 +538,7 @@ struct ResponseSize {
     bytes: u64,
     body_bytes: u64,
     complete: bool,
+    content_type: Option<String>,
 }
 
 fn build_exchange(
@@ -581,6 +583,8 @@ fn build_exchange(
         api_key_header: head.api_key_header,
         http_version: version_str(head.version),
         user_agent: head.user_agent,
+        req_content_type: head.content_type,
+        resp_content_type: resp.content_type,
         truncated: head.truncated,
         complete: status.is_some() && ended && resp.complete,
         stream_id: None,

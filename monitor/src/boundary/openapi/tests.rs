@@ -59,7 +59,7 @@ fn a_30_document_gives_every_operation_under_its_base_path() {
     assert_eq!(kinds(post), [[SchemeKind::OAuth]]);
     assert_eq!(
         kinds(op(&doc, "DELETE", "/api/v1/pets/{petId}")),
-        [[SchemeKind::ApiKeyHeader("x-api-key".into())]]
+        [[SchemeKind::ApiKeyHeader("x-pet-key".into())]]
     );
     let photo = op(&doc, "GET", "/api/v1/pets/{petId}/photo");
     assert!(photo.deprecated);
