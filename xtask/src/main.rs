@@ -258,9 +258,14 @@ fn setup() -> Result<()> {
     pip_install(PYPI_PACKAGES)
 }
 
-/// From PyPI (Debian has no package of them), for the `python3` on PATH: the OpenAPI tests
-/// validate apiwatch's exported documents with a real validator.
-const PYPI_PACKAGES: &[(&str, &str)] = &[("openapi-spec-validator", "openapi_spec_validator")];
+/// From PyPI (Debian has no package of them), for the `python3` on PATH: validators the tests
+/// run on apiwatch's exported documents and on its deployment files.
+const PYPI_PACKAGES: &[(&str, &str)] = &[
+    ("openapi-spec-validator", "openapi_spec_validator"),
+    // The Kubernetes manifests against the Kubernetes schemas, offline (Debian's kubectl is
+    // 1.20 and wants a cluster even for a client dry run).
+    ("kubernetes-validate", "kubernetes_validate"),
+];
 
 fn pip_install(pkgs: &[(&str, &str)]) -> Result<()> {
     for (pkg, module) in pkgs {
@@ -339,7 +344,7 @@ fn test() -> Result<()> {
     }
     // SAFETY: as above.
     unsafe { std::env::remove_var("APIWATCH_TEST_CAPTURE_MODE") };
-    for suite in ["system", "audit", "openapi", "monitoring"] {
+    for suite in ["system", "audit", "openapi", "deploy", "monitoring"] {
         cargo(&[
             "test",
             "-p",
