@@ -58,6 +58,35 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A finding about a service's route, with no source, identity or process (a baseline's,
+    /// a drift report's); the fields about who go in afterwards where they are known.
+    pub fn about_route(
+        ts: u64,
+        kind: &'static str,
+        rule: String,
+        severity: Severity,
+        (service, route, method): (&str, &str, &str),
+        evidence: String,
+    ) -> Self {
+        Self {
+            record: "finding",
+            ts,
+            kind,
+            rule,
+            severity,
+            service: service.to_string(),
+            route: route.to_string(),
+            method: method.to_string(),
+            source: None,
+            source_zones: Vec::new(),
+            identity: None,
+            pid: 0,
+            comm: String::new(),
+            evidence,
+            state: None,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }

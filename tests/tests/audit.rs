@@ -219,6 +219,14 @@ impl Drop for Tmpfs {
     }
 }
 
+/// Fills the file system holding `filler` (dd stops at ENOSPC).
+fn fill(filler: &Path) {
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
+        .stderr(Stdio::null())
+        .status();
+}
+
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {
@@ -252,10 +260,7 @@ fn a_full_disk_holds_audit_records_and_loses_none_when_space_returns() {
     wait_until("the first records", 10, || metrics.records.get() == 100);
     // Fill the file system.
     let filler = fs.0.join("filler");
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
-        .stderr(Stdio::null())
-        .status();
+    fill(&filler);
     for _ in 0..10 {
         send(&mut log, 50);
     }
@@ -292,10 +297,7 @@ fn a_disk_full_for_longer_than_the_memory_bound_records_the_gap() {
     let mut log = AuditLog::start(opts.clone(), metrics.clone()).unwrap();
     let mut ex = monitor::exchange::Exchange::example();
     let filler = fs.0.join("filler");
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
-        .stderr(Stdio::null())
-        .status();
+    fill(&filler);
     for _ in 0..10 {
         for _ in 0..100 {
             ex.ts += 1_000_000;

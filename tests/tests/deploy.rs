@@ -51,7 +51,11 @@ fn the_kubernetes_manifests_validate_and_agree() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "{report}");
-    assert_eq!(report.matches(" passed for resource ").count(), builtin.len(), "{report}");
+    assert_eq!(
+        report.matches(" passed for resource ").count(),
+        builtin.len(),
+        "{report}"
+    );
 
     let ds = manifest("daemonset.yaml");
     let pod = &ds["spec"]["template"]["spec"];
@@ -114,9 +118,17 @@ fn the_kubernetes_manifests_validate_and_agree() {
     }
     let config = config.replace("/etc/apiwatch/secrets", secrets.to_str().unwrap());
     std::fs::write(dir.path().join("apiwatch.yml"), config).unwrap();
-    std::fs::write(dir.path().join("policy.yml"), cm["data"]["policy.yml"].as_str().unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("policy.yml"),
+        cm["data"]["policy.yml"].as_str().unwrap(),
+    )
+    .unwrap();
     let check = Command::new(apiwatch_bin())
-        .args(["check", "--config", dir.path().join("apiwatch.yml").to_str().unwrap()])
+        .args([
+            "check",
+            "--config",
+            dir.path().join("apiwatch.yml").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     assert!(
@@ -126,5 +138,8 @@ fn the_kubernetes_manifests_validate_and_agree() {
         String::from_utf8_lossy(&check.stderr)
     );
     let ok = String::from_utf8_lossy(&check.stdout);
-    assert!(ok.contains("apiwatch.yml: ok") && ok.contains("policy.yml: ok"), "{ok}");
+    assert!(
+        ok.contains("apiwatch.yml: ok") && ok.contains("policy.yml: ok"),
+        "{ok}"
+    );
 }

@@ -359,23 +359,16 @@ fn finding(
             ),
         ),
     };
-    Finding {
-        record: "finding",
+    let mut f = Finding::about_route(
         ts,
-        kind: signal.kind(),
-        rule: format!("baseline:{}", signal.kind()),
-        severity: Severity::Warning,
-        service: service.to_string(),
-        route: route.to_string(),
-        method: String::new(),
-        source: None,
-        source_zones: Vec::new(),
-        identity: None,
-        pid: 0,
-        comm: String::new(),
+        signal.kind(),
+        format!("baseline:{}", signal.kind()),
+        Severity::Warning,
+        (service, route, ""),
         evidence,
-        state: Some(state),
-    }
+    );
+    f.state = Some(state);
+    f
 }
 
 #[cfg(test)]

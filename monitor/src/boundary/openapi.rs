@@ -146,7 +146,7 @@ pub fn route_of(base: &str, path: &str) -> String {
 
 /// The base paths operations are served under: the most specific `servers` list that is not
 /// empty (operation, path item, document); none gives `/`.
-fn bases(lists: &[Vec<(String, BTreeMap<String, String>)>]) -> Vec<String> {
+fn bases(lists: &[Servers]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     if let Some(list) = lists.iter().find(|l| !l.is_empty()) {
         for (url, defaults) in list {
@@ -162,13 +162,44 @@ fn bases(lists: &[Vec<(String, BTreeMap<String, String>)>]) -> Vec<String> {
     out
 }
 
+/// A path item's operations (get, put, post, delete, options, head, patch, trace) with their
+/// methods.
+fn with_methods<T>(ops: [&Option<T>; 8]) -> impl Iterator<Item = (&'static str, &T)> {
+    METHODS
+        .into_iter()
+        .zip(ops)
+        .filter_map(|(m, o)| o.as_ref().map(|o| (m, o)))
+}
+
+type Servers = Vec<(String, BTreeMap<String, String>)>;
+
+/// One operation, once under each of its base paths.
+fn push_operation(
+    out: &mut Vec<SpecOperation>,
+    path: &str,
+    method: &str,
+    deprecated: bool,
+    security: Option<Vec<Alternative>>,
+    servers: &[Servers],
+) {
+    for base in bases(servers) {
+        out.push(SpecOperation {
+            route: route_of(&base, path),
+            method: method.into(),
+            deprecated,
+            security: security.clone(),
+            at: format!("paths.{path}.{}", method.to_ascii_lowercase()),
+        });
+    }
+}
+
 type Report<'a> = dyn FnMut(&[&str], String) + 'a;
 
 mod v30 {
     use super::*;
     use openapiv3::{APIKeyLocation, OpenAPI, ReferenceOr, SecurityScheme};
 
-    fn servers(list: &[openapiv3::Server]) -> Vec<(String, BTreeMap<String, String>)> {
+    fn servers(list: &[openapiv3::Server]) -> Servers {
         list.iter()
             .map(|s| {
                 let defaults = s
@@ -267,7 +298,7 @@ mod v30 {
                 }
             };
             let at_path = servers(&item.servers);
-            for (i, op) in [
+            let all = [
                 &item.get,
                 &item.put,
                 &item.post,
@@ -276,25 +307,14 @@ mod v30 {
                 &item.head,
                 &item.patch,
                 &item.trace,
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let Some(op) = op else { continue };
-                let method = METHODS[i];
+            ];
+            for (method, op) in with_methods(all) {
                 let sec = match &op.security {
                     Some(_) => security(spec, &op.security, report),
                     None => global.clone(),
                 };
-                for base in bases(&[servers(op.servers.as_slice()), at_path.clone(), top.clone()]) {
-                    ops.push(SpecOperation {
-                        route: route_of(&base, path),
-                        method: method.into(),
-                        deprecated: op.deprecated,
-                        security: sec.clone(),
-                        at: format!("paths.{path}.{}", method.to_ascii_lowercase()),
-                    });
-                }
+                let lists = [servers(op.servers.as_slice()), at_path.clone(), top.clone()];
+                push_operation(&mut ops, path, method, op.deprecated, sec, &lists);
             }
         }
         SpecDoc {
@@ -309,7 +329,7 @@ mod v31 {
     use super::*;
     use oas3::spec::{ObjectOrReference, SecurityScheme, Spec};
 
-    fn servers(list: &[oas3::spec::Server]) -> Vec<(String, BTreeMap<String, String>)> {
+    fn servers(list: &[oas3::spec::Server]) -> Servers {
         list.iter()
             .map(|s| {
                 let defaults = s
@@ -430,7 +450,7 @@ mod v31 {
                 None => item,
             };
             let at_path = servers(&item.servers);
-            for (i, op) in [
+            let all = [
                 &item.get,
                 &item.put,
                 &item.post,
@@ -439,12 +459,8 @@ mod v31 {
                 &item.head,
                 &item.patch,
                 &item.trace,
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let Some(op) = op else { continue };
-                let method = METHODS[i];
+            ];
+            for (method, op) in with_methods(all) {
                 let lower = method.to_ascii_lowercase();
                 let mut at = raw_at.clone();
                 at.push(&lower);
@@ -453,15 +469,15 @@ mod v31 {
                 } else {
                     global.clone()
                 };
-                for base in bases(&[servers(&op.servers), at_path.clone(), top.clone()]) {
-                    ops.push(SpecOperation {
-                        route: route_of(&base, path),
-                        method: method.into(),
-                        deprecated: op.deprecated.unwrap_or(false),
-                        security: sec.clone(),
-                        at: format!("paths.{path}.{lower}"),
-                    });
-                }
+                let lists = [servers(&op.servers), at_path.clone(), top.clone()];
+                push_operation(
+                    &mut ops,
+                    path,
+                    method,
+                    op.deprecated.unwrap_or(false),
+                    sec,
+                    &lists,
+                );
             }
         }
         SpecDoc {

@@ -340,22 +340,15 @@ pub fn diff(
 ) -> Vec<Finding> {
     let observed = server_routes(routes, service);
     let finding =
-        |kind: &'static str, severity, service: &str, route: &str, method: &str, evidence: String| Finding {
-            record: "finding",
-            ts: now_ns,
-            kind,
-            rule: format!("openapi:{spec_name}"),
-            severity,
-            service: service.to_string(),
-            route: route.to_string(),
-            method: method.to_string(),
-            source: None,
-            source_zones: Vec::new(),
-            identity: None,
-            pid: 0,
-            comm: String::new(),
-            evidence,
-            state: None,
+        |kind: &'static str, severity, service: &str, route: &str, method: &str, evidence: String| {
+            Finding::about_route(
+                now_ns,
+                kind,
+                format!("openapi:{spec_name}"),
+                severity,
+                (service, route, method),
+                evidence,
+            )
         };
     let mut out = Vec::new();
     for r in &observed {
