@@ -55,15 +55,17 @@ fn the_agent_keeps_a_trail_that_verifies_answers_queries_and_shows_tampering() {
     )
     .unwrap();
     let log_path = dir.path().join("agent.log");
-    let mut run = Command::new(apiwatch_bin())
-        .args(["run", "--exchanges", "off", "--findings", "off"])
-        .args(["--config", config.to_str().unwrap(), "--metrics-addr", "off"])
-        .args(capture_mode_args())
-        .env("RUST_LOG", "trace")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let run = Proc(
+        Command::new(apiwatch_bin())
+            .args(["run", "--exchanges", "off", "--findings", "off"])
+            .args(["--config", config.to_str().unwrap(), "--metrics-addr", "off"])
+            .args(capture_mode_args())
+            .env("RUST_LOG", "trace")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&log_path)
         .unwrap_or_default()
@@ -93,11 +95,12 @@ fn the_agent_keeps_a_trail_that_verifies_answers_queries_and_shows_tampering() {
         &format!("{base}/login"),
     ]);
     // A stop drains what the kernel wrote and writes what the trail was handed.
+    let mut run = run;
     Command::new("kill")
-        .args(["-TERM", &run.id().to_string()])
+        .args(["-TERM", &run.pid().to_string()])
         .status()
         .unwrap();
-    let status = run.wait().unwrap();
+    let status = run.0.wait().unwrap();
     let log = std::fs::read_to_string(&log_path).unwrap();
     assert!(status.success(), "{log}");
 
