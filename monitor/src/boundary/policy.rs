@@ -338,7 +338,13 @@ impl Policy {
                 for e in &errors.0 {
                     log::error!("{e}");
                 }
-                match last_good.as_deref().map(Self::load) {
+                // The copy is read as if it were still beside the policy: an `openapi:` path
+                // relative to the policy's directory still resolves.
+                let from_copy = |copy: &std::path::Path| {
+                    let (_, text) = crate::yaml::read_file(copy)?;
+                    Self::parse(&path.display().to_string(), &text)
+                };
+                match last_good.as_deref().map(from_copy) {
                     Some(Ok(p)) => {
                         log::error!(
                             "the policy {} is broken: running with the last good one ({})",

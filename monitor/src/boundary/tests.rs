@@ -292,3 +292,34 @@ fn an_openapi_document_declares_endpoints_and_the_policy_overrides_it() {
         "{missing}"
     );
 }
+
+/// A broken policy at start runs with the last good one, and that copy (kept in state_dir) still
+/// finds an OpenAPI document named relative to the policy's own directory.
+#[test]
+fn the_last_good_policy_still_finds_its_openapi_document() {
+    let dir = std::env::temp_dir().join(format!("apiwatch-lastgood-{}", std::process::id()));
+    let (conf, state) = (dir.join("conf"), dir.join("state"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let spec = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/fixtures/openapi/petstore-3.0.yaml"
+    );
+    std::fs::copy(spec, conf.join("petstore.yaml")).unwrap();
+    let policy = conf.join("policy.yml");
+    std::fs::write(
+        &policy,
+        "services:\n  - name: pets\n    match: {port: 8080}\n    openapi: petstore.yaml\n",
+    )
+    .unwrap();
+    let good = Policy::load_or_last_good(&policy, Some(&state)).expect("loads");
+    assert_eq!(good.services[0].endpoints.len(), 5);
+    std::fs::write(&policy, "services: [broken").unwrap();
+    let kept = Policy::load_or_last_good(&policy, Some(&state)).expect("the last good one");
+    assert_eq!(
+        kept.services[0].endpoints.len(),
+        5,
+        "the document beside the policy was found"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
