@@ -748,7 +748,7 @@ fn parse_net(s: &str) -> Option<IpNet> {
 }
 
 /// `/users/{id}/orders/**` -> segments.
-fn parse_route(route: &str) -> Result<Vec<Segment>, String> {
+pub fn parse_route(route: &str) -> Result<Vec<Segment>, String> {
     if !route.starts_with('/') {
         return Err(format!("route {route:?} must start with /"));
     }

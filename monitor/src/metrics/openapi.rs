@@ -13,6 +13,7 @@ use openapiv3 as oa;
 use serde::Deserialize;
 
 use crate::boundary::openapi::{SchemeKind, SpecDoc, SpecOperation};
+use crate::boundary::policy::{Segment, parse_route, route_matches};
 use crate::finding::{Finding, Severity};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
@@ -299,18 +300,6 @@ pub fn export(routes: &[ObservedRoute], service: Option<&str>, title: &str) -> o
     doc
 }
 
-/// Segments of a spec route against an observed route template: a spec parameter matches any
-/// one segment, an observed `{id}` only a spec parameter.
-fn spec_matches(spec_route: &str, observed_route: &str) -> bool {
-    let s: Vec<&str> = spec_route.split('/').filter(|x| !x.is_empty()).collect();
-    let o: Vec<&str> = observed_route.split('/').filter(|x| !x.is_empty()).collect();
-    s.len() == o.len()
-        && s.iter().zip(&o).all(|(a, b)| {
-            let param = |x: &str| x.starts_with('{') && x.ends_with('}');
-            param(a) || (!param(b) && a == b)
-        })
-}
-
 /// Whether an operation's security requires a credential apiwatch can see.
 fn requires_auth(op: &SpecOperation) -> bool {
     match &op.security {
@@ -339,6 +328,15 @@ pub fn diff(
     zombie_after_ns: u64,
 ) -> Vec<Finding> {
     let observed = server_routes(routes, service);
+    // An observed route template against a document's route, with the policy's matcher: a
+    // document parameter takes any one segment, an observed `{id}` only a parameter.
+    let patterns: Vec<Option<Vec<Segment>>> = spec
+        .operations
+        .iter()
+        .map(|o| parse_route(&o.route).ok())
+        .collect();
+    let matches = |i: usize, route: &str| patterns[i].as_ref().is_some_and(|p| route_matches(p, route));
+    let stale_before = crate::clock::rfc3339_micros(now_ns.saturating_sub(zombie_after_ns));
     let finding =
         |kind: &'static str, severity, service: &str, route: &str, method: &str, evidence: String| {
             Finding::about_route(
@@ -355,7 +353,9 @@ pub fn diff(
         let ops: Vec<&SpecOperation> = spec
             .operations
             .iter()
-            .filter(|op| op.method == r.method && spec_matches(&op.route, &r.route))
+            .enumerate()
+            .filter(|(i, op)| op.method == r.method && matches(*i, &r.route))
+            .map(|(_, op)| op)
             .collect();
         if ops.is_empty() {
             out.push(finding(
@@ -386,13 +386,12 @@ pub fn diff(
             ));
         }
     }
-    for op in &spec.operations {
+    for (i, op) in spec.operations.iter().enumerate() {
         let seen: Vec<&&ObservedRoute> = observed
             .iter()
-            .filter(|r| r.method == op.method && spec_matches(&op.route, &r.route))
+            .filter(|r| r.method == op.method && matches(i, &r.route))
             .collect();
         let last = seen.iter().map(|r| r.last_seen.as_str()).max();
-        let stale_before = crate::clock::rfc3339_micros(now_ns.saturating_sub(zombie_after_ns));
         let zombie = match last {
             None => Some(format!("{} {} ({}) was never seen", op.method, op.route, op.at)),
             Some(l) if zombie_after_ns > 0 && l < stale_before.as_str() => {

@@ -355,8 +355,8 @@ impl ConnTable {
         );
         stats.bytes_skipped += parser.skipped_bytes - skipped;
         let body_left = parser.body_remaining();
-        let events = std::mem::take(&mut self.events);
-        for ev in events.iter() {
+        let mut events = std::mem::take(&mut self.events);
+        for ev in events.iter_mut() {
             handle(chunk.id, conn, chunk.direction, ev, stats, out);
         }
         self.events = events;
@@ -401,8 +401,8 @@ impl ConnTable {
                 Direction::Ingress => conn.ingress.finish(ts_ns, &mut self.events),
                 Direction::Egress => conn.egress.finish(ts_ns, &mut self.events),
             }
-            let events = std::mem::take(&mut self.events);
-            for ev in events.iter() {
+            let mut events = std::mem::take(&mut self.events);
+            for ev in events.iter_mut() {
                 handle(id, &mut conn, dir, ev, stats, out);
             }
             self.events = events;
@@ -430,7 +430,8 @@ fn handle(
     id: ConnId,
     conn: &mut Conn,
     dir: Direction,
-    ev: &ParseEvent,
+    // Mutable so a response's media type moves into the exchange instead of being copied.
+    ev: &mut ParseEvent,
     stats: &mut PipelineStats,
     out: &mut Vec<Exchange>,
 ) {
@@ -486,7 +487,7 @@ fn handle(
                 stats.informational_responses += 1;
                 None
             } else {
-                Some((resp.status, resp.truncated, resp.content_type.clone()))
+                Some((resp.status, resp.truncated, resp.content_type.take()))
             };
         }
         ParseEvent::End {
@@ -499,7 +500,7 @@ fn handle(
                 if conn.request_open {
                     if let Some(req) = conn.pending.0.back_mut() {
                         req.bytes = *bytes;
-                        req.body_bytes = bytes - head_bytes;
+                        req.body_bytes = *bytes - *head_bytes;
                         req.ended = *complete;
                     }
                     conn.request_open = false;
@@ -515,7 +516,7 @@ fn handle(
             };
             let resp = ResponseSize {
                 bytes: *bytes,
-                body_bytes: bytes - head_bytes,
+                body_bytes: *bytes - *head_bytes,
                 complete: *complete,
                 content_type,
             };
