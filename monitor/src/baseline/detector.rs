@@ -53,27 +53,42 @@ pub const COOLDOWN_POINTS: u32 = 120;
 const SEASONAL_EXPLAINS: f64 = 0.15;
 const CHOICE_HORIZON: f64 = 1000.0;
 const MIN_SEASONAL_SAMPLES: u32 = 100;
-/// Tail calibration of the Gaussian model: a running estimate of the 99.9th percentile of the
-/// series' own |z| (stochastic quantile steps of QUANTILE_STEP), against 3.29, a Gaussian's.
-/// A heavy-tailed series (bursty message volumes) has a higher one, and its z are scaled down by
-/// the ratio: what is unusual is judged against the series' own tail, not a bell curve.
+/// Tail calibration of each model: a running estimate of the 99.9th percentile of the series'
+/// own |z|, against 3.29, a Gaussian's. A heavy-tailed series (bursty message volumes) has a
+/// higher one, and its z are scaled down by the ratio: what is unusual is judged against the
+/// series' own tail, not a bell curve. The estimate moves by multiplicative steps (a stochastic
+/// quantile on the log scale, QUANTILE_STEP per point beyond it): a series whose ordinary bursts
+/// sit 50 sd out learns that in tens of bursts, where steps of a fixed size took hundreds.
+/// Chosen on the development corpus: steps of 0.05 scored 64.2 against 63.0 for the additive
+/// steps before (0.03: 58.9, 0.1: 60.9).
 const TAIL_QUANTILE: f64 = 0.999;
 const GAUSSIAN_Q999: f64 = 3.29;
-const QUANTILE_STEP: f64 = 0.2;
+const QUANTILE_STEP: f64 = 0.05;
 
 /// `z` against the series' own tail, and that tail (`q999`) learnt from `z` when `learn`.
 fn calibrated(z: f64, q999: &mut f64, learn: bool) -> f64 {
     let out = z / (*q999 / GAUSSIAN_Q999).max(1.0);
     if learn {
-        if z > *q999 {
-            *q999 += QUANTILE_STEP * TAIL_QUANTILE;
+        let step = if z > *q999 {
+            QUANTILE_STEP * TAIL_QUANTILE
         } else {
-            *q999 -= QUANTILE_STEP * (1.0 - TAIL_QUANTILE);
-        }
-        *q999 = q999.max(1.0);
+            -QUANTILE_STEP * (1.0 - TAIL_QUANTILE)
+        };
+        *q999 = (*q999 * step.exp()).max(1.0);
     }
     out
 }
+
+/// A point outside every value the series has taken (its all-time range) is a record: the most
+/// plain evidence that something new is happening, whatever the models' spread says (the
+/// "spatial anomaly" of Numenta's detector on this benchmark). It counts once the range has
+/// RECORD_WARMUP points behind it and the point is at least half way to the threshold under the
+/// model that speaks (a ratio creeping to a new high by a hair is no news), and it then scores
+/// as a point with twice the threshold's surprise (RECORD_SCORE). On the development corpus:
+/// 65.0 against 64.2 without (warm-up 150: 64.7, 500: 65.2).
+const RECORD_WARMUP: u32 = 300;
+/// `1 - 2^-2`: see `score_of`; a surprise of twice the threshold's.
+const RECORD_SCORE: f64 = 0.75;
 
 /// A recent view of the series (weight 1/RECENT_HORIZON): a series that stayed far from its
 /// Gaussian model for most of an alarm's cool-down has moved to a new level, and the model is
@@ -201,6 +216,14 @@ pub struct Detector {
     cool_beyond: u32,
     #[serde(default)]
     recent: EwStats,
+    /// The series' all-time range, over `range_n` points (0: not started, as in a state saved
+    /// before the range was kept, so a restored series waits RECORD_WARMUP points).
+    #[serde(default)]
+    lo: f64,
+    #[serde(default)]
+    hi: f64,
+    #[serde(default)]
+    range_n: u32,
 }
 
 /// An exponentially weighted mean and variance; the weight of a new point is `1/horizon`, or
@@ -248,6 +271,8 @@ pub struct Verdict {
     /// Set on the point where the series starts or stops firing.
     pub transition: Option<Transition>,
     pub warming_up: bool,
+    /// The point lies outside every value the series took before (a record).
+    pub record: bool,
 }
 
 impl Detector {
@@ -271,6 +296,9 @@ impl Detector {
             zs_q999: GAUSSIAN_Q999,
             cool_beyond: 0,
             recent: EwStats::default(),
+            lo: 0.0,
+            hi: 0.0,
+            range_n: 0,
         }
     }
 
@@ -342,13 +370,23 @@ impl Detector {
             (false, _) => 0,
         };
         let drifting = seasonal && self.drift_run.unsigned_abs() >= DRIFT_POINTS;
-        let beyond = !warming_up && (z > cfg.threshold || drifting);
+        if self.range_n == 0 {
+            (self.lo, self.hi) = (x, x);
+        }
+        let record = self.range_n >= RECORD_WARMUP
+            && self.hi > self.lo
+            && (x > self.hi || x < self.lo)
+            && z >= cfg.threshold / 2.0;
+        self.lo = self.lo.min(x);
+        self.hi = self.hi.max(x);
+        self.range_n = self.range_n.saturating_add(1);
+        let beyond = !warming_up && (z > cfg.threshold || drifting || record);
         let raw_score = if warming_up {
             0.0
-        } else if drifting {
-            score_of(z.max(cfg.threshold), cfg.threshold)
         } else {
-            score_of(z, cfg.threshold)
+            let z_score = if drifting { z.max(cfg.threshold) } else { z };
+            let score = score_of(z_score, cfg.threshold);
+            if record { score.max(RECORD_SCORE) } else { score }
         };
         // An alarm starts here unless one started within the cool-down.
         let onset = beyond && self.cooldown == 0;
@@ -450,6 +488,7 @@ impl Detector {
             high: expected + band,
             transition,
             warming_up,
+            record,
         }
     }
 }
@@ -548,6 +587,85 @@ pub(crate) mod tests {
             precision >= 0.8,
             "precision {precision}: {true_pos} true, {false_pos} false positives"
         );
+    }
+
+    /// A generic metric (as `backtest` reads it): no Poisson floor, no absolute scale floor.
+    fn metric_cfg() -> DetectorConfig {
+        DetectorConfig {
+            season_buckets: 1,
+            counts: false,
+            min_scale: 0.0,
+            ..DetectorConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_point_outside_every_value_seen_is_a_record() {
+        let cfg = metric_cfg();
+        let mut d = Detector::new(&cfg);
+        let mut rng = Rng(7);
+        for i in 0..1000 {
+            let v = d.update(&cfg, i * 300, 10.0 + rng.next());
+            assert!(!v.record, "point {i}");
+        }
+        // 3 sd above the mean: below the threshold (4), above every value taken (10 +- 1).
+        let x = (d.gauss.mean + 3.0 * d.gauss.var.sqrt()).max(d.hi + 0.01);
+        assert!(
+            x < d.gauss.mean + 3.5 * d.gauss.var.sqrt(),
+            "the point stays below the threshold"
+        );
+        let v = d.update(&cfg, 1000 * 300, x);
+        assert!(v.record && v.anomaly, "{v:?}");
+        assert!(v.score >= RECORD_SCORE, "{v:?}");
+        // A new high by a hair, well inside the model's spread, is no news.
+        let mut d = Detector::new(&cfg);
+        for i in 0..1000 {
+            d.update(&cfg, i * 300, 10.0 + (i % 2) as f64);
+        }
+        let v = d.update(&cfg, 1000 * 300, 11.01);
+        assert!(!v.record && !v.anomaly, "{v:?}");
+    }
+
+    #[test]
+    fn a_restored_state_without_a_range_waits_before_records() {
+        let cfg = metric_cfg();
+        let mut d = Detector::new(&cfg);
+        for i in 0..1000 {
+            d.update(&cfg, i * 300, 10.0 + (i % 2) as f64);
+        }
+        // A state saved before the range was kept: its fields are absent.
+        let mut json = serde_json::to_value(&d).unwrap();
+        for field in ["lo", "hi", "range_n"] {
+            json.as_object_mut().unwrap().remove(field);
+        }
+        let mut restored: Detector = serde_json::from_value(json).unwrap();
+        for i in 0..RECORD_WARMUP as u64 {
+            let v = restored.update(&cfg, (1000 + i) * 300, 10.0 + (i % 2) as f64);
+            assert!(!v.record, "point {i} after the restore");
+        }
+    }
+
+    #[test]
+    fn ordinary_bursts_far_out_are_learnt_as_the_series_tail() {
+        // A quiet series with a burst 60 sd out every 100 points (a cron job): the first bursts
+        // alarm, then the tail estimate has caught up and they stop (steps of a fixed size
+        // needed hundreds of bursts for that).
+        let cfg = DetectorConfig {
+            cooldown: 10,
+            ..metric_cfg()
+        };
+        let mut d = Detector::new(&cfg);
+        let mut rng = Rng(11);
+        let mut alarms_late = 0;
+        for i in 0..6000u64 {
+            let burst = i % 100 == 50;
+            let x = if burst { 70.0 } else { 10.0 + rng.next() };
+            let v = d.update(&cfg, i * 300, x);
+            if burst && i > 3000 && v.anomaly {
+                alarms_late += 1;
+            }
+        }
+        assert_eq!(alarms_late, 0, "bursts still alarm after 30 of them");
     }
 
     #[test]

@@ -343,11 +343,16 @@ fn finding(
         Transition::Fired => (
             "firing",
             format!(
-                "{} observed {value:.3}, expected {:.3} (normal range {:.3}..{:.3})",
+                "{} observed {value:.3}, expected {:.3} (normal range {:.3}..{:.3}){}",
                 signal.unit(),
                 v.expected,
                 v.low,
-                v.high
+                v.high,
+                if v.record {
+                    "; outside every value this series took before"
+                } else {
+                    ""
+                }
             ),
         ),
         Transition::Resolved => (
