@@ -99,6 +99,7 @@ pub struct Pipeline {
     evaluator: Option<Evaluator>,
     baselines: Option<Baselines>,
     baselines_saved_ns: u64,
+    baselines_save: crate::state::SaveHealth,
     /// Event time: the latest capture timestamp processed, and whether any event came since the
     /// last tick (see `baseline_clock`).
     event_clock_ns: u64,
@@ -131,6 +132,7 @@ impl Pipeline {
             finding_sink,
             baselines: opts.baselines.clone().map(Baselines::new),
             baselines_saved_ns: 0,
+            baselines_save: Default::default(),
             event_clock_ns: 0,
             events_since_tick: false,
             alerts: opts.alerts.clone().map(|(o, sinks)| {
@@ -199,15 +201,12 @@ impl Pipeline {
             audit.finish();
         }
         if let Some(b) = &self.baselines {
-            if let Err(e) = b.save() {
-                log::warn!("cannot save baselines: {e}");
-            }
+            self.baselines_save
+                .record("the baselines (baselines.json)", b.save());
         }
         if let Some(a) = &mut self.alerts {
             a.flush();
-            if let Err(e) = a.save() {
-                log::warn!("cannot save the firing alerts: {e}");
-            }
+            a.save_counted();
         }
         self.sink.flush();
         if let Some(f) = &mut self.finding_sink {
@@ -254,6 +253,9 @@ impl Pipeline {
             self.sink.write_errors() + self.finding_sink.as_ref().map_or(0, |f| f.write_errors());
         self.stats.services_folded = self.routes.services_folded;
         self.stats.baseline_series_refused = self.baselines.as_ref().map_or(0, |b| b.series_refused);
+        self.stats.state_write_errors.baselines = self.baselines_save.errors;
+        self.stats.state_write_errors.firing_alerts =
+            self.alerts.as_ref().map_or(0, |a| a.save_health.errors);
     }
 
     fn emit(&mut self) {
@@ -323,9 +325,8 @@ impl Pipeline {
         b.advance(now_ns, &mut self.findings);
         if now_ns.saturating_sub(self.baselines_saved_ns) >= 60_000_000_000 {
             self.baselines_saved_ns = now_ns;
-            if let Err(e) = b.save() {
-                log::warn!("cannot save baselines: {e}");
-            }
+            self.baselines_save
+                .record("the baselines (baselines.json)", b.save());
         }
         self.emit_findings();
     }

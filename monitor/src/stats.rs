@@ -55,7 +55,15 @@ pub struct PipelineStats {
     pub services_folded: u64,
     /// Baseline series not created because the cap on series was reached.
     pub baseline_series_refused: u64,
+    /// Saves of state files that failed (full or read-only state_dir), by file.
+    pub state_write_errors: StateWriteErrors,
     pub h2: crate::stream::h2::H2Stats,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StateWriteErrors {
+    pub baselines: u64,
+    pub firing_alerts: u64,
 }
 
 const MAX_BLIND_SPOT_PROCESSES: usize = 256;

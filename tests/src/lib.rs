@@ -810,3 +810,40 @@ pub fn policy_only_from(port: u16, cidr: &str) -> String {
         "zones:\n  corp: [\"{cidr}\"]\nservices:\n  - name: shop\n    match:\n      port: {port}\n    undeclared: allow\n    defaults:\n      allowed_sources: [corp]\n"
     )
 }
+
+/// A small tmpfs mounted for a test (a disk that fills up), unmounted on drop.
+pub struct Tmpfs(pub std::path::PathBuf);
+
+impl Tmpfs {
+    pub fn mount(path: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(path).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                path.to_str().unwrap(),
+            ])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount tmpfs on {}", path.display());
+        Self(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Fills the file system holding `filler` (dd stops at ENOSPC).
+pub fn fill(filler: &Path) {
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
+        .stderr(Stdio::null())
+        .status();
+}

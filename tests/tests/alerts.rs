@@ -756,3 +756,95 @@ fn the_alertmanager_example_passes_amtool() {
         .expect("amtool (Debian package prometheus-alertmanager)");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+#[test]
+fn a_full_state_dir_holds_alerts_delivers_them_and_writes_them_when_space_returns() {
+    // One alert per route; while the disk is full, more of them than the spool file's last
+    // page has room for (tmpfs allocates whole pages).
+    let routes: Vec<String> = (0..12).map(|i| format!("r{i}.json")).collect();
+    let files: Vec<(&str, &[u8])> = routes.iter().map(|r| (r.as_str(), &b"{}"[..])).collect();
+    let nginx = Nginx::start(&files);
+    let dir = TempDir::new("alerts-full");
+    let state = dir.path().join("state");
+    let _tmpfs = Tmpfs::mount(&state, "256k");
+    let closed = free_port(); // the webhook is down: what it is owed waits in its spool
+    let lines = dir.path().join("alerts.jsonl"); // the file sink writes off the full disk
+    let alerts = format!(
+        "  sinks:\n\
+         \x20   - {{type: webhook, name: down, url: \"http://127.0.0.1:{closed}/x\"}}\n\
+         \x20   - {{type: file, name: lines, path: \"{}\"}}\n",
+        lines.display()
+    );
+    let config = write_config(dir.path(), nginx.port, &alerts);
+    let metrics_port = free_port();
+    let mut agent = start_agent_binary(
+        metrics_port,
+        &["--config", config.to_str().unwrap(), "--findings", "/dev/null"],
+    );
+    let violation = |f: &str| curl(&["-o", "/dev/null", &format!("http://127.0.0.1:{}/{f}", nginx.port)]);
+    let in_file = || {
+        std::fs::read_to_string(&lines)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("source_outside_boundary"))
+            .count()
+    };
+    violation(&routes[0]);
+    wait_until(15, "the first alert in the file sink", || in_file() == 1);
+    fill(&state.join("filler"));
+    for r in &routes[1..11] {
+        violation(r);
+    }
+    // The disk refuses the spool's writes: counted, and the alerts still go out.
+    wait_until(15, "the alerts in the file sink", || in_file() == 11);
+    wait_until(10, "the refused writes counted", || {
+        metric(
+            metrics_port,
+            "apiwatch_alert_spool_write_errors_total{sink=\"down\"}",
+        ) >= 1.0
+    });
+    assert_eq!(
+        metric(metrics_port, "apiwatch_alert_spool_pending{sink=\"down\"}"),
+        11.0
+    );
+    // The firing set (saved every 5 s) cannot be saved either: counted.
+    wait_until(15, "the failed save of firing.json counted", || {
+        metric(
+            metrics_port,
+            "apiwatch_state_write_errors_total{file=\"firing_alerts\"}",
+        ) >= 1.0
+    });
+    // Space returns; the next flush writes what memory held.
+    std::fs::remove_file(state.join("filler")).unwrap();
+    violation(&routes[11]);
+    wait_until(15, "the last alert in the file sink", || in_file() == 12);
+    let firing = state.join("alerts/firing.json");
+    wait_until(15, "firing.json saved with all twelve", || {
+        std::fs::read(&firing)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.as_array().map(|a| a.len()))
+            == Some(12)
+    });
+    assert!(
+        !state.join("alerts/firing.json.tmp").exists(),
+        "a failed save left its temporary"
+    );
+    // A crash now loses nothing: every alert the webhook is owed is on disk, whole.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) };
+    let _ = agent.0.wait();
+    let spool = Spool::open(&state.join("alerts/down.spool"), 1000).unwrap();
+    assert_eq!(spool.torn_records, 0, "a refused write left no torn record");
+    let spooled: Vec<String> = spool
+        .pending(100)
+        .into_iter()
+        .map(|(_, p)| {
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            v["labels"]["route"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    assert_eq!(spooled.len(), 12, "{spooled:?}");
+    for r in &routes {
+        assert!(spooled.contains(&format!("/{r}")), "{spooled:?}");
+    }
+}

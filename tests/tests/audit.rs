@@ -194,42 +194,6 @@ fn the_agent_keeps_a_trail_that_verifies_answers_queries_and_shows_tampering() {
     );
 }
 
-struct Tmpfs(std::path::PathBuf);
-
-impl Tmpfs {
-    fn mount(path: &Path, size: &str) -> Self {
-        std::fs::create_dir_all(path).unwrap();
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size}"),
-                "tmpfs",
-                path.to_str().unwrap(),
-            ])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mount tmpfs on {}", path.display());
-        Self(path.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Fills the file system holding `filler` (dd stops at ENOSPC).
-fn fill(filler: &Path) {
-    let _ = Command::new("dd")
-        .args(["if=/dev/zero", &format!("of={}", filler.display()), "bs=4k"])
-        .stderr(Stdio::null())
-        .status();
-}
-
 fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !f() {

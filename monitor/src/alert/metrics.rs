@@ -17,6 +17,7 @@ pub struct AlertMetrics {
     spool_pending: IntGaugeVec,
     spool_overflow: IntCounterVec,
     spool_torn: IntCounterVec,
+    spool_write_errors: IntCounterVec,
     rate_limited: IntCounterVec,
     sink_up: IntGaugeVec,
     /// The alerts firing now, as the engine last published them (GET /api/v1/alerts).
@@ -100,6 +101,11 @@ impl AlertMetrics {
                 "Spool records found torn or corrupt at start (written during a crash) and skipped.",
                 &["sink"],
             ),
+            spool_write_errors: counter_vec(
+                "apiwatch_alert_spool_write_errors_total",
+                "Spool writes the disk refused (full, read-only): the alerts are held in memory, delivered, and written when it takes them again.",
+                &["sink"],
+            ),
             rate_limited: counter_vec(
                 "apiwatch_alert_rate_limited_total",
                 "Notifications held back by the sink's rate limit (sent later, not dropped).",
@@ -133,6 +139,7 @@ impl AlertMetrics {
         self.spool_pending(sink);
         self.spool_overflow(sink);
         self.spool_torn(sink);
+        self.spool_write_errors(sink);
         self.rate_limited(sink);
         self.sink_up(sink).set(1);
     }
@@ -155,6 +162,10 @@ impl AlertMetrics {
 
     pub fn spool_torn(&self, sink: &str) -> IntCounter {
         self.spool_torn.with_label_values(&[sink])
+    }
+
+    pub fn spool_write_errors(&self, sink: &str) -> IntCounter {
+        self.spool_write_errors.with_label_values(&[sink])
     }
 
     pub fn rate_limited(&self, sink: &str) -> IntCounter {

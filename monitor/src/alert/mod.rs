@@ -237,6 +237,8 @@ pub struct AlertEngine {
     /// ... since it was last published for /api/v1/alerts.
     unpublished: bool,
     saved_ns: u64,
+    /// Saves of the firing set (firing.json) that failed, and whether they fail now.
+    pub save_health: crate::state::SaveHealth,
     pub deduplicated: u64,
     pub refused: u64,
 }
@@ -262,6 +264,7 @@ impl AlertEngine {
             dirty: false,
             unpublished: true,
             saved_ns: 0,
+            save_health: Default::default(),
             deduplicated: 0,
             refused: 0,
         };
@@ -306,6 +309,12 @@ impl AlertEngine {
         crate::state::write_atomic(path, &serde_json::to_vec(&active).map_err(std::io::Error::other)?)?;
         self.dirty = false;
         Ok(())
+    }
+
+    /// `save`, its failure counted and logged once per outage (`save_health`).
+    pub fn save_counted(&mut self) {
+        let saved = self.save();
+        self.save_health.record("the firing alerts (firing.json)", saved);
     }
 
     pub fn on_finding(&mut self, f: &Finding) {
@@ -356,13 +365,13 @@ impl AlertEngine {
         }
         if self.dirty && now_ns.saturating_sub(self.saved_ns) >= 5_000_000_000 {
             self.saved_ns = now_ns;
-            if let Err(e) = self.save() {
-                log::warn!("cannot save the firing alerts: {e}");
-            }
+            self.save_counted();
         }
         for s in &self.sinks {
             if let Ok(spool) = s.spool.lock() {
                 self.metrics.spool_pending(&s.name).set(spool.len() as i64);
+                let errors = self.metrics.spool_write_errors(&s.name);
+                errors.inc_by(spool.write_errors.saturating_sub(errors.get()));
             }
         }
     }
@@ -375,10 +384,9 @@ impl AlertEngine {
     /// and hands it to delivery. The pipeline calls it after each batch of events and tick.
     pub fn flush(&mut self) {
         for s in &self.sinks {
-            let synced = s.spool.lock().map(|mut spool| spool.sync());
-            if let Ok(Err(e)) = synced {
-                log::error!("alert spool of sink {}: {e}", s.name);
-            }
+            // A refusal is counted and logged by the spool itself, once per outage, and what it
+            // holds is written again at the next flush.
+            let _ = s.spool.lock().map(|mut spool| spool.sync());
         }
     }
 

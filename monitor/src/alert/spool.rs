@@ -9,7 +9,14 @@
 //! File: records `[u32 LE body length][u32 LE crc32(body)][body]`; body = kind (1 job, 2 ack),
 //! u64 LE id, then for a job its payload (JSON). Rewritten (temporary file, rename) at open so it
 //! only ever holds what is still pending.
-use std::collections::BTreeMap;
+//!
+//! A disk that refuses writes (full, read-only, gone) loses nothing that is accepted: a failed
+//! append is cut back (no torn record stays to hide the records after it at the next open), the
+//! job is held in memory and delivered all the same, and every `sync` writes what is held again
+//! until the disk takes it; an acknowledgement that could not be written is retried the same
+//! way. Only a crash while the disk refuses loses what memory held. Each refused write is
+//! counted (`write_errors`).
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -34,7 +41,9 @@ pub enum SpoolError {
 
 pub struct Spool {
     path: PathBuf,
-    file: File,
+    /// None while the file cannot be opened (a read-only or missing state_dir): everything is
+    /// held in memory and the file is opened again at a later `sync`.
+    file: Option<File>,
     next_id: u64,
     pending: BTreeMap<u64, Vec<u8>>,
     /// Appended, not yet fsync'd: not accepted, not delivered, until `sync`.
@@ -47,6 +56,14 @@ pub struct Spool {
     /// Bytes in the file, and of them the bytes of jobs not yet acknowledged.
     file_bytes: u64,
     live_bytes: u64,
+    /// Jobs held (staged or pending) whose record the disk refused: written again at `sync`.
+    unwritten: BTreeSet<u64>,
+    /// Acknowledgements the disk refused: written again at `sync` (else a restart resends).
+    acks_unwritten: Vec<u64>,
+    /// Writes, fsyncs and rewrites the disk refused, since open.
+    pub write_errors: u64,
+    /// The last refusal, until a write succeeds again (for the log, once per outage).
+    pub failing: Option<String>,
 }
 
 impl Spool {
@@ -99,29 +116,152 @@ impl Spool {
                 path.display()
             );
         }
-        let (file, size) = rewrite(path, pending.iter())?;
-        Ok(Self {
+        let mut spool = Self {
             path: path.to_path_buf(),
-            file,
+            file: None,
             next_id,
             pending,
             staged: Vec::new(),
             max_pending,
             torn_records: torn,
             overflowed: 0,
-            file_bytes: size,
-            live_bytes: size,
-        })
+            file_bytes: 0,
+            live_bytes: 0,
+            unwritten: BTreeSet::new(),
+            acks_unwritten: Vec::new(),
+            write_errors: 0,
+            failing: None,
+        };
+        match rewrite(path, spool.pending.iter()) {
+            Ok((file, size)) => {
+                spool.file = Some(file);
+                spool.file_bytes = size;
+                spool.live_bytes = size;
+            }
+            Err(e) => {
+                // No room for the rewrite: keep the file as it is, without its torn tail (a cut
+                // needs no space), and append to it; or, if it cannot even be opened, hold
+                // everything in memory until it can.
+                spool.refused(&e);
+                let appendable = OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(path)
+                    .and_then(|f| f.set_len(pos as u64).map(|()| f));
+                match appendable {
+                    Ok(f) => {
+                        spool.file = Some(f);
+                        spool.file_bytes = pos as u64;
+                        spool.live_bytes = pos as u64;
+                    }
+                    Err(e) => {
+                        spool.refused(&e);
+                        spool.unwritten = spool.pending.keys().copied().collect();
+                        // Where the file's whole records end, to cut a torn tail once it opens.
+                        spool.file_bytes = pos as u64;
+                    }
+                }
+            }
+        }
+        Ok(spool)
+    }
+
+    /// Counts a write the disk refused and remembers why, for the engine's log.
+    /// Logged once per outage, at its start; `sync` logs its end.
+    fn refused(&mut self, e: &dyn std::fmt::Display) {
+        self.write_errors += 1;
+        if self.failing.is_none() {
+            log::error!(
+                "alert spool {}: the disk refuses writes ({e}): alerts are held in memory and still delivered, and written when it takes them again (apiwatch_alert_spool_write_errors_total); a crash meanwhile loses them",
+                self.path.display()
+            );
+        }
+        self.failing = Some(e.to_string());
+    }
+
+    /// Appends one record, or cuts the file back to where it was: a torn record must not stay,
+    /// it would hide every record after it at the next open.
+    fn append(&mut self, rec: &[u8]) -> io::Result<()> {
+        let Some(file) = &mut self.file else {
+            return Err(io::Error::other("the spool file is not open"));
+        };
+        match file.write_all(rec) {
+            Ok(()) => {
+                self.file_bytes += rec.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = file.set_len(self.file_bytes);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes again what the disk refused before, oldest first; stops at the first refusal.
+    fn write_backlog(&mut self) {
+        if self.file.is_none() {
+            let opened = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&self.path)
+                .and_then(|f| f.set_len(self.file_bytes).map(|()| f));
+            match opened {
+                Ok(f) => {
+                    self.live_bytes = self.file_bytes;
+                    self.file = Some(f);
+                }
+                Err(e) => {
+                    self.refused(&e);
+                    return;
+                }
+            }
+        }
+        let ids: Vec<u64> = self.unwritten.iter().copied().collect();
+        for id in ids {
+            let payload = match self.pending.get(&id) {
+                Some(p) => p.clone(),
+                None => match self.staged.iter().find(|(i, _)| *i == id) {
+                    Some((_, p)) => p.clone(),
+                    None => {
+                        self.unwritten.remove(&id);
+                        continue;
+                    }
+                },
+            };
+            let rec = record(KIND_JOB, id, &payload);
+            if let Err(e) = self.append(&rec) {
+                self.refused(&e);
+                return;
+            }
+            self.live_bytes += rec.len() as u64;
+            self.unwritten.remove(&id);
+        }
+        while let Some(&id) = self.acks_unwritten.first() {
+            if let Err(e) = self.append(&record(KIND_ACK, id, &[])) {
+                self.refused(&e);
+                return;
+            }
+            self.acks_unwritten.remove(0);
+        }
+    }
+
+    /// True while something accepted is held in memory only (the disk refused it).
+    pub fn holds_unwritten(&self) -> bool {
+        !self.unwritten.is_empty() || !self.acks_unwritten.is_empty()
     }
 
     /// Rewrites the file with only the jobs not yet acknowledged (staged ones included, which
     /// the rewrite makes durable).
     fn compact(&mut self) -> Result<(), SpoolError> {
+        let staged = self.staged.iter().map(|(id, p)| (id, p));
+        let (file, size) = rewrite(&self.path, self.pending.iter().chain(staged))?;
         self.pending.extend(self.staged.drain(..));
-        let (file, size) = rewrite(&self.path, self.pending.iter())?;
-        self.file = file;
+        self.file = Some(file);
         self.file_bytes = size;
         self.live_bytes = size;
+        // Everything held is in the new file, and no acknowledged job is.
+        self.unwritten.clear();
+        self.acks_unwritten.clear();
         Ok(())
     }
 
@@ -141,34 +281,78 @@ impl Spool {
         let id = self.next_id;
         self.next_id += 1;
         let rec = record(KIND_JOB, id, payload);
-        self.file.write_all(&rec)?;
-        self.file_bytes += rec.len() as u64;
-        self.live_bytes += rec.len() as u64;
+        // Behind a refused write, later ones wait their turn (the file keeps the order).
+        let written = if self.unwritten.is_empty() {
+            self.append(&rec)
+        } else {
+            Err(io::Error::other("earlier alerts wait for the disk"))
+        };
+        match written {
+            Ok(()) => self.live_bytes += rec.len() as u64,
+            Err(e) => {
+                self.refused(&e);
+                self.unwritten.insert(id);
+            }
+        }
         self.staged.push((id, payload.to_vec()));
         Ok(id)
     }
 
     /// One fsync for everything pushed since the last: from now on it survives a crash and is
-    /// handed to delivery.
+    /// handed to delivery. What the disk refused is written again first; if it still refuses,
+    /// those jobs are delivered from memory (and written when the disk takes them). An error
+    /// here means the fsync itself failed: nothing staged is handed on, the next sync retries.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if self.holds_unwritten() {
+            self.write_backlog();
+        }
         if self.staged.is_empty() {
             return Ok(());
         }
-        self.file.sync_data()?;
+        if let Some(file) = &self.file {
+            if let Err(e) = file.sync_data() {
+                self.refused(&e);
+                return Err(e.into());
+            }
+        }
+        if !self.holds_unwritten() && self.failing.take().is_some() {
+            log::info!(
+                "alert spool {}: the disk takes writes again; every alert held is on disk",
+                self.path.display()
+            );
+        }
         self.pending.extend(self.staged.drain(..));
         Ok(())
     }
 
-    /// The sink delivered it: it will not be sent again, even after a restart.
+    /// The sink delivered it: it will not be sent again, even after a restart (unless the disk
+    /// refuses the acknowledgement until then: it is retried at each sync).
     pub fn ack(&mut self, id: u64) -> Result<(), SpoolError> {
-        if let Some(payload) = self.pending.remove(&id) {
-            let rec = record(KIND_ACK, id, &[]);
-            self.file.write_all(&rec)?;
-            self.file.sync_data()?;
-            self.file_bytes += rec.len() as u64;
-            self.live_bytes = self.live_bytes.saturating_sub(record_len(payload.len()));
-            if self.file_bytes > COMPACT_MIN_BYTES && self.file_bytes > 2 * self.live_bytes {
-                self.compact()?;
+        let Some(payload) = self.pending.remove(&id) else {
+            return Ok(());
+        };
+        if self.unwritten.remove(&id) {
+            return Ok(()); // never reached the file: nothing to cancel there
+        }
+        self.live_bytes = self.live_bytes.saturating_sub(record_len(payload.len()));
+        let rec = record(KIND_ACK, id, &[]);
+        let written = if self.acks_unwritten.is_empty() {
+            self.append(&rec)
+        } else {
+            Err(io::Error::other("earlier acknowledgements wait for the disk"))
+        };
+        if let Err(e) = written.and_then(|()| match &self.file {
+            Some(f) => f.sync_data(),
+            None => Ok(()),
+        }) {
+            self.refused(&e);
+            self.acks_unwritten.push(id);
+            return Ok(()); // counted and logged; written again at the next sync
+        }
+        if self.file_bytes > COMPACT_MIN_BYTES && self.file_bytes > 2 * self.live_bytes {
+            if let Err(e) = self.compact() {
+                // The old file is whole (the rewrite goes to a temporary file): keep using it.
+                self.refused(&e);
             }
         }
         Ok(())
@@ -205,7 +389,7 @@ fn rewrite<'a>(
 ) -> Result<(File, u64), SpoolError> {
     let tmp = path.with_extension("tmp");
     let mut size = 0;
-    {
+    let written = (|| {
         let mut f = File::create(&tmp)?;
         for (id, payload) in jobs {
             let rec = record(KIND_JOB, *id, payload);
@@ -213,8 +397,13 @@ fn rewrite<'a>(
             size += rec.len() as u64;
         }
         f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = written {
+        // A full disk: the partial copy must not keep the space the next write needs.
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
     }
-    std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
         crate::state::sync_dir(dir)?;
     }

@@ -266,6 +266,7 @@ pub struct Metrics {
     parse_errors: IntCounterVec,
     bytes_not_seen: IntCounter,
     output_write_errors: IntCounter,
+    state_write_errors: prometheus::IntCounterVec,
     services_folded: IntCounter,
     baseline_series_refused: IntCounter,
     tls_blind_spots: IntCounterVec,
@@ -520,6 +521,12 @@ impl Metrics {
                 "apiwatch_output_write_errors_total",
                 "Exchange and finding lines the outputs (--exchanges, --findings) could not write: a full disk, a closed pipe.",
             ),
+            state_write_errors: counter_vec(
+                &r,
+                "apiwatch_state_write_errors_total",
+                "Saves of state files in state_dir that failed (full or read-only): baselines (baselines.json) or firing_alerts (firing.json). The state stays in memory and the next save retries.",
+                &["file"],
+            ),
             services_folded: counter(
                 &r,
                 "apiwatch_services_folded_total",
@@ -569,6 +576,9 @@ impl Metrics {
         }
         for kind in ["malformed", "head_too_large", "framing_lost", "bad_chunk"] {
             m.parse_errors.with_label_values(&[kind]);
+        }
+        for file in ["baselines", "firing_alerts"] {
+            m.state_write_errors.with_label_values(&[file]);
         }
         m
     }
@@ -692,6 +702,15 @@ impl Metrics {
         }
         self.output_write_errors
             .inc_by(s.output_write_errors.saturating_sub(p.output_write_errors));
+        let (w, pw) = (&s.state_write_errors, &p.state_write_errors);
+        for (file, now, before) in [
+            ("baselines", w.baselines, pw.baselines),
+            ("firing_alerts", w.firing_alerts, pw.firing_alerts),
+        ] {
+            self.state_write_errors
+                .with_label_values(&[file])
+                .inc_by(now.saturating_sub(before));
+        }
         self.services_folded
             .inc_by(s.services_folded.saturating_sub(p.services_folded));
         self.baseline_series_refused.inc_by(
