@@ -12,7 +12,7 @@ use crate::baseline::live::{BaselineOptions, Baselines};
 use crate::boundary::{Evaluator, Policy};
 use crate::capture::CaptureEvent;
 use crate::capture::kernel::{CaptureError, KernelCapture, KernelConfig, KernelStats};
-use crate::clock::unix_now_ns;
+use crate::clock::agent_now_ns;
 use crate::enrich::{RouteLimits, RouteTable};
 use crate::finding::Finding;
 use crate::metrics::Metrics;
@@ -487,7 +487,7 @@ async fn capture_loop(
             }
             _ = tick.tick() => {
                 let k = capture.kernel_stats();
-                let _ = tx.send(Msg::Tick(unix_now_ns(), k.lost_events()));
+                let _ = tx.send(Msg::Tick(agent_now_ns(), k.lost_events()));
                 capture.rescan_tls();
                 // Reload the policy when its file changes.
                 if let Some(path) = &opts.policy_path {
@@ -584,7 +584,7 @@ fn consume(
                     Msg::Policy(policy) => p.set_policy(policy),
                 }
             }
-            p.finish(unix_now_ns());
+            p.finish(agent_now_ns());
             (p.stats.clone(), p.filtered_events)
         }
         Consumer::Record(mut writer) => {

@@ -1,12 +1,45 @@
-//! Wall-clock time as the pipeline and the alert sinks use it: Unix nanoseconds now, and the
-//! RFC 3339 form of exchanges, findings and alerts. A leaf: it depends on nothing of ours.
+//! Time as the pipeline and the alert sinks use it: the agent clock, Unix nanoseconds now, and
+//! the RFC 3339 form of exchanges, findings and alerts. A leaf: it depends on nothing of ours.
+//!
+//! The agent clock is the kernel's CLOCK_MONOTONIC (what `bpf_ktime_get_ns` stamps events
+//! with) set against the wall clock once, at the first use. Events, the pipeline's ticks and
+//! every timer (alert resolution and resends, state saves, sink health, baseline windows) run on
+//! it, so they always agree, and a step of the wall clock (an hour back by an operator or a bad
+//! NTP source) stops or hurries none of them: on the wall clock, an hour back held every alert
+//! firing and every save for that hour. The price: after such a step the timestamps keep the
+//! reference taken at start until the agent restarts (NTP's usual slewing moves them by
+//! milliseconds).
+use std::sync::OnceLock;
 
-/// Unix time now, in nanoseconds (0 if the clock is before 1970).
+/// Unix time now on the wall clock, in nanoseconds (0 if the clock is before 1970). For what
+/// must match the wall clock outside (a webhook signature's timestamp), not for durations.
 pub fn unix_now_ns() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
+}
+
+/// CLOCK_MONOTONIC now, in nanoseconds.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Unix time minus CLOCK_MONOTONIC, in nanoseconds, taken once per process: the agent clock.
+pub fn mono_to_unix_ns() -> i128 {
+    static OFFSET: OnceLock<i128> = OnceLock::new();
+    *OFFSET.get_or_init(|| unix_now_ns() as i128 - monotonic_ns() as i128)
+}
+
+/// The agent clock now, in Unix nanoseconds (see the module's comment).
+pub fn agent_now_ns() -> u64 {
+    (monotonic_ns() as i128 + mono_to_unix_ns()).max(0) as u64
 }
 
 /// RFC 3339 with a fixed six-digit fraction, so lines sort as text. The date and time of day
@@ -51,6 +84,19 @@ pub fn parse_rate(s: &str) -> Option<(u32, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_clock_is_monotonic_and_set_against_the_wall_clock() {
+        let (a, wall) = (agent_now_ns(), unix_now_ns());
+        // Set against the wall clock at its first use (a step since would show here: none).
+        assert!(a.abs_diff(wall) < 1_000_000_000, "agent {a}, wall {wall}");
+        // Kernel event stamps (CLOCK_MONOTONIC) convert with the same offset.
+        let mono = monotonic_ns();
+        let converted = (mono as i128 + mono_to_unix_ns()) as u64;
+        let b = agent_now_ns();
+        assert!(converted >= a && converted <= b);
+        assert_eq!(mono_to_unix_ns(), mono_to_unix_ns(), "taken once");
+    }
 
     #[test]
     fn timestamps_match_the_time_crate_across_seconds_and_days() {

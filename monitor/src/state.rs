@@ -60,6 +60,15 @@ impl SaveHealth {
     }
 }
 
+/// Moves an unreadable state file aside, to `NAME.corrupt` (replacing an older one), so the
+/// next save does not destroy what an operator may want to look at. Returns where it went.
+pub fn set_aside(path: &Path) -> Option<std::path::PathBuf> {
+    let mut name = path.file_name()?.to_os_string();
+    name.push(".corrupt");
+    let aside = path.with_file_name(name);
+    std::fs::rename(path, &aside).ok().map(|()| aside)
+}
+
 /// Makes renames and creations in `dir` durable.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::metrics::{DELIVERED, FAILED, REJECTED};
 use super::{AlertMetrics, AlertNotice, SinkHealth, Spool};
-use crate::clock::unix_now_ns;
+use crate::clock::{agent_now_ns, unix_now_ns};
 
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -178,7 +178,7 @@ fn run(
                 ack(spool);
                 metrics.notification(name, REJECTED).inc_by(jobs.len() as u64);
                 metrics.sink_up(name).set(0);
-                health.failed(unix_now_ns());
+                health.failed(agent_now_ns());
                 log::error!(
                     "sink {name} refused {} alert notification(s) ({why}); not retried",
                     jobs.len()
@@ -187,7 +187,7 @@ fn run(
             Outcome::Retry { why, after } => {
                 metrics.notification(name, FAILED).inc_by(jobs.len() as u64);
                 metrics.sink_up(name).set(0);
-                health.failed(unix_now_ns());
+                health.failed(agent_now_ns());
                 // Jitter: 75..125% of the backoff, so many agents do not retry in step.
                 seed ^= seed << 13;
                 seed ^= seed >> 7;

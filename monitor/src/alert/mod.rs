@@ -279,9 +279,11 @@ impl AlertEngine {
         let saved: Vec<Active> = match serde_json::from_slice(&bytes) {
             Ok(s) => s,
             Err(e) => {
+                let aside = crate::state::set_aside(path);
                 log::warn!(
-                    "ignoring {} ({e}): firing alerts from the last run are forgotten",
-                    path.display()
+                    "ignoring {} ({e}; kept as {}): firing alerts from the last run are forgotten (those undelivered are still in the spools)",
+                    path.display(),
+                    aside.map_or("nothing".into(), |p| p.display().to_string())
                 );
                 return;
             }

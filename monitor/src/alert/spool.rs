@@ -64,7 +64,13 @@ pub struct Spool {
     pub write_errors: u64,
     /// The last refusal, until a write succeeds again (for the log, once per outage).
     pub failing: Option<String>,
+    /// When the file at `path` was last checked to be the one written to (FILE_CHECK).
+    checked: std::time::Instant,
 }
+
+/// How often `sync` checks that the spool file is still the one at its path: deleted or replaced
+/// by hand, it would take what it holds away from the next start.
+const FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Spool {
     pub fn open(path: &Path, max_pending: usize) -> Result<Self, SpoolError> {
@@ -131,6 +137,7 @@ impl Spool {
             acks_unwritten: Vec::new(),
             write_errors: 0,
             failing: None,
+            checked: std::time::Instant::now(),
         };
         match rewrite(path, spool.pending.iter()) {
             Ok((file, size)) => {
@@ -245,6 +252,38 @@ impl Spool {
         }
     }
 
+    /// A spool file deleted (or replaced) under the running agent: appends would go to an
+    /// unlinked file and be gone at the next start. Written again, whole, from memory.
+    fn check_file(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Some(file) = &self.file else { return };
+        let same = match (file.metadata(), std::fs::metadata(&self.path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if !same {
+            log::warn!(
+                "alert spool {}: the file was deleted or replaced under the agent; written again from memory ({} alert(s) pending)",
+                self.path.display(),
+                self.len()
+            );
+            if let Err(e) = self.compact() {
+                // Not even room for a new file (or its directory is gone): everything is held
+                // in memory, and written to a new file as soon as one can be made.
+                self.refused(&e);
+                self.file = None;
+                self.file_bytes = 0;
+                self.unwritten = self
+                    .pending
+                    .keys()
+                    .chain(self.staged.iter().map(|(id, _)| id))
+                    .copied()
+                    .collect();
+                self.acks_unwritten.clear();
+            }
+        }
+    }
+
     /// True while something accepted is held in memory only (the disk refused it).
     pub fn holds_unwritten(&self) -> bool {
         !self.unwritten.is_empty() || !self.acks_unwritten.is_empty()
@@ -303,6 +342,10 @@ impl Spool {
     /// those jobs are delivered from memory (and written when the disk takes them). An error
     /// here means the fsync itself failed: nothing staged is handed on, the next sync retries.
     pub fn sync(&mut self) -> Result<(), SpoolError> {
+        if self.checked.elapsed() >= FILE_CHECK {
+            self.checked = std::time::Instant::now();
+            self.check_file();
+        }
         if self.holds_unwritten() {
             self.write_backlog();
         }
@@ -509,6 +552,26 @@ mod tests {
         let s = Spool::open(&p, 100).unwrap();
         assert_eq!(s.pending(10), vec![(kept, b"kept".to_vec())]);
         assert_eq!(s.torn_records, 0);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn a_spool_file_deleted_under_the_agent_is_written_again() {
+        let d = dir("deleted");
+        let p = d.join("spool");
+        let mut s = Spool::open(&p, 10).unwrap();
+        let a = s.push(b"a", false).unwrap();
+        s.push(b"b", false).unwrap();
+        s.sync().unwrap();
+        s.ack(a).unwrap();
+        std::fs::remove_file(&p).unwrap();
+        std::thread::sleep(FILE_CHECK + std::time::Duration::from_millis(100));
+        s.push(b"c", false).unwrap();
+        s.sync().unwrap();
+        drop(s);
+        let s = Spool::open(&p, 10).unwrap();
+        let held: Vec<Vec<u8>> = s.pending(10).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(held, vec![b"b".to_vec(), b"c".to_vec()]);
         let _ = std::fs::remove_dir_all(d);
     }
 

@@ -424,6 +424,33 @@ fn firing_alerts_survive_a_restart_and_still_resolve() {
 }
 
 #[test]
+fn an_unreadable_firing_set_is_kept_aside_and_the_engine_goes_on() {
+    let dir = TestDir::new("bad-firing");
+    let sink = dir.sink("all", Route::default(), 100);
+    let mut o = opts(100, 1_000_000);
+    let file = dir.0.join("firing.json");
+    o.state_file = Some(file.clone());
+    let mut e = AlertEngine::new(o.clone(), vec![sink.clone()], AlertMetrics::default());
+    e.on_finding(&finding(10, None));
+    e.save().unwrap();
+    let whole = std::fs::read(&file).unwrap();
+    for bad in [&whole[..whole.len() - 3], b"{not json".as_slice()] {
+        std::fs::write(&file, bad).unwrap();
+        let mut e = AlertEngine::new(o.clone(), vec![sink.clone()], AlertMetrics::default());
+        assert_eq!(e.active(), 0, "forgotten, not fatal");
+        assert_eq!(std::fs::read(dir.0.join("firing.json.corrupt")).unwrap(), bad);
+        // New findings alert as usual, and the set saves again.
+        e.on_finding(&finding(20, None));
+        assert_eq!(e.active(), 1);
+        e.save().unwrap();
+        assert_eq!(
+            AlertEngine::new(o.clone(), vec![sink.clone()], AlertMetrics::default()).active(),
+            1
+        );
+    }
+}
+
+#[test]
 fn a_spool_left_by_a_renamed_sink_is_reported() {
     let dir = TestDir::new("orphans");
     let alerts = dir.0.join("alerts");

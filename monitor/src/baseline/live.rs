@@ -167,10 +167,14 @@ impl Baselines {
                     "baselines in {} were learnt with another window: starting afresh",
                     path.display()
                 ),
-                Ok(Err(e)) => log::warn!(
-                    "baselines in {} are unreadable ({e}): starting afresh",
-                    path.display()
-                ),
+                Ok(Err(e)) => {
+                    let aside = crate::state::set_aside(&path);
+                    log::warn!(
+                        "baselines in {} are unreadable ({e}; kept as {}): starting afresh",
+                        path.display(),
+                        aside.map_or("nothing".into(), |p| p.display().to_string())
+                    )
+                }
                 Err(_) => {}
             }
         }
@@ -478,6 +482,36 @@ mod tests {
             fresh_ok,
             "without the saved state the same burst is still warm-up"
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_truncated_or_garbage_state_starts_afresh_and_is_kept_aside() {
+        let dir = std::env::temp_dir().join(format!("aw-baseline-bad-{}", std::process::id()));
+        let file = dir.join("baselines.json");
+        let mut b = Baselines::new(opts(Some(file.clone())));
+        let mut out = Vec::new();
+        drive(&mut b, 1_000_000, 20, 20, 1, &mut out);
+        b.save().unwrap();
+        let whole = std::fs::read(&file).unwrap();
+        for bad in [&whole[..whole.len() / 2], b"\x00\xffgarbage".as_slice(), b""] {
+            std::fs::write(&file, bad).unwrap();
+            let mut b = Baselines::new(opts(Some(file.clone())));
+            assert_eq!(b.series_count(), 0, "starts afresh");
+            let aside = dir.join("baselines.json.corrupt");
+            assert_eq!(std::fs::read(&aside).unwrap(), bad, "the unreadable file is kept");
+            // It learns and saves again, over nothing it should have kept.
+            drive(&mut b, 1_000_000, 2, 20, 1, &mut out);
+            b.save().unwrap();
+            assert!(Baselines::new(opts(Some(file.clone()))).series_count() > 0);
+        }
+        // A save killed half way (SIGKILL) leaves its temporary: the next start reads the
+        // whole file beside it, and the next save replaces the temporary.
+        std::fs::write(dir.join("baselines.json.tmp"), &whole[..10]).unwrap();
+        let b = Baselines::new(opts(Some(file.clone())));
+        assert!(b.series_count() > 0);
+        b.save().unwrap();
+        assert!(!dir.join("baselines.json.tmp").exists());
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -122,14 +122,14 @@ pub enum DecodeError {
 
 /// Turns ring-buffer records into events; kernel monotonic timestamps become Unix time.
 pub struct Decoder {
-    /// Unix time minus CLOCK_MONOTONIC, in nanoseconds, measured at start.
+    /// Unix time minus CLOCK_MONOTONIC, in nanoseconds: the agent clock's (crate::clock).
     pub mono_to_unix_ns: i128,
 }
 
 impl Decoder {
     pub fn new() -> Self {
         Self {
-            mono_to_unix_ns: mono_to_unix_offset(),
+            mono_to_unix_ns: crate::clock::mono_to_unix_ns(),
         }
     }
 
@@ -249,21 +249,6 @@ pub fn sockaddr(a: &common::SockAddr) -> Option<SocketAddr> {
 fn comm_string(c: &[u8; 16]) -> String {
     let end = c.iter().position(|&b| b == 0).unwrap_or(c.len());
     String::from_utf8_lossy(&c[..end]).into_owned()
-}
-
-pub fn mono_to_unix_offset() -> i128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    let mono = ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128;
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i128)
-        .unwrap_or(0);
-    unix - mono
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 
 use super::event::{CaptureEvent, ConnOpen, Decoder, Role};
 use super::{comm_key, procfs};
-use crate::clock::unix_now_ns;
+use crate::clock::{agent_now_ns, unix_now_ns};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -533,7 +533,7 @@ fn seed_listening_ports(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
 
 /// Syscall mode: the connections open before start, from /proc, into the kernel's map.
 fn seed_connections(ebpf: &mut Ebpf, own: u32, processes: &[String]) -> Result<Vec<ConnOpen>, CaptureError> {
-    let mut seeded = procfs::established_connections(own, unix_now_ns());
+    let mut seeded = procfs::established_connections(own, agent_now_ns());
     let mut epoch = (unix_now_ns() as u32) | 1;
     if !processes.is_empty() {
         seeded.retain(|o| processes.iter().any(|p| comm_key(p) == comm_key(&o.comm)));
