@@ -342,6 +342,7 @@ fn event_tgid(ev: &CaptureEvent) -> u32 {
         CaptureEvent::Data(d) => d.id.tgid,
         CaptureEvent::Close { id, .. } | CaptureEvent::Tls { id, .. } => id.tgid,
         CaptureEvent::ProcessExit { tgid, .. } => *tgid,
+        CaptureEvent::Process(p) => p.tgid,
     }
 }
 
@@ -454,7 +455,7 @@ async fn capture_loop(
         .name("apiwatch-pipeline".into())
         .spawn(move || consume(rx, consumer, &worker_opts, hint_tx, audit))?;
     if !seeded.is_empty() {
-        let _ = tx.send(Msg::Events(seeded));
+        let _ = tx.send(Msg::Events(capture.with_process_facts(seeded)));
     }
     let _ = ready.send(Ok(()));
     if let Some(m) = &opts.metrics {

@@ -14,6 +14,9 @@ pub struct Exchange {
     pub ts: u64,
     pub pid: u32,
     pub comm: String,
+    /// The process's cgroup v2 path, as the capture recorded it (empty when unknown).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cgroup: String,
     pub role: Role,
     #[serde(serialize_with = "addr")]
     pub local: Option<SocketAddr>,
@@ -151,6 +154,7 @@ impl Exchange {
             ts: 1_700_000_000_123_456_789,
             pid: 10,
             comm: "nginx".into(),
+            cgroup: String::new(),
             role: Role::Server,
             local: Some("127.0.0.1:8080".parse().unwrap()),
             peer: Some("[::1]:40000".parse().unwrap()),

@@ -18,6 +18,7 @@ const KIND_DATA: u8 = 2;
 const KIND_CLOSE: u8 = 3;
 const KIND_TLS: u8 = 4;
 const KIND_EXIT: u8 = 5;
+const KIND_PROCESS: u8 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -101,6 +102,23 @@ pub fn encode(ev: &CaptureEvent, b: &mut Vec<u8>) {
                     fd: u32::MAX,
                 },
             );
+        }
+        CaptureEvent::Process(p) => {
+            b.push(KIND_PROCESS);
+            put_head(
+                b,
+                p.ts_ns,
+                ConnId {
+                    tgid: p.tgid,
+                    fd: u32::MAX,
+                },
+            );
+            let comm = &p.comm.as_bytes()[..p.comm.len().min(255)];
+            b.push(comm.len() as u8);
+            b.extend_from_slice(comm);
+            let cgroup = &p.cgroup.as_bytes()[..p.cgroup.len().min(u16::MAX as usize)];
+            b.extend_from_slice(&(cgroup.len() as u16).to_le_bytes());
+            b.extend_from_slice(cgroup);
         }
     }
 }
@@ -213,6 +231,18 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
         KIND_CLOSE => CaptureEvent::Close { ts_ns, id },
         KIND_TLS => CaptureEvent::Tls { ts_ns, id },
         KIND_EXIT => CaptureEvent::ProcessExit { ts_ns, tgid: id.tgid },
+        KIND_PROCESS => {
+            let n = c.u8()? as usize;
+            let comm = String::from_utf8_lossy(c.take(n)?).into_owned();
+            let n = c.u16()? as usize;
+            let cgroup = String::from_utf8_lossy(c.take(n)?).into_owned();
+            CaptureEvent::Process(crate::capture::event::ProcessFacts {
+                ts_ns,
+                tgid: id.tgid,
+                comm,
+                cgroup,
+            })
+        }
         _ => return None,
     };
     if !c.0.is_empty() {
@@ -326,6 +356,12 @@ mod tests {
             }),
             CaptureEvent::Close { ts_ns: 4, id },
             CaptureEvent::ProcessExit { ts_ns: 5, tgid: 7 },
+            CaptureEvent::Process(crate::capture::event::ProcessFacts {
+                ts_ns: 6,
+                tgid: 7,
+                comm: "python3".into(),
+                cgroup: "/system.slice/shop.service".into(),
+            }),
         ]
     }
 

@@ -103,7 +103,7 @@ impl Redactor {
                 self.sides.remove(&(o.id, true));
                 self.sides.remove(&(o.id, false));
             }
-            CaptureEvent::Tls { .. } | CaptureEvent::ProcessExit { .. } => {}
+            CaptureEvent::Tls { .. } | CaptureEvent::ProcessExit { .. } | CaptureEvent::Process(_) => {}
         }
     }
 }

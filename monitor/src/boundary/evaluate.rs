@@ -74,7 +74,6 @@ pub struct Evaluator {
     policy: Arc<Policy>,
     rates: Windows,
     auth_failures: Windows,
-    cgroups: HashMap<u32, String>,
 }
 
 impl Evaluator {
@@ -83,7 +82,6 @@ impl Evaluator {
             policy,
             rates: Windows::default(),
             auth_failures: Windows::default(),
-            cgroups: HashMap::new(),
         }
     }
 
@@ -238,33 +236,15 @@ impl Evaluator {
         rules.sensitive
     }
 
-    fn service_for<'p>(&mut self, policy: &'p Policy, ex: &Exchange) -> Option<&'p Service> {
+    fn service_for<'p>(&self, policy: &'p Policy, ex: &Exchange) -> Option<&'p Service> {
         let port = ex.local.map(|a| a.port());
-        let mut cgroup = None;
         policy.services.iter().find(|s| {
             s.port.is_none_or(|p| Some(p) == port)
                 && s.process.as_ref().is_none_or(|p| *p == ex.comm)
-                && s.cgroup.as_ref().is_none_or(|c| {
-                    let cg = cgroup.get_or_insert_with(|| self.cgroup_of(ex.pid));
-                    cg.starts_with(c.as_str())
-                })
+                // The cgroup the capture recorded for the process (no /proc read here: a
+                // recording evaluates the same anywhere).
+                && s.cgroup.as_ref().is_none_or(|c| ex.cgroup.starts_with(c.as_str()))
         })
-    }
-
-    /// The process's cgroup v2 path, cached (bounded: cleared when large).
-    fn cgroup_of(&mut self, pid: u32) -> String {
-        if self.cgroups.len() > 10_000 {
-            self.cgroups.clear();
-        }
-        self.cgroups
-            .entry(pid)
-            .or_insert_with(|| {
-                std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                    .ok()
-                    .and_then(|s| s.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string)))
-                    .unwrap_or_default()
-            })
-            .clone()
     }
 }
 

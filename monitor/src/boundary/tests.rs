@@ -323,3 +323,15 @@ fn the_last_good_policy_still_finds_its_openapi_document() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_service_matched_by_cgroup_uses_the_cgroup_the_capture_recorded() {
+    let text = "services:\n  - name: shop\n    match: {cgroup: /system.slice/shop.service}\n    endpoints:\n      - route: /api/**\n        methods: [GET]\n";
+    let mut e = Evaluator::new(Arc::new(Policy::parse("p.yml", text).unwrap()));
+    let mut ex = good();
+    ex.method = "POST".into();
+    // Not in the cgroup (the test process's own /proc entry is not read): no service, no finding.
+    assert!(kinds(&mut e, &ex).is_empty());
+    ex.cgroup = "/system.slice/shop.service".into();
+    assert_eq!(kinds(&mut e, &ex), vec!["method_not_allowed"]);
+}

@@ -78,6 +78,18 @@ impl DataChunk {
     }
 }
 
+/// What the capture learnt of a process when it first saw it (from /proc, on the live host), so
+/// the stages above need no /proc of their own and a recording replays the same anywhere.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProcessFacts {
+    pub ts_ns: u64,
+    pub tgid: u32,
+    /// The thread group's name (/proc/PID/comm).
+    pub comm: String,
+    /// Its cgroup v2 path (the `0::` line of /proc/PID/cgroup), empty when unknown.
+    pub cgroup: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CaptureEvent {
     Open(ConnOpen),
@@ -96,6 +108,8 @@ pub enum CaptureEvent {
         ts_ns: u64,
         tgid: u32,
     },
+    /// A process's facts, before the first event of it (see ProcessFacts).
+    Process(ProcessFacts),
 }
 
 impl CaptureEvent {
@@ -103,6 +117,7 @@ impl CaptureEvent {
         match self {
             CaptureEvent::Open(o) => o.ts_ns,
             CaptureEvent::Data(d) => d.ts_ns,
+            CaptureEvent::Process(p) => p.ts_ns,
             CaptureEvent::Close { ts_ns, .. }
             | CaptureEvent::Tls { ts_ns, .. }
             | CaptureEvent::ProcessExit { ts_ns, .. } => *ts_ns,

@@ -237,7 +237,13 @@ pub struct KernelCapture {
     /// The data path in use (never Auto).
     mode: CaptureMode,
     pub decode_errors: u64,
+    /// Processes whose facts went out (see `describe`); cleared past MAX_DESCRIBED, so a
+    /// process seen again then is described again.
+    described: hashbrown::HashSet<u32>,
 }
+
+/// Processes remembered as described, at most.
+const MAX_DESCRIBED: usize = 16_384;
 
 impl KernelCapture {
     /// Checks prerequisites, loads and attaches every program. Returns the capture and the
@@ -344,6 +350,7 @@ impl KernelCapture {
             processes: cfg.processes.clone(),
             mode,
             decode_errors: 0,
+            described: hashbrown::HashSet::new(),
         };
         Ok((capture, seeded.into_iter().map(CaptureEvent::Open).collect()))
     }
@@ -395,14 +402,31 @@ impl KernelCapture {
         while out.len() < max {
             let Some(item) = ring.next() else { break };
             match self.decoder.decode(&item) {
-                Ok(CaptureEvent::Open(open)) => out.push(CaptureEvent::Open(complete_addresses(open))),
-                Ok(ev) => out.push(ev),
+                Ok(ev) => {
+                    let ev = match ev {
+                        CaptureEvent::Open(open) => CaptureEvent::Open(complete_addresses(open)),
+                        ev => ev,
+                    };
+                    describe(&mut self.described, &ev, out);
+                    out.push(ev);
+                }
                 Err(e) => {
                     self.decode_errors += 1;
                     warn!("undecodable ring record: {e}");
                 }
             }
         }
+    }
+
+    /// `events` with the facts of each process not described yet before its first event (the
+    /// connections seeded at start).
+    pub fn with_process_facts(&mut self, events: Vec<CaptureEvent>) -> Vec<CaptureEvent> {
+        let mut out = Vec::with_capacity(events.len() + 8);
+        for ev in events {
+            describe(&mut self.described, &ev, &mut out);
+            out.push(ev);
+        }
+        out
     }
 
     /// Looks for TLS objects loaded since the last scan (new processes, new containers), at most
@@ -529,6 +553,27 @@ fn seed_listening_ports(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
         let _ = ports.insert(port, n, 1);
     }
     Ok(())
+}
+
+/// Before the first event of a process, its facts (name, cgroup) from /proc: the stages above
+/// read no /proc of their own, and a recording carries them. An exit forgets the process (its
+/// pid may come back as another).
+fn describe(described: &mut hashbrown::HashSet<u32>, ev: &CaptureEvent, out: &mut Vec<CaptureEvent>) {
+    let (tgid, ts_ns) = match ev {
+        CaptureEvent::Open(o) => (o.id.tgid, o.ts_ns),
+        CaptureEvent::Data(d) => (d.id.tgid, d.ts_ns),
+        CaptureEvent::ProcessExit { tgid, .. } => {
+            described.remove(tgid);
+            return;
+        }
+        _ => return,
+    };
+    if described.len() >= MAX_DESCRIBED {
+        described.clear();
+    }
+    if described.insert(tgid) {
+        out.push(CaptureEvent::Process(procfs::process_facts(tgid, ts_ns)));
+    }
 }
 
 /// Syscall mode: the connections open before start, from /proc, into the kernel's map.

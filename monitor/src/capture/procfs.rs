@@ -23,6 +23,20 @@ pub fn comm_of(tgid: u32) -> Option<String> {
         .map(|s| s.trim_end().to_string())
 }
 
+/// A process's name and cgroup v2 path, as the capture records them (see ProcessFacts).
+pub fn process_facts(tgid: u32, ts_ns: u64) -> super::event::ProcessFacts {
+    let cgroup = fs::read_to_string(format!("/proc/{tgid}/cgroup"))
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("0::").map(str::to_string)))
+        .unwrap_or_default();
+    super::event::ProcessFacts {
+        ts_ns,
+        tgid,
+        comm: comm_of(tgid).unwrap_or_default(),
+        cgroup,
+    }
+}
+
 /// Parses /proc/net/tcp or tcp6 text: inode -> socket.
 pub fn parse_tcp_table(text: &str) -> HashMap<u64, TcpSocket> {
     let mut out = HashMap::new();

@@ -421,6 +421,7 @@ impl Streams {
             ts: s.ts_ns,
             pid: id.tgid,
             comm: conn.comm.clone(),
+            cgroup: conn.cgroup.clone(),
             role,
             local: conn.local,
             peer: conn.peer,

@@ -64,6 +64,8 @@ struct Conn {
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
     comm: String,
+    /// The process's cgroup v2 path, from the capture's process facts.
+    cgroup: String,
     ingress: MessageParser,
     egress: MessageParser,
     pending: Pending,
@@ -106,6 +108,7 @@ impl Conn {
             local: None,
             peer: None,
             comm: String::new(),
+            cgroup: String::new(),
             ingress: parser(),
             egress: parser(),
             pending: Pending(VecDeque::new()),
@@ -131,12 +134,18 @@ impl Conn {
     }
 }
 
+/// Process facts kept at most (about 100 bytes each), see `ConnTable::remember_process`.
+const MAX_PROCESSES: usize = 32_768;
+
 /// The reassembly stage: capture events in, exchanges out.
 pub struct ConnTable {
     cfg: StreamConfig,
     conns: HashMap<ConnId, Conn>,
     /// Processes that opened a connection since their last exit event (see `note_tgid`).
     tgids: hashbrown::HashSet<u32>,
+    /// Name and cgroup of each process the capture described (CaptureEvent::Process); bounded
+    /// like `tgids` (see `remember_process`).
+    processes: hashbrown::HashMap<u32, (String, String)>,
     events: Vec<ParseEvent>,
     last_expiry_ns: u64,
     /// Body hints for the kernel (only when a live capture takes them).
@@ -149,6 +158,7 @@ impl ConnTable {
             cfg,
             conns: HashMap::new(),
             tgids: hashbrown::HashSet::new(),
+            processes: hashbrown::HashMap::new(),
             events: Vec::new(),
             last_expiry_ns: 0,
             hints: None,
@@ -163,6 +173,17 @@ impl ConnTable {
         if self.tgids.len() > 2 * self.conns.len() + 1024 {
             self.tgids = self.conns.keys().map(|id| id.tgid).chain([tgid]).collect();
         }
+    }
+
+    /// Keeps a process's facts. Past MAX_PROCESSES, only those of processes with a connection
+    /// are kept (the capture sends each process's facts once, so a process without one that
+    /// connects later gets its name from its open event and no cgroup).
+    fn remember_process(&mut self, facts: crate::capture::event::ProcessFacts) {
+        if self.processes.len() >= MAX_PROCESSES {
+            let live: hashbrown::HashSet<u32> = self.conns.keys().map(|id| id.tgid).collect();
+            self.processes.retain(|tgid, _| live.contains(tgid));
+        }
+        self.processes.insert(facts.tgid, (facts.comm, facts.cgroup));
     }
 
     /// Collect body hints for a live capture (see `take_hints`).
@@ -207,7 +228,9 @@ impl ConnTable {
                     conn.tls = true;
                 }
             }
+            CaptureEvent::Process(facts) => self.remember_process(facts),
             CaptureEvent::ProcessExit { ts_ns, tgid } => {
+                self.processes.remove(&tgid);
                 // Most exiting processes never had a connection: skip them without a scan.
                 if self.tgids.remove(&tgid) {
                     let mut gone: Vec<ConnId> =
@@ -266,6 +289,9 @@ impl ConnTable {
         conn.local = open.local;
         conn.peer = open.peer;
         conn.comm = open.comm;
+        if let Some((_, cgroup)) = self.processes.get(&open.id.tgid) {
+            conn.cgroup = cgroup.clone();
+        }
         conn.last_ts = open.ts_ns;
         conn.epoch = open.epoch;
         self.note_tgid(open.id.tgid);
@@ -299,7 +325,12 @@ impl ConnTable {
             // Opened before we watched, or its open event was lost: parse from the next start.
             self.make_room(chunk.ts_ns, stats, out);
             let mut conn = Conn::new(None, true);
-            conn.comm = crate::capture::procfs::comm_of(chunk.id.tgid).unwrap_or_default();
+            // The name the capture recorded for the process: no /proc read here, so a
+            // recording replays the same anywhere.
+            if let Some((comm, cgroup)) = self.processes.get(&chunk.id.tgid) {
+                conn.comm = comm.clone();
+                conn.cgroup = cgroup.clone();
+            }
             self.note_tgid(chunk.id.tgid);
             self.conns.insert(chunk.id, conn);
             stats.connections_opened += 1;
@@ -561,6 +592,7 @@ fn build_exchange(
         ts: ts_ns,
         pid: id.tgid,
         comm: conn.comm.clone(),
+        cgroup: conn.cgroup.clone(),
         role: conn.role.unwrap_or(Role::Server),
         local: conn.local,
         peer: conn.peer,

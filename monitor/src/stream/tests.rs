@@ -773,3 +773,93 @@ mod http2 {
         assert_eq!(stats.requests_unanswered, 1);
     }
 }
+
+#[test]
+fn process_facts_from_the_capture_name_mid_stream_connections_without_proc() {
+    // The test's own pid: a /proc read would find this test binary's name.
+    let own = ConnId {
+        tgid: std::process::id(),
+        fd: 9,
+    };
+    let request = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    let response = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    let exchange = |facts: Option<CaptureEvent>| {
+        let mut table = ConnTable::new(StreamConfig::default());
+        let (mut stats, mut out) = (PipelineStats::default(), Vec::new());
+        if let Some(f) = facts {
+            table.process(f, &mut stats, &mut out);
+        }
+        // No open event: a connection joined mid-way.
+        table.process(
+            data_event(own, Direction::Ingress, request, 0),
+            &mut stats,
+            &mut out,
+        );
+        table.process(
+            data_event(own, Direction::Egress, response, 0),
+            &mut stats,
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "{out:?}");
+        out.remove(0)
+    };
+    let described = exchange(Some(CaptureEvent::Process(crate::capture::event::ProcessFacts {
+        ts_ns: 1,
+        tgid: own.tgid,
+        comm: "shop-api".into(),
+        cgroup: "/system.slice/shop.service".into(),
+    })));
+    assert_eq!(described.comm, "shop-api");
+    assert_eq!(described.cgroup, "/system.slice/shop.service");
+    // Without facts (an older recording): unnamed, the same on every machine.
+    let bare = exchange(None);
+    assert_eq!((bare.comm.as_str(), bare.cgroup.as_str()), ("", ""));
+}
+
+#[test]
+fn an_opened_connection_takes_its_process_cgroup_and_an_exit_forgets_it() {
+    let mut table = ConnTable::new(StreamConfig::default());
+    let (mut stats, mut out) = (PipelineStats::default(), Vec::new());
+    let facts = |tgid| {
+        CaptureEvent::Process(crate::capture::event::ProcessFacts {
+            ts_ns: 0,
+            tgid,
+            comm: "cli".into(),
+            cgroup: "/user.slice/a".into(),
+        })
+    };
+    table.process(facts(ID.tgid), &mut stats, &mut out);
+    table.process(open_event(ID, 0), &mut stats, &mut out);
+    table.process(
+        data_event(ID, Direction::Egress, b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+        &mut stats,
+        &mut out,
+    );
+    table.process(
+        CaptureEvent::ProcessExit {
+            ts_ns: 50,
+            tgid: ID.tgid,
+        },
+        &mut stats,
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].cgroup, "/user.slice/a");
+    // The pid comes back as another process: the old facts do not stick to it.
+    let again = ConnId { tgid: ID.tgid, fd: 4 };
+    table.process(
+        data_event(again, Direction::Egress, b"GET /y HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+        &mut stats,
+        &mut out,
+    );
+    table.process(
+        CaptureEvent::ProcessExit {
+            ts_ns: 90,
+            tgid: ID.tgid,
+        },
+        &mut stats,
+        &mut out,
+    );
+    assert_eq!(out.len(), 2);
+    assert_eq!((out[1].comm.as_str(), out[1].cgroup.as_str()), ("", ""));
+}
