@@ -440,6 +440,10 @@ fn data_event(id: ConnId, direction: Direction, bytes: &[u8], gap: u64) -> Captu
     })
 }
 
+fn exit_event(ts_ns: u64, tgid: u32) -> CaptureEvent {
+    CaptureEvent::ProcessExit { ts_ns, tgid }
+}
+
 #[test]
 fn a_process_exit_ends_its_connections_and_only_its() {
     let mut table = ConnTable::new(StreamConfig::default());
@@ -453,23 +457,12 @@ fn a_process_exit_ends_its_connections_and_only_its() {
             &mut out,
         );
     }
-    table.process(
-        CaptureEvent::ProcessExit {
-            ts_ns: 50,
-            tgid: ID.tgid,
-        },
-        &mut stats,
-        &mut out,
-    );
+    table.process(exit_event(50, ID.tgid), &mut stats, &mut out);
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!((out[0].pid, out[0].status), (ID.tgid, None));
     assert_eq!(table.len(), 1);
     // An exit of a process that had no connection is a no-op.
-    table.process(
-        CaptureEvent::ProcessExit { ts_ns: 60, tgid: 999 },
-        &mut stats,
-        &mut out,
-    );
+    table.process(exit_event(60, 999), &mut stats, &mut out);
     assert_eq!(table.len(), 1);
 }
 
@@ -835,14 +828,7 @@ fn an_opened_connection_takes_its_process_cgroup_and_an_exit_forgets_it() {
         &mut stats,
         &mut out,
     );
-    table.process(
-        CaptureEvent::ProcessExit {
-            ts_ns: 50,
-            tgid: ID.tgid,
-        },
-        &mut stats,
-        &mut out,
-    );
+    table.process(exit_event(50, ID.tgid), &mut stats, &mut out);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].cgroup, "/user.slice/a");
     // The pid comes back as another process: the old facts do not stick to it.
@@ -852,14 +838,7 @@ fn an_opened_connection_takes_its_process_cgroup_and_an_exit_forgets_it() {
         &mut stats,
         &mut out,
     );
-    table.process(
-        CaptureEvent::ProcessExit {
-            ts_ns: 90,
-            tgid: ID.tgid,
-        },
-        &mut stats,
-        &mut out,
-    );
+    table.process(exit_event(90, ID.tgid), &mut stats, &mut out);
     assert_eq!(out.len(), 2);
     assert_eq!((out[1].comm.as_str(), out[1].cgroup.as_str()), ("", ""));
 }
