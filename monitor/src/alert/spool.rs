@@ -320,18 +320,15 @@ impl Spool {
         let id = self.next_id;
         self.next_id += 1;
         let rec = record(KIND_JOB, id, payload);
-        // Behind a refused write, later ones wait their turn (the file keeps the order).
-        let written = if self.unwritten.is_empty() {
-            self.append(&rec)
+        // Behind a refused write, later ones wait their turn (the file keeps the order); only
+        // a write the disk refuses is counted as one.
+        if !self.unwritten.is_empty() {
+            self.unwritten.insert(id);
+        } else if let Err(e) = self.append(&rec) {
+            self.refused(&e);
+            self.unwritten.insert(id);
         } else {
-            Err(io::Error::other("earlier alerts wait for the disk"))
-        };
-        match written {
-            Ok(()) => self.live_bytes += rec.len() as u64,
-            Err(e) => {
-                self.refused(&e);
-                self.unwritten.insert(id);
-            }
+            self.live_bytes += rec.len() as u64;
         }
         self.staged.push((id, payload.to_vec()));
         Ok(id)
@@ -378,13 +375,12 @@ impl Spool {
             return Ok(()); // never reached the file: nothing to cancel there
         }
         self.live_bytes = self.live_bytes.saturating_sub(record_len(payload.len()));
+        if !self.acks_unwritten.is_empty() {
+            self.acks_unwritten.push(id); // behind earlier ones the disk refused
+            return Ok(());
+        }
         let rec = record(KIND_ACK, id, &[]);
-        let written = if self.acks_unwritten.is_empty() {
-            self.append(&rec)
-        } else {
-            Err(io::Error::other("earlier acknowledgements wait for the disk"))
-        };
-        if let Err(e) = written.and_then(|()| match &self.file {
+        if let Err(e) = self.append(&rec).and_then(|()| match &self.file {
             Some(f) => f.sync_data(),
             None => Ok(()),
         }) {
