@@ -336,20 +336,32 @@ fn a_tls_server_started_later_is_probed_by_a_rescan_off_the_capture_thread() {
     let port = free_port();
     let server = start_node_https(dir.path(), port, "(req, res) => res.end('late')");
     wait_for_port(port);
-    // The next rescan (at most 5 s), then the tick that attaches what it found.
-    std::thread::sleep(Duration::from_millis(7500));
+    // By pid: in the syscall fallback a node server's short connections may have no addresses
+    // (accept4 without an address buffer; see node_https_client_and_server).
+    let served = |ex: &[Exchange]| -> Vec<Exchange> {
+        ex.iter()
+            .filter(|e| e.role == Role::Server && e.pid == server.pid())
+            .cloned()
+            .collect()
+    };
+    // The next rescan (every 5 s; reading node's own OpenSSL symbols takes a while on a slow
+    // machine), then the tick that attaches what it found: ask until the server is seen.
+    let late = || assert_eq!(curl(&["-k", &format!("https://127.0.0.1:{port}/late")]), "late");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while served(&agent.exchanges.snapshot()).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "node was never probed");
+        late();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let before = served(&agent.exchanges.snapshot()).len();
+    // Probed now: every request from here on is seen.
     for _ in 0..3 {
-        assert_eq!(curl(&["-k", &format!("https://127.0.0.1:{port}/late")]), "late");
+        late();
     }
     std::thread::sleep(Duration::from_millis(100));
     let (ex, _) = agent.stop();
-    // By pid: in the syscall fallback a node server's short connections may have no addresses
-    // (accept4 without an address buffer; see node_https_client_and_server).
-    let srv: Vec<_> = ex
-        .iter()
-        .filter(|e| e.role == Role::Server && e.pid == server.pid())
-        .collect();
-    assert_eq!(srv.len(), 3, "{ex:#?}");
+    let srv = served(&ex);
+    assert_eq!(srv.len(), before + 3, "{ex:#?}");
     assert!(srv.iter().all(|e| e.tls && e.comm == "node" && e.path == "/late"));
 }
 
