@@ -163,9 +163,8 @@ impl Spool {
                     }
                     Err(e) => {
                         spool.refused(&e);
-                        spool.unwritten = spool.pending.keys().copied().collect();
                         // Where the file's whole records end, to cut a torn tail once it opens.
-                        spool.file_bytes = pos as u64;
+                        spool.hold_all_in_memory(pos as u64);
                     }
                 }
             }
@@ -271,16 +270,24 @@ impl Spool {
                 // Not even room for a new file (or its directory is gone): everything is held
                 // in memory, and written to a new file as soon as one can be made.
                 self.refused(&e);
-                self.file = None;
-                self.file_bytes = 0;
-                self.unwritten = self
-                    .pending
-                    .keys()
-                    .chain(self.staged.iter().map(|(id, _)| id))
-                    .copied()
-                    .collect();
-                self.acks_unwritten.clear();
+                self.hold_all_in_memory(0);
             }
+        }
+    }
+
+    /// No usable file: every job held is to be written (to a file cut to `good_len`, where its
+    /// whole records end) once one opens; a new file needs no acknowledgements.
+    fn hold_all_in_memory(&mut self, good_len: u64) {
+        self.file = None;
+        self.file_bytes = good_len;
+        self.unwritten = self
+            .pending
+            .keys()
+            .chain(self.staged.iter().map(|(id, _)| id))
+            .copied()
+            .collect();
+        if good_len == 0 {
+            self.acks_unwritten.clear();
         }
     }
 
