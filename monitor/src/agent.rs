@@ -58,6 +58,9 @@ pub struct Summary {
     pub seconds: f64,
     pub pipeline: PipelineStats,
     pub kernel: Option<KernelStats>,
+    /// Ring records the capture took and decoded; with `ring_decode_errors`, exactly the
+    /// kernel's `events_submitted` (every record written is read, or counted as undecodable).
+    pub ring_records_read: u64,
     pub ring_decode_errors: u64,
     /// Events dropped by the userspace `--pid` filter.
     pub filtered_events: u64,
@@ -488,7 +491,7 @@ async fn capture_loop(
             }
             _ = tick.tick() => {
                 let k = capture.kernel_stats();
-                let _ = tx.send(Msg::Tick(agent_now_ns(), k.lost_events()));
+                let _ = tx.send(Msg::Tick(agent_now_ns(), k.lost_events() + capture.decode_errors));
                 capture.rescan_tls();
                 // Reload the policy when its file changes.
                 if let Some(path) = &opts.policy_path {
@@ -500,7 +503,7 @@ async fn capture_loop(
                 }
                 if let Some(m) = &opts.metrics {
                     m.set_tls_slow_sites(capture.tls_slow_sites());
-                    m.update_kernel(&k, k.get(monitor_common::Stat::RingAvailBytes));
+                    m.update_kernel(&k, capture.decode_errors);
                 }
             }
         }
@@ -522,11 +525,17 @@ async fn capture_loop(
             "the pipeline thread panicked (see the log above); its counts are lost",
         ))
     })?;
+    let kernel = capture.kernel_stats();
+    // The last counts, as in the summary: what was drained after the last tick is exported too.
+    if let Some(m) = &opts.metrics {
+        m.update_kernel(&kernel, capture.decode_errors);
+    }
     Ok(Summary {
         capture_mode: Some(capture.mode().as_str()),
         seconds: start.elapsed().as_secs_f64(),
         pipeline,
-        kernel: Some(capture.kernel_stats()),
+        kernel: Some(kernel),
+        ring_records_read: capture.records_read,
         ring_decode_errors: capture.decode_errors,
         filtered_events: filtered,
     })

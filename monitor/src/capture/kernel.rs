@@ -236,6 +236,10 @@ pub struct KernelCapture {
     processes: Vec<String>,
     /// The data path in use (never Auto).
     mode: CaptureMode,
+    /// Ring records taken and decoded; with `decode_errors`, every record the kernel submitted
+    /// (`Stat::EventsSubmitted`) once the ring is drained.
+    pub records_read: u64,
+    /// Ring records that did not decode (logged, counted as dropped `decode_error`).
     pub decode_errors: u64,
     /// Processes whose facts went out (see `describe`); cleared past MAX_DESCRIBED, so a
     /// process seen again then is described again.
@@ -349,6 +353,7 @@ impl KernelCapture {
             tick,
             processes: cfg.processes.clone(),
             mode,
+            records_read: 0,
             decode_errors: 0,
             described: hashbrown::HashSet::new(),
         };
@@ -403,6 +408,7 @@ impl KernelCapture {
             let Some(item) = ring.next() else { break };
             match self.decoder.decode(&item) {
                 Ok(ev) => {
+                    self.records_read += 1;
                     let ev = match ev {
                         CaptureEvent::Open(open) => CaptureEvent::Open(complete_addresses(open)),
                         ev => ev,

@@ -282,7 +282,8 @@ pub struct Metrics {
     tls_slow_sites: IntGauge,
     ring_fill: Gauge,
     ring_bytes: f64,
-    last: Mutex<(PipelineStats, KernelStats, u64)>,
+    /// The totals last exported: counters advance by the difference.
+    last: Mutex<Exported>,
     pub ready: std::sync::atomic::AtomicBool,
 }
 
@@ -465,7 +466,7 @@ impl Metrics {
             events: counter(
                 &r,
                 "apiwatch_events_total",
-                "Capture events received from the kernel.",
+                "Capture events the pipeline took in: from the kernel ring, plus the connections found open at start and the facts of each process (name, cgroup) the capture adds.",
             ),
             kernel_events: counter(
                 &r,
@@ -566,7 +567,7 @@ impl Metrics {
             },
             ring_fill,
             ring_bytes: ring_bytes as f64,
-            last: Mutex::new((PipelineStats::default(), KernelStats::default(), 0)),
+            last: Mutex::new(Exported::default()),
             ready: std::sync::atomic::AtomicBool::new(false),
             registry: r,
         };
@@ -665,7 +666,7 @@ impl Metrics {
     /// Brings the counters up to the pipeline's totals (called after each batch).
     pub fn update_pipeline(&self, s: &PipelineStats, routes_folded: u64) {
         let mut last = lock(&self.last);
-        let p = &last.0;
+        let p = &last.pipeline;
         self.events.inc_by(s.events.saturating_sub(p.events));
         self.bytes_not_seen
             .inc_by(s.bytes_not_seen.saturating_sub(p.bytes_not_seen));
@@ -693,7 +694,8 @@ impl Metrics {
         self.dropped
             .with_label_values(&["connection_evicted"])
             .inc_by(s.connections_evicted.saturating_sub(p.connections_evicted));
-        self.routes_folded.inc_by(routes_folded.saturating_sub(last.2));
+        self.routes_folded
+            .inc_by(routes_folded.saturating_sub(last.routes_folded));
         for (process, n) in &s.tls_blind_spots {
             let before = p.tls_blind_spots.get(process).copied().unwrap_or(0);
             self.tls_blind_spots
@@ -748,11 +750,10 @@ impl Metrics {
                 .inc_by(now.saturating_sub(before));
         }
         self.connections.set(s.connections as i64);
-        last.0 = s.clone();
-        last.2 = routes_folded;
+        last.pipeline = s.clone();
+        last.routes_folded = routes_folded;
     }
 
-    /// Brings the kernel counters up to date (called on the capture thread's tick).
     /// The data path the capture runs on (`socket` or `syscall`).
     pub fn set_capture_mode(&self, mode: &str) {
         for m in ["socket", "syscall"] {
@@ -766,9 +767,15 @@ impl Metrics {
         self.tls_slow_sites.set(n as i64);
     }
 
-    pub fn update_kernel(&self, k: &KernelStats, ring_avail_bytes: u64) {
+    /// Brings the kernel's counters up to date, and the ring records the capture could not
+    /// decode (`decode_errors`, a running total).
+    pub fn update_kernel(&self, k: &KernelStats, decode_errors: u64) {
         let mut last = lock(&self.last);
-        let before = &last.1;
+        self.dropped
+            .with_label_values(&["decode_error"])
+            .inc_by(decode_errors.saturating_sub(last.decode_errors));
+        last.decode_errors = decode_errors;
+        let before = &last.kernel;
         self.kernel_events.inc_by(
             k.get(Stat::EventsSubmitted)
                 .saturating_sub(before.get(Stat::EventsSubmitted)),
@@ -783,9 +790,19 @@ impl Metrics {
                 .saturating_sub(before.get(Stat::IoUringConnections)),
         );
         self.ring_fill
-            .set(ring_avail_bytes as f64 / self.ring_bytes.max(1.0));
-        last.1 = k.clone();
+            .set(k.get(Stat::RingAvailBytes) as f64 / self.ring_bytes.max(1.0));
+        last.kernel = k.clone();
     }
+}
+
+/// Totals as last exported, by the pipeline thread (pipeline, routes) and the capture thread
+/// (kernel, decode errors).
+#[derive(Default)]
+struct Exported {
+    pipeline: PipelineStats,
+    routes_folded: u64,
+    kernel: KernelStats,
+    decode_errors: u64,
 }
 
 /// Drop reasons exported; the kernel ones map to a `Stat`, the userspace ones have none.
@@ -795,6 +812,7 @@ const DROP_REASONS: &[(Option<Stat>, &str)] = &[
     (Some(Stat::ConnMapInsertFailed), "conn_map_full"),
     (Some(Stat::ArgsMapFull), "args_map_full"),
     (Some(Stat::UnsupportedCall), "unsupported_call"),
+    (None, "decode_error"),
     (None, "pending_request_overflow"),
     (None, "connection_evicted"),
 ];
