@@ -155,10 +155,15 @@ pub struct ConnInfo {
     pub tries_left: u8,
     /// Class of the TLS plaintext stream (CLASS_UNKNOWN, CLASS_HTTP or CLASS_OTHER).
     pub plain_class: u8,
-    pub _pad: u8,
+    /// Bytes in `prefix` (0-3).
+    pub prefix_len: u8,
     /// Names this connection, not its reusable fd, in body hints; never 0.
     pub epoch: u32,
-    pub _pad2: u32,
+    /// The first bytes of a stream still unclassified because they came in calls of fewer than
+    /// 4 bytes (a head written a byte at a time): byte i at bits 8i. The stream is classified
+    /// once 4 bytes are known; shared by the socket stream and, on a TLS connection, the
+    /// plaintext stream (the socket one is classified TLS by then).
+    pub prefix: u32,
     /// Bytes reported per direction ([ingress, egress]): the offsets body hints are given in.
     pub reported: [u64; 2],
 }
@@ -170,9 +175,9 @@ impl ConnInfo {
             class: CLASS_UNKNOWN,
             tries_left,
             plain_class: CLASS_UNKNOWN,
-            _pad: 0,
+            prefix_len: 0,
             epoch,
-            _pad2: 0,
+            prefix: 0,
             reported: [0, 0],
         }
     }

@@ -258,10 +258,12 @@ pub fn emit<const N: usize>(
         }
     }
 
-    let first: [u8; 4] = if captured >= 4 {
-        unsafe { core::ptr::read((*ev).data.as_ptr().cast::<[u8; 4]>()) }
+    let head: u32 = if captured > 0 {
+        // The reservation holds at least 4 bytes (N >= 4 whenever want > 0); the bytes past
+        // `captured` are masked off by `probe`.
+        u32::from_le_bytes(unsafe { core::ptr::read((*ev).data.as_ptr().cast::<[u8; 4]>()) })
     } else {
-        [0; 4]
+        0
     };
     if flags & DATA_FLAG_TLS != 0 {
         // Plaintext from the SSL uprobes: the syscall bytes of this socket are ciphertext.
@@ -276,6 +278,9 @@ pub fn emit<const N: usize>(
             return;
         }
         if plain == CLASS_UNKNOWN {
+            let Some(first) = probe(info, head, captured) else {
+                return submit_data(entry, key, direction, total, captured, flags, info);
+            };
             let mid_stream = unsafe { (*info).tries_left } > 1;
             if looks_like_http(first) || looks_like_h2(first, mid_stream) {
                 unsafe { (*info).plain_class = CLASS_HTTP };
@@ -288,6 +293,9 @@ pub fn emit<const N: usize>(
             }
         }
     } else if unsafe { (*info).class } == CLASS_UNKNOWN {
+        let Some(first) = probe(info, head, captured) else {
+            return submit_data(entry, key, direction, total, captured, flags, info);
+        };
         let mid_stream = unsafe { (*info).tries_left } > 1;
         if looks_like_http(first) || looks_like_h2(first, mid_stream) {
             unsafe { (*info).class = CLASS_HTTP };
@@ -310,6 +318,20 @@ pub fn emit<const N: usize>(
         }
     }
 
+    submit_data(entry, key, direction, total, captured, flags, info);
+}
+
+#[inline(always)]
+fn submit_data<const N: usize>(
+    mut entry: aya_ebpf::maps::ring_buf::RingBufEntry<DataEvent<N>>,
+    key: ConnKey,
+    direction: u32,
+    total: u64,
+    captured: u32,
+    flags: u32,
+    info: *mut ConnInfo,
+) {
+    let ev = entry.as_mut_ptr();
     unsafe {
         (*ev).header = DataHeader {
             kind: EVENT_DATA,
@@ -328,6 +350,49 @@ pub fn emit<const N: usize>(
     if total > captured as u64 {
         count(Stat::BytesNotCopied, total - captured as u64);
     }
+}
+
+/// The first 4 bytes of a stream not classified yet, from the bytes of earlier short calls
+/// (`ConnInfo::prefix`) and this call's (`head`, `captured` of them). `None`: fewer than 4 are
+/// known and they could begin a method token (a head written a byte at a time, as a slow-loris
+/// client does): the call is passed on unclassified, so that writing in small pieces neither
+/// hides a head nor has it declared not HTTP; at most 3 calls can be short before 4 bytes are
+/// known. Fewer than 4 that cannot begin one: zero-padded, which no class matches.
+#[inline(always)]
+fn probe(info: *mut ConnInfo, head: u32, captured: u32) -> Option<[u8; 4]> {
+    let known = unsafe { (*info).prefix_len } as u32 & 3;
+    let taken = if captured > 4 { 4 } else { captured };
+    let new = if taken >= 4 {
+        head
+    } else {
+        head & ((1u32 << (8 * taken)) - 1)
+    };
+    let bytes = unsafe { (*info).prefix } | (new << (8 * known));
+    let len = known + taken;
+    if len >= 4 {
+        unsafe { (*info).prefix_len = 0 };
+        return Some(bytes.to_le_bytes());
+    }
+    let b = bytes.to_le_bytes();
+    if len > 0 && could_begin_method(b, len) {
+        unsafe {
+            (*info).prefix = bytes;
+            (*info).prefix_len = len as u8;
+        }
+        return None;
+    }
+    unsafe { (*info).prefix_len = 0 };
+    Some(b)
+}
+
+/// `b[..len]` (len 1-3) could begin a request method or "HTTP"/"PRI ": the first letter of one,
+/// then capital letters (the 4th byte, where "GET " and "PUT " have their space, is never here).
+#[inline(always)]
+fn could_begin_method(b: [u8; 4], len: u32) -> bool {
+    let upper = |c: u8| c.is_ascii_uppercase();
+    matches!(b[0], b'G' | b'P' | b'H' | b'D' | b'O' | b'C' | b'T')
+        && (len < 2 || upper(b[1]))
+        && (len < 3 || upper(b[2]))
 }
 
 /// Tells userspace the connection is TLS, so it can count blind spots (TLS it never sees the
