@@ -31,6 +31,9 @@ stream:
   max_connections: 65536
   # A connection silent this long is closed and its open exchanges reported.
   idle_timeout_secs: 120
+  # Bytes all connections may buffer together (unfinished heads, HTTP/2 frames); beyond it the
+  # connections holding the most are evicted (counted: apiwatch_events_dropped_total{reason="buffer_budget"}).
+  max_buffered_bytes: 67108864
 metrics:
   # Address of /metrics, /healthz, /readyz and /api/v1/routes; "off" turns the endpoint off.
   listen: "127.0.0.1:9464"
@@ -256,6 +259,7 @@ pub struct CaptureSection {
 pub struct StreamSection {
     pub max_connections: usize,
     pub idle_timeout_secs: u64,
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for Config {
@@ -290,6 +294,7 @@ impl Default for StreamSection {
         Self {
             max_connections: 65536,
             idle_timeout_secs: 120,
+            max_buffered_bytes: 64 << 20,
         }
     }
 }
@@ -365,6 +370,14 @@ impl Config {
             self.stream.max_connections >= 16,
             &["stream", "max_connections"],
             format!("must be at least 16, is {}", self.stream.max_connections),
+        );
+        check(
+            self.stream.max_buffered_bytes >= 1 << 20,
+            &["stream", "max_buffered_bytes"],
+            format!(
+                "must be at least 1048576 (1 MiB), is {}",
+                self.stream.max_buffered_bytes
+            ),
         );
         check(
             self.metrics.listen == "off" || self.metrics.listen.parse::<std::net::SocketAddr>().is_ok(),
@@ -618,6 +631,7 @@ impl Config {
         StreamConfig {
             max_connections: self.stream.max_connections,
             idle_timeout_ns: self.stream.idle_timeout_secs * 1_000_000_000,
+            max_buffered_bytes: self.stream.max_buffered_bytes,
         }
     }
 }

@@ -45,6 +45,8 @@ pub struct PipelineStats {
     pub connections_opened: u64,
     pub connections_evicted: u64,
     pub connections_idle_closed: u64,
+    /// Connections evicted because all together buffered more than stream.max_buffered_bytes.
+    pub connections_shed: u64,
     /// TLS connections whose plaintext was never seen (a TLS library we do not probe), by
     /// process name; at most MAX_BLIND_SPOT_PROCESSES names, the rest under "__other__".
     pub tls_blind_spots: std::collections::BTreeMap<String, u64>,

@@ -694,6 +694,9 @@ impl Metrics {
         self.dropped
             .with_label_values(&["connection_evicted"])
             .inc_by(s.connections_evicted.saturating_sub(p.connections_evicted));
+        self.dropped
+            .with_label_values(&["buffer_budget"])
+            .inc_by(s.connections_shed.saturating_sub(p.connections_shed));
         self.routes_folded
             .inc_by(routes_folded.saturating_sub(last.routes_folded));
         for (process, n) in &s.tls_blind_spots {
@@ -815,6 +818,7 @@ const DROP_REASONS: &[(Option<Stat>, &str)] = &[
     (None, "decode_error"),
     (None, "pending_request_overflow"),
     (None, "connection_evicted"),
+    (None, "buffer_budget"),
 ];
 
 #[cfg(test)]

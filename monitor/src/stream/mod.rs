@@ -32,6 +32,11 @@ pub struct StreamConfig {
     pub max_connections: usize,
     /// A connection silent this long is closed (its open exchanges are emitted).
     pub idle_timeout_ns: u64,
+    /// Bytes all connections may buffer together (unfinished heads, HTTP/2 frames and header
+    /// blocks). Past it the connections holding the most are evicted, down to 3/4 of it: a
+    /// host full of connections that each send most of a head cannot make the agent hold
+    /// max_connections x the per-connection caps.
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for StreamConfig {
@@ -39,6 +44,7 @@ impl Default for StreamConfig {
         Self {
             max_connections: 65536,
             idle_timeout_ns: 120 * 1_000_000_000,
+            max_buffered_bytes: 64 << 20,
         }
     }
 }
@@ -147,6 +153,9 @@ pub struct ConnTable {
     /// like `tgids` (see `remember_process`).
     processes: hashbrown::HashMap<u32, (String, String)>,
     events: Vec<ParseEvent>,
+    /// What the connections buffer together (the sum of `conn_buffered`), kept as events
+    /// change it, for `max_buffered_bytes`.
+    buffered: usize,
     last_expiry_ns: u64,
     /// Body hints for the kernel (only when a live capture takes them).
     hints: Option<Vec<BodyHint>>,
@@ -160,6 +169,7 @@ impl ConnTable {
             tgids: hashbrown::HashSet::new(),
             processes: hashbrown::HashMap::new(),
             events: Vec::new(),
+            buffered: 0,
             last_expiry_ns: 0,
             hints: None,
         }
@@ -202,10 +212,7 @@ impl ConnTable {
 
     /// Bytes the connections hold between events (parser buffers, HTTP/2 frame buffers).
     pub fn buffered_bytes(&self) -> usize {
-        self.conns
-            .values()
-            .map(|c| c.ingress.buffered() + c.egress.buffered() + c.h2.as_ref().map_or(0, |h| h.buffered()))
-            .sum()
+        self.buffered
     }
 
     pub fn is_empty(&self) -> bool {
@@ -318,6 +325,40 @@ impl ConnTable {
     }
 
     fn data(&mut self, chunk: DataChunk, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+        let (id, ts_ns) = (chunk.id, chunk.ts_ns);
+        let before = self.conns.get(&id).map_or(0, conn_buffered);
+        self.feed_data(chunk, stats, out);
+        let after = self.conns.get(&id).map_or(0, conn_buffered);
+        self.buffered = (self.buffered + after).saturating_sub(before);
+        if self.buffered > self.cfg.max_buffered_bytes {
+            self.shed(ts_ns, stats, out);
+        }
+    }
+
+    /// Over the buffer budget: evicts the connections that buffer the most until the table
+    /// holds at most 3/4 of it (so that a steady attack pays one scan per quarter budget of
+    /// new bytes, not one per event). Their next bytes start a connection seen mid-stream.
+    fn shed(&mut self, now_ns: u64, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+        let mut by_size: Vec<(usize, ConnId)> = self
+            .conns
+            .iter()
+            .map(|(id, c)| (conn_buffered(c), *id))
+            .filter(|(b, _)| *b > 0)
+            .collect();
+        by_size.sort_unstable_by(|a, b| b.cmp(a));
+        let target = self.cfg.max_buffered_bytes / 4 * 3;
+        for (_, id) in by_size {
+            if self.buffered <= target {
+                break;
+            }
+            if let Some(conn) = self.conns.remove(&id) {
+                stats.connections_shed += 1;
+                self.close_conn(id, conn, now_ns, stats, out);
+            }
+        }
+    }
+
+    fn feed_data(&mut self, chunk: DataChunk, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
         stats.data_events += 1;
         stats.bytes_seen += chunk.bytes.len() as u64;
         stats.bytes_not_seen += chunk.gap();
@@ -422,6 +463,7 @@ impl ConnTable {
         stats: &mut PipelineStats,
         out: &mut Vec<Exchange>,
     ) {
+        self.buffered = self.buffered.saturating_sub(conn_buffered(&conn));
         if let Some(mut h2) = conn.h2.take() {
             h2.close(id, &conn, ts_ns, stats, out);
             return;
@@ -455,6 +497,11 @@ impl ConnTable {
             stats.exchanges += 1;
         }
     }
+}
+
+/// Bytes a connection holds between events: parser buffers, HTTP/2 frame buffers.
+fn conn_buffered(c: &Conn) -> usize {
+    c.ingress.buffered() + c.egress.buffered() + c.h2.as_ref().map_or(0, |h| h.buffered())
 }
 
 fn handle(

@@ -392,6 +392,7 @@ fn idle_connections_expire_and_table_is_bounded() {
     let mut table = ConnTable::new(StreamConfig {
         max_connections: 16,
         idle_timeout_ns: 1_000,
+        ..Default::default()
     });
     let mut stats = PipelineStats::default();
     let mut out = Vec::new();
@@ -414,6 +415,51 @@ fn idle_connections_expire_and_table_is_bounded() {
     table.expire(1_000_000, &mut stats, &mut out);
     assert!(table.is_empty());
     assert_eq!(out.len(), 100, "every request is still reported");
+}
+
+/// Many connections that each send most of a head: together they stay within the buffer
+/// budget (the ones holding the most are evicted and counted), and a well-formed exchange on
+/// another connection is still seen.
+#[test]
+fn unfinished_heads_on_many_connections_stay_within_the_buffer_budget() {
+    let budget = 1 << 20;
+    let mut table = ConnTable::new(StreamConfig {
+        max_buffered_bytes: budget,
+        ..Default::default()
+    });
+    let mut stats = PipelineStats::default();
+    let mut out = Vec::new();
+    let mut partial = b"GET /never-ends HTTP/1.1\r\nX-Pad: ".to_vec();
+    partial.resize(30 * 1024, b'a');
+    for fd in 0..200 {
+        let id = ConnId { tgid: 7, fd };
+        for piece in partial.chunks(4096) {
+            table.process(data_event(id, IN, piece, 0), &mut stats, &mut out);
+            assert!(
+                table.buffered_bytes() <= budget + 64 * 1024,
+                "{} bytes buffered",
+                table.buffered_bytes()
+            );
+        }
+    }
+    assert!(stats.connections_shed > 0);
+    // The running total is the real sum.
+    let sum: usize = table.conns.values().map(conn_buffered).sum();
+    assert_eq!(table.buffered_bytes(), sum);
+    let id = ConnId { tgid: 8, fd: 1 };
+    table.process(
+        data_event(id, IN, b"GET /ok HTTP/1.1\r\nHost: a\r\n\r\n", 0),
+        &mut stats,
+        &mut out,
+    );
+    table.process(
+        data_event(id, OUT, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0),
+        &mut stats,
+        &mut out,
+    );
+    assert!(out.iter().any(|e| e.path == "/ok" && e.status == Some(200)));
+    table.flush(1, &mut stats, &mut out);
+    assert_eq!(table.buffered_bytes(), 0);
 }
 
 fn open_event(id: ConnId, epoch: u32) -> CaptureEvent {
