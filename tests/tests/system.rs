@@ -137,8 +137,17 @@ fn run_record_and_replay_agree_and_leak_nothing() {
             .iter()
             .any(|f| e[*f].as_str().is_some_and(|a| a.ends_with(&port_suffix)))
     };
+    // Each agent sets its clock against the wall clock on its own, so two processes'
+    // exchanges closer in time than the difference can swap: order by process and side
+    // first, then by time (within one side the order is its events' own).
     let by_ts = |mut v: Vec<serde_json::Value>| {
-        v.sort_by_key(|e| e["ts"].as_str().unwrap_or_default().to_string());
+        v.sort_by_key(|e| {
+            (
+                e["pid"].as_u64().unwrap_or_default(),
+                e["role"].as_str().unwrap_or_default().to_string(),
+                e["ts"].as_str().unwrap_or_default().to_string(),
+            )
+        });
         v
     };
     let live = by_ts(lines(&live_out).into_iter().filter(ours).collect());
