@@ -172,6 +172,22 @@ fn detect(raw: &str) -> Vec<&'static str> {
     if raw.is_empty() {
         return found;
     }
+    // One pass first: most segments and values (`users`, `42`, `index.json`) cannot hold
+    // anything the detectors look for, and this runs on every one of them. Each test below is
+    // implied by its detector: an email needs an `@` (or an escape that decodes to one), a card
+    // number 13 digits, a JWT the `eyJ` start, every key format 15 characters.
+    let (mut escaped, mut at, mut digits) = (false, false, 0usize);
+    for &b in raw.as_bytes() {
+        match b {
+            b'%' => escaped = true,
+            b'@' => at = true,
+            b'0'..=b'9' => digits += 1,
+            _ => {}
+        }
+    }
+    if !escaped && !at && digits < 13 && raw.len() < 15 && !raw.starts_with("eyJ") {
+        return found;
+    }
     // Decode the two escapes the detectors care about, only when there is an escape at all
     // (this runs on every path segment and query value).
     let decoded;
@@ -344,5 +360,24 @@ mod tests {
         );
         assert!(none.is_empty(), "{none:?}");
         assert!(is_secret_detector("jwt") && !is_secret_detector("email"));
+    }
+
+    /// The one-pass prefilter in `detect` must pass on everything a detector can find: an
+    /// escaped `@`, a card number of exactly 13 digits, a key of exactly 15 characters.
+    #[test]
+    fn the_prefilter_lets_through_everything_a_detector_finds() {
+        for (value, want) in [
+            ("bob%40example.com", "email"),
+            ("b@e.io", "email"),
+            ("4222222222222", "card_number"),
+            ("xoxb-0123456789", "slack_token"),
+        ] {
+            let mut d = Vec::new();
+            url_detectors("/x", Some(&format!("q={value}")), &mut d);
+            assert!(d.contains(&want), "{value}: {want} missing from {d:?}");
+            let mut d = Vec::new();
+            url_detectors(&format!("/x/{value}"), None, &mut d);
+            assert!(d.contains(&want), "/x/{value}: {want} missing from {d:?}");
+        }
     }
 }

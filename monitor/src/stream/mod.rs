@@ -428,7 +428,7 @@ impl ConnTable {
         stats.bytes_skipped += parser.skipped_bytes - skipped;
         let body_left = parser.body_remaining();
         let mut events = std::mem::take(&mut self.events);
-        for ev in events.iter_mut() {
+        for ev in events.drain(..) {
             handle(chunk.id, conn, chunk.direction, ev, stats, out);
         }
         self.events = events;
@@ -475,7 +475,7 @@ impl ConnTable {
                 Direction::Egress => conn.egress.finish(ts_ns, &mut self.events),
             }
             let mut events = std::mem::take(&mut self.events);
-            for ev in events.iter_mut() {
+            for ev in events.drain(..) {
                 handle(id, &mut conn, dir, ev, stats, out);
             }
             self.events = events;
@@ -508,8 +508,8 @@ fn handle(
     id: ConnId,
     conn: &mut Conn,
     dir: Direction,
-    // Mutable so a response's media type moves into the exchange instead of being copied.
-    ev: &mut ParseEvent,
+    // By value: the heads move into the connection's state instead of being copied.
+    ev: ParseEvent,
     stats: &mut PipelineStats,
     out: &mut Vec<Exchange>,
 ) {
@@ -539,8 +539,8 @@ fn handle(
                 return;
             }
             conn.pending.0.push_back(PendingRequest {
-                head: req.clone(),
-                ts_ns: *ts_ns,
+                head: req,
+                ts_ns,
                 bytes: 0,
                 body_bytes: 0,
                 ended: false,
@@ -565,7 +565,7 @@ fn handle(
                 stats.informational_responses += 1;
                 None
             } else {
-                Some((resp.status, resp.truncated, resp.content_type.take()))
+                Some((resp.status, resp.truncated, resp.content_type))
             };
         }
         ParseEvent::End {
@@ -577,9 +577,9 @@ fn handle(
             if conn.request_direction() == Some(dir) {
                 if conn.request_open {
                     if let Some(req) = conn.pending.0.back_mut() {
-                        req.bytes = *bytes;
-                        req.body_bytes = *bytes - *head_bytes;
-                        req.ended = *complete;
+                        req.bytes = bytes;
+                        req.body_bytes = bytes - head_bytes;
+                        req.ended = complete;
                     }
                     conn.request_open = false;
                 }
@@ -593,12 +593,12 @@ fn handle(
                 return;
             };
             let resp = ResponseSize {
-                bytes: *bytes,
-                body_bytes: *bytes - *head_bytes,
-                complete: *complete,
+                bytes,
+                body_bytes: bytes - head_bytes,
+                complete,
                 content_type,
             };
-            let mut ex = build_exchange(id, conn, req, Some(status), *ts_ns, resp);
+            let mut ex = build_exchange(id, conn, req, Some(status), ts_ns, resp);
             ex.truncated |= truncated;
             out.push(ex);
             stats.exchanges += 1;
@@ -608,7 +608,7 @@ fn handle(
             conn.egress.set_tunnel();
             stats.tunnels += 1;
         }
-        ParseEvent::Error(e) => stats.parse_errors.record(*e),
+        ParseEvent::Error(e) => stats.parse_errors.record(e),
     }
 }
 
