@@ -1,5 +1,6 @@
 //! The exchange contract: one request and its response, metadata only.
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
 
@@ -13,10 +14,12 @@ pub struct Exchange {
     #[serde(serialize_with = "rfc3339")]
     pub ts: u64,
     pub pid: u32,
-    pub comm: String,
+    /// Shared with the connection it came from (`Arc`: one allocation per process, not one per
+    /// exchange).
+    pub comm: Arc<str>,
     /// The process's cgroup v2 path, as the capture recorded it (empty when unknown).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub cgroup: String,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub cgroup: Arc<str>,
     pub role: Role,
     #[serde(serialize_with = "addr")]
     pub local: Option<SocketAddr>,
@@ -154,7 +157,7 @@ impl Exchange {
             ts: 1_700_000_000_123_456_789,
             pid: 10,
             comm: "nginx".into(),
-            cgroup: String::new(),
+            cgroup: "".into(),
             role: Role::Server,
             local: Some("127.0.0.1:8080".parse().unwrap()),
             peer: Some("[::1]:40000".parse().unwrap()),

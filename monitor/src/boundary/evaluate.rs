@@ -122,7 +122,7 @@ impl Evaluator {
                 source_zones: zones.clone(),
                 identity: ex.fingerprint.clone(),
                 pid: ex.pid,
-                comm: ex.comm.clone(),
+                comm: ex.comm.to_string(),
                 evidence,
                 state: None,
             })
@@ -240,7 +240,7 @@ impl Evaluator {
         let port = ex.local.map(|a| a.port());
         policy.services.iter().find(|s| {
             s.port.is_none_or(|p| Some(p) == port)
-                && s.process.as_ref().is_none_or(|p| *p == ex.comm)
+                && s.process.as_ref().is_none_or(|p| **p == *ex.comm)
                 // The cgroup the capture recorded for the process (no /proc read here: a
                 // recording evaluates the same anywhere).
                 && s.cgroup.as_ref().is_none_or(|c| ex.cgroup.starts_with(c.as_str()))

@@ -50,7 +50,7 @@ impl Sink<Exchange> for Learner {
             .services
             .entry(ex.service.clone())
             .or_insert_with(|| ServiceSeen {
-                process: ex.comm.clone(),
+                process: ex.comm.to_string(),
                 port: ex.local.map(|a| a.port()),
                 ..ServiceSeen::default()
             });

@@ -149,9 +149,9 @@ pub fn service_name(ex: &Exchange) -> String {
                 push_decimal(&mut name, a.port());
                 name
             }
-            None => ex.comm.clone(),
+            None => ex.comm.to_string(),
         },
-        Role::Client => ex.comm.clone(),
+        Role::Client => ex.comm.to_string(),
     }
 }
 
@@ -224,7 +224,7 @@ mod tests {
         assert!(t.routes_folded > 0);
         assert_eq!(ex.route, OVERFLOW_ROUTE);
         for i in 0..10 {
-            ex.comm = format!("proc{i}");
+            ex.comm = format!("proc{i}").into();
             t.enrich(&mut ex);
         }
         assert!(t.routes.len() <= 4 + 1, "the cap plus the one overflow bucket");

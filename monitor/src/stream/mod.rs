@@ -5,6 +5,7 @@ use std::collections::VecDeque;
 // foldhash, not SipHash: keys are kernel-assigned ids, and lookups are per event.
 use hashbrown::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use crate::capture::{BodyHint, CaptureEvent, ConnId, ConnOpen, DataChunk, Direction, Role};
 use crate::exchange::{Exchange, version_str};
@@ -69,9 +70,9 @@ struct Conn {
     role: Option<Role>,
     local: Option<SocketAddr>,
     peer: Option<SocketAddr>,
-    comm: String,
+    comm: Arc<str>,
     /// The process's cgroup v2 path, from the capture's process facts.
-    cgroup: String,
+    cgroup: Arc<str>,
     ingress: MessageParser,
     egress: MessageParser,
     pending: Pending,
@@ -113,8 +114,8 @@ impl Conn {
             role,
             local: None,
             peer: None,
-            comm: String::new(),
-            cgroup: String::new(),
+            comm: "".into(),
+            cgroup: "".into(),
             ingress: parser(),
             egress: parser(),
             pending: Pending(VecDeque::new()),
@@ -151,7 +152,7 @@ pub struct ConnTable {
     tgids: hashbrown::HashSet<u32>,
     /// Name and cgroup of each process the capture described (CaptureEvent::Process); bounded
     /// like `tgids` (see `remember_process`).
-    processes: hashbrown::HashMap<u32, (String, String)>,
+    processes: hashbrown::HashMap<u32, (Arc<str>, Arc<str>)>,
     events: Vec<ParseEvent>,
     /// What the connections buffer together (the sum of `conn_buffered`), kept as events
     /// change it, for `max_buffered_bytes`.
@@ -193,7 +194,8 @@ impl ConnTable {
             let live: hashbrown::HashSet<u32> = self.conns.keys().map(|id| id.tgid).collect();
             self.processes.retain(|tgid, _| live.contains(tgid));
         }
-        self.processes.insert(facts.tgid, (facts.comm, facts.cgroup));
+        self.processes
+            .insert(facts.tgid, (facts.comm.into(), facts.cgroup.into()));
     }
 
     /// Collect body hints for a live capture (see `take_hints`).
@@ -295,9 +297,17 @@ impl ConnTable {
         let mut conn = Conn::new(Some(open.role), open.seeded);
         conn.local = open.local;
         conn.peer = open.peer;
-        conn.comm = open.comm;
-        if let Some((_, cgroup)) = self.processes.get(&open.id.tgid) {
-            conn.cgroup = cgroup.clone();
+        // The kernel names the process at open; share the facts' copy when it is the same name.
+        match self.processes.get(&open.id.tgid) {
+            Some((comm, cgroup)) => {
+                conn.comm = if **comm == *open.comm {
+                    comm.clone()
+                } else {
+                    open.comm.into()
+                };
+                conn.cgroup = cgroup.clone();
+            }
+            None => conn.comm = open.comm.into(),
         }
         conn.last_ts = open.ts_ns;
         conn.epoch = open.epoch;
@@ -325,11 +335,10 @@ impl ConnTable {
     }
 
     fn data(&mut self, chunk: DataChunk, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
-        let (id, ts_ns) = (chunk.id, chunk.ts_ns);
-        let before = self.conns.get(&id).map_or(0, conn_buffered);
-        self.feed_data(chunk, stats, out);
-        let after = self.conns.get(&id).map_or(0, conn_buffered);
-        self.buffered = (self.buffered + after).saturating_sub(before);
+        let ts_ns = chunk.ts_ns;
+        if let Some((before, after)) = self.feed_data(chunk, stats, out) {
+            self.buffered = (self.buffered + after).saturating_sub(before);
+        }
         if self.buffered > self.cfg.max_buffered_bytes {
             self.shed(ts_ns, stats, out);
         }
@@ -358,7 +367,15 @@ impl ConnTable {
         }
     }
 
-    fn feed_data(&mut self, chunk: DataChunk, stats: &mut PipelineStats, out: &mut Vec<Exchange>) {
+    /// Feeds one chunk to its connection; returns the bytes the connection buffered before and
+    /// after (measured here, where the connection is at hand, to keep the budget's running
+    /// total without two more lookups per event).
+    fn feed_data(
+        &mut self,
+        chunk: DataChunk,
+        stats: &mut PipelineStats,
+        out: &mut Vec<Exchange>,
+    ) -> Option<(usize, usize)> {
         stats.data_events += 1;
         stats.bytes_seen += chunk.bytes.len() as u64;
         stats.bytes_not_seen += chunk.gap();
@@ -376,9 +393,8 @@ impl ConnTable {
             self.conns.insert(chunk.id, conn);
             stats.connections_opened += 1;
         }
-        let Some(conn) = self.conns.get_mut(&chunk.id) else {
-            return;
-        };
+        let conn = self.conns.get_mut(&chunk.id)?;
+        let before = conn_buffered(conn);
         conn.last_ts = chunk.ts_ns;
         if chunk.tls {
             conn.tls = true;
@@ -410,7 +426,7 @@ impl ConnTable {
                 out,
             );
             conn.h2 = Some(h2);
-            return;
+            return Some((before, conn_buffered(conn)));
         }
         let parser = match chunk.direction {
             Direction::Ingress => &mut conn.ingress,
@@ -453,6 +469,7 @@ impl ConnTable {
                 });
             }
         }
+        Some((before, conn_buffered(conn)))
     }
 
     fn close_conn(

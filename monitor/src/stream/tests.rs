@@ -848,11 +848,11 @@ fn process_facts_from_the_capture_name_mid_stream_connections_without_proc() {
         comm: "shop-api".into(),
         cgroup: "/system.slice/shop.service".into(),
     })));
-    assert_eq!(described.comm, "shop-api");
-    assert_eq!(described.cgroup, "/system.slice/shop.service");
+    assert_eq!(&*described.comm, "shop-api");
+    assert_eq!(&*described.cgroup, "/system.slice/shop.service");
     // Without facts (an older recording): unnamed, the same on every machine.
     let bare = exchange(None);
-    assert_eq!((bare.comm.as_str(), bare.cgroup.as_str()), ("", ""));
+    assert_eq!((&*bare.comm, &*bare.cgroup), ("", ""));
 }
 
 #[test]
@@ -876,7 +876,7 @@ fn an_opened_connection_takes_its_process_cgroup_and_an_exit_forgets_it() {
     );
     table.process(exit_event(50, ID.tgid), &mut stats, &mut out);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].cgroup, "/user.slice/a");
+    assert_eq!(&*out[0].cgroup, "/user.slice/a");
     // The pid comes back as another process: the old facts do not stick to it.
     let again = ConnId { tgid: ID.tgid, fd: 4 };
     table.process(
@@ -886,5 +886,5 @@ fn an_opened_connection_takes_its_process_cgroup_and_an_exit_forgets_it() {
     );
     table.process(exit_event(90, ID.tgid), &mut stats, &mut out);
     assert_eq!(out.len(), 2);
-    assert_eq!((out[1].comm.as_str(), out[1].cgroup.as_str()), ("", ""));
+    assert_eq!((&*out[1].comm, &*out[1].cgroup), ("", ""));
 }
