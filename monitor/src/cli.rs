@@ -397,10 +397,19 @@ fn load_policy(path: Option<&std::path::Path>) -> Result<Option<Arc<Policy>>> {
 fn install_key(cfg: &Config) {
     match crate::http::identity::load_or_create_install_key(std::path::Path::new(&cfg.state_dir)) {
         Ok(key) => crate::http::identity::set_install_key(key),
-        Err(e) => log::warn!(
-            "cannot keep the fingerprint key in {} ({e}): fingerprints will not be unique to this install",
-            cfg.state_dir
-        ),
+        Err(e) => match crate::http::identity::random_key() {
+            Ok(key) => {
+                crate::http::identity::set_install_key(key);
+                log::warn!(
+                    "cannot keep the fingerprint key in {} ({e}): a random key is kept in memory, so credential fingerprints change at each restart",
+                    cfg.state_dir
+                );
+            }
+            Err(r) => log::warn!(
+                "cannot keep the fingerprint key in {} ({e}) nor make a random one ({r}): fingerprints use the fixed key",
+                cfg.state_dir
+            ),
+        },
     }
 }
 

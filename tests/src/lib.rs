@@ -832,6 +832,18 @@ impl Tmpfs {
         assert!(ok, "mount tmpfs on {}", path.display());
         Self(path.to_path_buf())
     }
+
+    /// Remounts it read-only or read-write, keeping its files. A read-only remount is refused
+    /// while a file on it is open for writing.
+    pub fn set_read_only(&self, read_only: bool) {
+        let opts = if read_only { "remount,ro" } else { "remount,rw" };
+        let ok = Command::new("mount")
+            .args(["-o", opts, self.0.to_str().unwrap()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount -o {opts} {}", self.0.display());
+    }
 }
 
 impl Drop for Tmpfs {

@@ -851,3 +851,85 @@ fn a_full_state_dir_holds_alerts_delivers_them_and_writes_them_when_space_return
         assert!(spooled.contains(&format!("/{r}")), "{spooled:?}");
     }
 }
+
+#[test]
+fn a_read_only_state_dir_keeps_alerts_in_memory_until_it_is_writable() {
+    let routes: Vec<String> = (0..4).map(|i| format!("r{i}.json")).collect();
+    let files: Vec<(&str, &[u8])> = routes.iter().map(|r| (r.as_str(), &b"{}"[..])).collect();
+    let nginx = Nginx::start(&files);
+    let dir = TempDir::new("alerts-ro");
+    let state = dir.path().join("state");
+    let tmpfs = Tmpfs::mount(&state, "1m");
+    // Read-only before the agent starts (a remount is refused once the spool file is open).
+    tmpfs.set_read_only(true);
+    let closed = free_port(); // the webhook is down: what it is owed waits in its spool
+    let lines = dir.path().join("alerts.jsonl");
+    let alerts = format!(
+        "  sinks:\n\
+         \x20   - {{type: webhook, name: down, url: \"http://127.0.0.1:{closed}/x\"}}\n\
+         \x20   - {{type: file, name: lines, path: \"{}\"}}\n",
+        lines.display()
+    );
+    let config = write_config(dir.path(), nginx.port, &alerts);
+    let metrics_port = free_port();
+    let mut agent = start_agent_binary(
+        metrics_port,
+        &["--config", config.to_str().unwrap(), "--findings", "/dev/null"],
+    );
+    let violation = |f: &str| curl(&["-o", "/dev/null", &format!("http://127.0.0.1:{}/{f}", nginx.port)]);
+    let in_file = || {
+        std::fs::read_to_string(&lines)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("source_outside_boundary"))
+            .count()
+    };
+    for r in &routes[..3] {
+        violation(r);
+    }
+    // The agent runs on a state_dir it cannot write: alerts still go out, the webhook's
+    // backlog is held in memory, and the saves that fail are counted.
+    wait_until(15, "the alerts in the file sink", || in_file() == 3);
+    wait_until(10, "the backlog held for the webhook", || {
+        metric(metrics_port, "apiwatch_alert_spool_pending{sink=\"down\"}") == 3.0
+    });
+    wait_until(15, "the failed save of firing.json counted", || {
+        metric(
+            metrics_port,
+            "apiwatch_state_write_errors_total{file=\"firing_alerts\"}",
+        ) >= 1.0
+    });
+    assert!(!state.join("alerts/firing.json").exists());
+    // Writable again: the spool file opens with the backlog, the firing set is saved.
+    tmpfs.set_read_only(false);
+    violation(&routes[3]);
+    wait_until(15, "the last alert in the file sink", || in_file() == 4);
+    let firing = state.join("alerts/firing.json");
+    wait_until(20, "firing.json saved with all four", || {
+        std::fs::read(&firing)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.as_array().map(|a| a.len()))
+            == Some(4)
+    });
+    let spool_file = state.join("alerts/down.spool");
+    wait_until(20, "the spool file written with the backlog", || {
+        Spool::open(&spool_file, 1000).is_ok_and(|s| s.pending(100).len() == 4)
+    });
+    // A crash now loses nothing the webhook is owed.
+    unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) };
+    let _ = agent.0.wait();
+    let spool = Spool::open(&spool_file, 1000).unwrap();
+    assert_eq!(spool.torn_records, 0);
+    let spooled: Vec<String> = spool
+        .pending(100)
+        .into_iter()
+        .map(|(_, p)| {
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            v["labels"]["route"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    for r in &routes {
+        assert!(spooled.contains(&format!("/{r}")), "{spooled:?}");
+    }
+}

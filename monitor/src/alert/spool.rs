@@ -74,8 +74,10 @@ const FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Spool {
     pub fn open(path: &Path, max_pending: usize) -> Result<Self, SpoolError> {
+        // A directory that cannot be made (a read-only state_dir) is not fatal: the open below
+        // fails too, and the spool holds everything in memory until the file can be written.
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            let _ = std::fs::create_dir_all(dir);
         }
         let mut bytes = Vec::new();
         if let Ok(mut f) = File::open(path) {
@@ -206,6 +208,9 @@ impl Spool {
     /// Writes again what the disk refused before, oldest first; stops at the first refusal.
     fn write_backlog(&mut self) {
         if self.file.is_none() {
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
             let opened = OpenOptions::new()
                 .append(true)
                 .create(true)
@@ -575,6 +580,32 @@ mod tests {
         let s = Spool::open(&p, 10).unwrap();
         let held: Vec<Vec<u8>> = s.pending(10).into_iter().map(|(_, p)| p).collect();
         assert_eq!(held, vec![b"b".to_vec(), b"c".to_vec()]);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    /// A state_dir read-only at start: the spool's directory cannot even be made. The spool
+    /// opens anyway, holds its jobs in memory, and writes them once the directory can be made.
+    #[test]
+    fn a_spool_whose_directory_cannot_be_made_holds_its_jobs_until_it_can() {
+        let d = dir("no-dir");
+        // A file where the directory should be: create_dir_all fails as on a read-only mount.
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("alerts"), b"").unwrap();
+        let p = d.join("alerts/spool");
+        let mut s = Spool::open(&p, 10).unwrap();
+        s.push(b"a", false).unwrap();
+        s.push(b"b", false).unwrap();
+        s.sync().unwrap();
+        assert!(s.holds_unwritten());
+        assert!(s.write_errors >= 1);
+        std::fs::remove_file(d.join("alerts")).unwrap();
+        s.push(b"c", false).unwrap();
+        s.sync().unwrap();
+        assert!(!s.holds_unwritten());
+        drop(s);
+        let s = Spool::open(&p, 10).unwrap();
+        let held: Vec<Vec<u8>> = s.pending(10).into_iter().map(|(_, p)| p).collect();
+        assert_eq!(held, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
         let _ = std::fs::remove_dir_all(d);
     }
 

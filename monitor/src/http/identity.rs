@@ -25,12 +25,7 @@ pub fn load_or_create_install_key(dir: &std::path::Path) -> std::io::Result<[u8;
         }
     }
     std::fs::create_dir_all(dir)?;
-    let mut key = [0u8; 16];
-    // SAFETY: getrandom writes at most key.len() bytes into our buffer.
-    let n = unsafe { libc::getrandom(key.as_mut_ptr().cast(), key.len(), 0) };
-    if n != key.len() as isize {
-        return Err(std::io::Error::last_os_error());
-    }
+    let key = random_key()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -38,6 +33,18 @@ pub fn load_or_create_install_key(dir: &std::path::Path) -> std::io::Result<[u8;
         .mode(0o600)
         .open(&path)?;
     f.write_all(&key)?;
+    Ok(key)
+}
+
+/// A fresh random key (for an install whose state directory cannot keep one: it then lives
+/// for the process only, never the fixed key anyone could compute fingerprints with).
+pub fn random_key() -> std::io::Result<[u8; 16]> {
+    let mut key = [0u8; 16];
+    // SAFETY: getrandom writes at most key.len() bytes into our buffer.
+    let n = unsafe { libc::getrandom(key.as_mut_ptr().cast(), key.len(), 0) };
+    if n != key.len() as isize {
+        return Err(std::io::Error::last_os_error());
+    }
     Ok(key)
 }
 
