@@ -90,8 +90,8 @@ fn nginx_http2_over_tls_and_curl_both_sides() {
     assert_eq!(nginx.access_log_lines(), N);
     check_curl_side(&server_side(&ex, nginx.port), true);
     check_curl_side(&client_side(&ex, nginx.port), true);
-    assert!(server_side(&ex, nginx.port).iter().all(|e| e.comm == "nginx"));
-    assert!(client_side(&ex, nginx.port).iter().all(|e| e.comm == "curl"));
+    assert!(server_side(&ex, nginx.port).iter().all(|e| &*e.comm == "nginx"));
+    assert!(client_side(&ex, nginx.port).iter().all(|e| &*e.comm == "curl"));
     assert_no_secret(&ex);
     assert_eq!(summary.pipeline.h2.unknown_fields, 0, "{:?}", summary.pipeline.h2);
     assert_eq!(summary.pipeline.h2.framing_lost, 0, "{:?}", summary.pipeline.h2);
@@ -161,7 +161,7 @@ fn h2c_prior_knowledge_curl_nghttp_and_h2load() {
     }
     assert!(
         cli.iter()
-            .all(|e| ["curl", "nghttp", "h2load"].contains(&e.comm.as_str())),
+            .all(|e| ["curl", "nghttp", "h2load"].contains(&&*e.comm)),
         "{cli:#?}"
     );
     assert_no_secret(&ex);

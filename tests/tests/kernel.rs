@@ -52,11 +52,11 @@ fn python_server_and_curl_client_both_sides() {
     let srv = server_side(&ex, server.port);
     assert!(
         srv.iter()
-            .all(|e| e.pid == server.proc.pid() && e.comm == "python3")
+            .all(|e| e.pid == server.proc.pid() && &*e.comm == "python3")
     );
     assert!(srv.iter().all(|e| e.peer.unwrap().ip().is_loopback()));
     let cli = client_side(&ex, server.port);
-    assert!(cli.iter().all(|e| e.comm == "curl"));
+    assert!(cli.iter().all(|e| &*e.comm == "curl"));
     // The client's local port is the server's peer port: both sides of one connection.
     for (i, (s, c)) in srv.iter().zip(cli.iter()).enumerate() {
         assert_eq!(s.peer, c.local);
@@ -116,7 +116,7 @@ fn nginx_keepalive_with_curl_and_wrk() {
     assert_eq!(srv.len(), served, "one server exchange per request nginx served");
     assert!(
         srv.iter()
-            .all(|e| e.comm == "nginx" && e.status == Some(200) && e.method == "GET" && e.complete)
+            .all(|e| &*e.comm == "nginx" && e.status == Some(200) && e.method == "GET" && e.complete)
     );
     let big: Vec<_> = srv.iter().filter(|e| e.path == "/big.bin").collect();
     assert_eq!(big.len(), 5);
@@ -124,8 +124,8 @@ fn nginx_keepalive_with_curl_and_wrk() {
     assert!(big.iter().all(|e| e.resp_bytes > 20_000), "{big:?}");
 
     let cli = client_side(&ex, nginx.port);
-    let curl_side: Vec<_> = cli.iter().filter(|e| e.comm == "curl").collect();
-    let wrk_side: Vec<_> = cli.iter().filter(|e| e.comm == "wrk").collect();
+    let curl_side: Vec<_> = cli.iter().filter(|e| &*e.comm == "curl").collect();
+    let wrk_side: Vec<_> = cli.iter().filter(|e| &*e.comm == "wrk").collect();
     assert_eq!(curl_side.len(), 10);
     assert_eq!(wrk_side.len(), 500);
     assert!(
@@ -251,7 +251,7 @@ fn only_the_named_processes_are_traced_and_the_filter_is_in_the_kernel() {
     let (ex, summary) = agent.stop();
     // nginx's side of its 5 requests, nothing else: not python3's, not curl's.
     assert_eq!(server_side(&ex, nginx.port).len(), 5, "{ex:#?}");
-    assert!(ex.iter().all(|e| e.comm == "nginx"), "{ex:#?}");
+    assert!(ex.iter().all(|e| &*e.comm == "nginx"), "{ex:#?}");
     assert!(server_side(&ex, python.port).is_empty());
     assert!(client_side(&ex, nginx.port).is_empty());
     // Filtered where connections begin: python3's and curl's events never reached the ring.
@@ -342,7 +342,7 @@ fn a_client_that_exits_without_close_ends_its_connection() {
     );
     assert_eq!(seen[0].path, "/never-answered");
     assert_eq!(seen[0].status, None);
-    assert_eq!(seen[0].comm, "python3");
+    assert_eq!(&*seen[0].comm, "python3");
 }
 
 /// Heads are copied, bodies are not: once userspace has parsed a response head with a large

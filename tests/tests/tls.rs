@@ -58,7 +58,7 @@ fn nginx_over_tls_both_sides_and_plaintext_beside_it() {
     assert!(
         server_side(&ex, tls.port)
             .iter()
-            .all(|e| e.comm == "nginx" && e.role == Role::Server)
+            .all(|e| &*e.comm == "nginx" && e.role == Role::Server)
     );
     assert_eq!(
         server_side(&ex, tls.port)
@@ -127,7 +127,7 @@ fn python_ssl_server() {
     assert_eq!(srv.len(), 5, "{srv:#?}");
     assert!(
         srv.iter()
-            .all(|e| e.tls && e.pid == server.pid() && e.comm == "python3")
+            .all(|e| e.tls && e.pid == server.pid() && &*e.comm == "python3")
     );
     assert_eq!(srv.iter().filter(|e| e.status == Some(404)).count(), 1);
     assert_eq!(client_side(&ex, port).len(), 5);
@@ -182,7 +182,7 @@ fn wget_over_gnutls_is_seen() {
     assert_eq!(cli.len(), 4, "{cli:#?}");
     assert!(
         cli.iter().all(|e| e.tls
-            && e.comm == "wget"
+            && &*e.comm == "wget"
             && e.status == Some(200)
             && e.path == "/g.json"
             && e.auth_scheme.as_str() == "bearer"
@@ -278,7 +278,7 @@ fn node_https_client_and_server() {
         assert_eq!(side.len(), 20, "{side:#?}");
         assert!(
             side.iter()
-                .all(|e| e.tls && e.comm == "node" && e.complete && e.auth_scheme.as_str() == "bearer"),
+                .all(|e| e.tls && &*e.comm == "node" && e.complete && e.auth_scheme.as_str() == "bearer"),
             "{side:#?}"
         );
         assert_eq!(side.iter().filter(|e| e.status == Some(404)).count(), 4);
@@ -310,7 +310,7 @@ fn with_a_process_filter_the_probes_attach_to_those_processes_and_still_see_plai
         srv.iter()
             .all(|e| e.tls && e.path == "/s.json" && e.status == Some(200))
     );
-    assert!(ex.iter().all(|e| e.comm == "nginx"), "{ex:#?}");
+    assert!(ex.iter().all(|e| &*e.comm == "nginx"), "{ex:#?}");
 }
 
 /// A TLS server started after the agent is found by a rescan, which runs on its own thread
@@ -362,7 +362,10 @@ fn a_tls_server_started_later_is_probed_by_a_rescan_off_the_capture_thread() {
     let (ex, _) = agent.stop();
     let srv = served(&ex);
     assert_eq!(srv.len(), before + 3, "{ex:#?}");
-    assert!(srv.iter().all(|e| e.tls && e.comm == "node" && e.path == "/late"));
+    assert!(
+        srv.iter()
+            .all(|e| e.tls && &*e.comm == "node" && e.path == "/late")
+    );
 }
 
 /// Every TLS connection yielded plaintext, and no secret sent over TLS is in an exchange or the
