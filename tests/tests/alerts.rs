@@ -1,6 +1,6 @@
 //! Alerts tier (root): findings from real traffic become alerts in a real Alertmanager (Debian's
 //! prometheus-alertmanager on loopback), resolve on their own, and survive Alertmanager being down.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -760,6 +760,52 @@ fn the_alertmanager_example_passes_amtool() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// The agent for the state_dir fault tests: its policy makes every request to `nginx_port` a
+/// boundary violation; its alerts go to a webhook that is down (they wait in its spool under
+/// `dir/state`) and to a file sink off that state_dir. Returns the agent, its metrics port and
+/// the file sink's path.
+fn agent_with_a_down_webhook(dir: &Path, nginx_port: u16) -> (Proc, u16, PathBuf) {
+    let closed = free_port();
+    let lines = dir.join("alerts.jsonl");
+    let alerts = format!(
+        "  sinks:\n\
+         \x20   - {{type: webhook, name: down, url: \"http://127.0.0.1:{closed}/x\"}}\n\
+         \x20   - {{type: file, name: lines, path: \"{}\"}}\n",
+        lines.display()
+    );
+    let config = write_config(dir, nginx_port, &alerts);
+    let metrics_port = free_port();
+    let agent = start_agent_binary(
+        metrics_port,
+        &["--config", config.to_str().unwrap(), "--findings", "/dev/null"],
+    );
+    (agent, metrics_port, lines)
+}
+
+/// Boundary alerts the file sink has written.
+fn boundary_alerts_in(lines: &Path) -> usize {
+    std::fs::read_to_string(lines)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("source_outside_boundary"))
+        .count()
+}
+
+/// The routes of the alerts a spool file holds, after checking it has no torn record (a
+/// refused or interrupted write must leave none).
+fn spooled_routes(spool_file: &Path) -> Vec<String> {
+    let spool = Spool::open(spool_file, 1000).unwrap();
+    assert_eq!(spool.torn_records, 0, "a torn record in {}", spool_file.display());
+    spool
+        .pending(100)
+        .into_iter()
+        .map(|(_, p)| {
+            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
+            v["labels"]["route"].as_str().unwrap_or_default().to_string()
+        })
+        .collect()
+}
+
 #[test]
 fn a_full_state_dir_holds_alerts_delivers_them_and_writes_them_when_space_returns() {
     // One alert per route; while the disk is full, more of them than the spool file's last
@@ -770,28 +816,9 @@ fn a_full_state_dir_holds_alerts_delivers_them_and_writes_them_when_space_return
     let dir = TempDir::new("alerts-full");
     let state = dir.path().join("state");
     let _tmpfs = Tmpfs::mount(&state, "256k");
-    let closed = free_port(); // the webhook is down: what it is owed waits in its spool
-    let lines = dir.path().join("alerts.jsonl"); // the file sink writes off the full disk
-    let alerts = format!(
-        "  sinks:\n\
-         \x20   - {{type: webhook, name: down, url: \"http://127.0.0.1:{closed}/x\"}}\n\
-         \x20   - {{type: file, name: lines, path: \"{}\"}}\n",
-        lines.display()
-    );
-    let config = write_config(dir.path(), nginx.port, &alerts);
-    let metrics_port = free_port();
-    let mut agent = start_agent_binary(
-        metrics_port,
-        &["--config", config.to_str().unwrap(), "--findings", "/dev/null"],
-    );
+    let (mut agent, metrics_port, lines) = agent_with_a_down_webhook(dir.path(), nginx.port);
     let violation = |f: &str| curl(&["-o", "/dev/null", &format!("http://127.0.0.1:{}/{f}", nginx.port)]);
-    let in_file = || {
-        std::fs::read_to_string(&lines)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("source_outside_boundary"))
-            .count()
-    };
+    let in_file = || boundary_alerts_in(&lines);
     violation(&routes[0]);
     wait_until(15, "the first alert in the file sink", || in_file() == 1);
     fill(&state.join("filler"));
@@ -836,16 +863,7 @@ fn a_full_state_dir_holds_alerts_delivers_them_and_writes_them_when_space_return
     // A crash now loses nothing: every alert the webhook is owed is on disk, whole.
     unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) };
     let _ = agent.0.wait();
-    let spool = Spool::open(&state.join("alerts/down.spool"), 1000).unwrap();
-    assert_eq!(spool.torn_records, 0, "a refused write left no torn record");
-    let spooled: Vec<String> = spool
-        .pending(100)
-        .into_iter()
-        .map(|(_, p)| {
-            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
-            v["labels"]["route"].as_str().unwrap_or_default().to_string()
-        })
-        .collect();
+    let spooled = spooled_routes(&state.join("alerts/down.spool"));
     assert_eq!(spooled.len(), 12, "{spooled:?}");
     for r in &routes {
         assert!(spooled.contains(&format!("/{r}")), "{spooled:?}");
@@ -862,28 +880,9 @@ fn a_read_only_state_dir_keeps_alerts_in_memory_until_it_is_writable() {
     let tmpfs = Tmpfs::mount(&state, "1m");
     // Read-only before the agent starts (a remount is refused once the spool file is open).
     tmpfs.set_read_only(true);
-    let closed = free_port(); // the webhook is down: what it is owed waits in its spool
-    let lines = dir.path().join("alerts.jsonl");
-    let alerts = format!(
-        "  sinks:\n\
-         \x20   - {{type: webhook, name: down, url: \"http://127.0.0.1:{closed}/x\"}}\n\
-         \x20   - {{type: file, name: lines, path: \"{}\"}}\n",
-        lines.display()
-    );
-    let config = write_config(dir.path(), nginx.port, &alerts);
-    let metrics_port = free_port();
-    let mut agent = start_agent_binary(
-        metrics_port,
-        &["--config", config.to_str().unwrap(), "--findings", "/dev/null"],
-    );
+    let (mut agent, metrics_port, lines) = agent_with_a_down_webhook(dir.path(), nginx.port);
     let violation = |f: &str| curl(&["-o", "/dev/null", &format!("http://127.0.0.1:{}/{f}", nginx.port)]);
-    let in_file = || {
-        std::fs::read_to_string(&lines)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("source_outside_boundary"))
-            .count()
-    };
+    let in_file = || boundary_alerts_in(&lines);
     for r in &routes[..3] {
         violation(r);
     }
@@ -919,16 +918,7 @@ fn a_read_only_state_dir_keeps_alerts_in_memory_until_it_is_writable() {
     // A crash now loses nothing the webhook is owed.
     unsafe { libc::kill(agent.pid() as i32, libc::SIGKILL) };
     let _ = agent.0.wait();
-    let spool = Spool::open(&spool_file, 1000).unwrap();
-    assert_eq!(spool.torn_records, 0);
-    let spooled: Vec<String> = spool
-        .pending(100)
-        .into_iter()
-        .map(|(_, p)| {
-            let v: serde_json::Value = serde_json::from_slice(&p).unwrap();
-            v["labels"]["route"].as_str().unwrap_or_default().to_string()
-        })
-        .collect();
+    let spooled = spooled_routes(&spool_file);
     for r in &routes {
         assert!(spooled.contains(&format!("/{r}")), "{spooled:?}");
     }
