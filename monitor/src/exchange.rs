@@ -45,7 +45,7 @@ pub struct Exchange {
     /// Keyed fingerprint of the credential (12 hex digits), never the credential.
     pub fingerprint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub jwt: Option<crate::http::identity::JwtClaims>,
+    pub jwt: Option<Box<crate::http::identity::JwtClaims>>,
     /// Detectors that fired on the URL (`email`, `card_number`, `jwt`, `aws_access_key`, ...).
     pub url_detectors: Vec<&'static str>,
     /// The API-key header used, if any (name only).
@@ -70,7 +70,7 @@ pub struct Exchange {
     pub reset_code: Option<u32>,
     /// A gRPC call (`content-type: application/grpc*`).
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub grpc: Option<GrpcCall>,
+    pub grpc: Option<Box<GrpcCall>>,
 }
 
 /// What a gRPC call adds to its exchange (fields `grpc_*` in JSON).

@@ -133,10 +133,22 @@ struct Saved {
     series: Vec<(String, String, Signal, Detector)>,
 }
 
+/// (service, route) borrowed from an exchange; hashes as the owned tuple does.
+#[derive(Hash)]
+struct RouteRef<'a>(&'a str, &'a str);
+
+impl hashbrown::Equivalent<(String, String)> for RouteRef<'_> {
+    fn equivalent(&self, k: &(String, String)) -> bool {
+        self.0 == k.0 && self.1 == k.1
+    }
+}
+
 pub struct Baselines {
     opts: BaselineOptions,
     window_start_ns: u64,
-    current: HashMap<(String, String), Window>,
+    /// This window's counts per (service, route): looked up per exchange, so foldhash and a
+    /// borrowed key (no two String copies and a SipHash per exchange).
+    current: hashbrown::HashMap<(String, String), Window>,
     series: HashMap<(String, String, Signal), Detector>,
     pub series_refused: u64,
 }
@@ -147,7 +159,7 @@ impl Baselines {
         let mut b = Self {
             opts,
             window_start_ns: 0,
-            current: HashMap::new(),
+            current: hashbrown::HashMap::new(),
             series: HashMap::new(),
             series_refused: 0,
         };
@@ -196,10 +208,14 @@ impl Baselines {
             return;
         }
         self.advance(ex.ts, out);
-        let w = self
-            .current
-            .entry((ex.service.clone(), ex.route.clone()))
-            .or_insert_with(Window::new);
+        let key = RouteRef(&ex.service, &ex.route);
+        if !self.current.contains_key(&key) {
+            self.current
+                .insert((ex.service.clone(), ex.route.clone()), Window::new());
+        }
+        let Some(w) = self.current.get_mut(&key) else {
+            return;
+        };
         w.requests += 1;
         w.errors += ex.status.is_some_and(|s| s >= 500) as u64;
         w.auth_failures += matches!(ex.status, Some(401) | Some(403)) as u64;

@@ -26,14 +26,14 @@ fn good() -> Exchange {
     ex.tls = true;
     ex.query_keys = vec![];
     ex.auth_scheme = AuthScheme::Bearer;
-    ex.jwt = Some(JwtClaims {
+    ex.jwt = Some(Box::new(JwtClaims {
         alg: "RS256".into(),
         iss: Some("https://idp.example".into()),
         sub: Some("u1".into()),
         aud: vec![],
         exp: Some((NOW / 1_000_000_000) as i64 + 600),
         scope: vec!["orders:read".into()],
-    });
+    }));
     ex
 }
 

@@ -16,7 +16,10 @@ const MAX_SEGMENT_LEN: usize = 64;
 /// The template of a path: identifier-like segments become `{id}`.
 pub fn template(path: &str) -> String {
     let mut out = String::with_capacity(path.len().min(128));
-    for (i, seg) in path.split('/').filter(|s| !s.is_empty()).enumerate() {
+    for (i, seg) in crate::http::split_ascii(path, b'/')
+        .filter(|s| !s.is_empty())
+        .enumerate()
+    {
         if i == MAX_SEGMENTS {
             out.push_str("/{...}");
             break;

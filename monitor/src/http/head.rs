@@ -115,7 +115,7 @@ pub struct RequestHead {
     /// Keyed fingerprint of the credential (see identity::fingerprint); never the credential.
     pub fingerprint: Option<String>,
     /// Header and claims subset of a bearer JWT, decoded without verification.
-    pub jwt: Option<JwtClaims>,
+    pub jwt: Option<Box<JwtClaims>>,
     /// Names of the detectors that fired on the path or query values (never the values).
     pub url_detectors: Vec<&'static str>,
     /// Which API-key header carried the key (its name, lowercase; never its value).
@@ -137,26 +137,42 @@ pub struct ResponseHead {
 /// Longest media type kept; a longer one is not a media type anyone uses.
 const MAX_MEDIA_TYPE_LEN: usize = 64;
 
+const COMMON_MEDIA_TYPES: &[&str] = &[
+    "application/json",
+    "text/plain",
+    "text/html",
+    "application/grpc",
+    "application/x-www-form-urlencoded",
+    "application/octet-stream",
+];
+
 /// The media type of a Content-Type value, lowercase, without parameters (`charset`,
 /// `boundary`): None when it is not `type/subtype` made of token characters.
 pub fn media_type(value: &[u8]) -> Option<String> {
     let mt = value.split(|&b| b == b';').next()?.trim_ascii();
-    let token = |b: &u8| b.is_ascii_alphanumeric() || b"!#$&^_.+-".contains(b);
+    // The usual ones, as servers write them, need no checking or lowercasing.
+    if let Some(common) = COMMON_MEDIA_TYPES.iter().find(|c| c.as_bytes() == mt) {
+        return Some((*common).to_string());
+    }
+    // RFC 9110 token characters a media type uses (a match: this runs on every message).
+    let token = |b: &u8| matches!(b, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'!' | b'#' | b'$' | b'&' | b'^' | b'_' | b'.' | b'+' | b'-');
     let slash = mt.iter().position(|&b| b == b'/')?;
     let ok = mt.len() <= MAX_MEDIA_TYPE_LEN
         && slash > 0
         && slash + 1 < mt.len()
         && mt[..slash].iter().all(token)
         && mt[slash + 1..].iter().all(token);
-    ok.then(|| String::from_utf8_lossy(mt).to_ascii_lowercase())
+    // Token characters are ASCII: the conversion cannot fail once `ok`.
+    ok.then(|| std::str::from_utf8(mt).ok().map(str::to_ascii_lowercase))
+        .flatten()
 }
 
-// Heads are short-lived (parsed, then moved into the pending queue): boxing would cost an
-// allocation per message for no memory saved.
-#[allow(clippy::large_enum_variant)]
+// A request head is boxed from the moment its builder starts: it moves from the parser's events
+// through the pending queue into its exchange, and a move of the box is 8 bytes where the head is
+// about 250 (one allocation per request measured cheaper than those copies: callgrind, docs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Head {
-    Request(RequestHead),
+    Request(Box<RequestHead>),
     Response(ResponseHead),
 }
 
@@ -266,7 +282,7 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
 /// HTTP/2 (the HPACK-decoded fields, `:path` as the target) share it, so identity, secrets and
 /// URL detectors behave the same on both.
 pub struct RequestHeadBuilder {
-    head: RequestHead,
+    head: Box<RequestHead>,
     content_length: Option<u64>,
     chunked: bool,
     cookie_fp: Option<String>,
@@ -275,7 +291,7 @@ pub struct RequestHeadBuilder {
 
 impl RequestHeadBuilder {
     pub fn new(method: &str, target: &str, version: u8, truncated: bool) -> Self {
-        let mut head = RequestHead {
+        let mut head = Box::new(RequestHead {
             method: method.to_string(),
             path: String::new(),
             query_keys: Vec::new(),
@@ -292,7 +308,7 @@ impl RequestHeadBuilder {
             url_detectors: Vec::new(),
             api_key_header: None,
             content_type: None,
-        };
+        });
         let (authority, path, query) = split_target(target);
         head.path = truncate_str(path, MAX_PATH_LEN);
         head.host = authority.map(clean_host);
@@ -335,7 +351,10 @@ impl RequestHeadBuilder {
                 .trim_ascii();
             head.fingerprint = Some(fingerprint(credential));
             if head.auth_scheme == AuthScheme::Bearer {
-                head.jwt = std::str::from_utf8(credential).ok().and_then(decode_jwt);
+                head.jwt = std::str::from_utf8(credential)
+                    .ok()
+                    .and_then(decode_jwt)
+                    .map(Box::new);
             }
         } else if name.eq_ignore_ascii_case("cookie") {
             // HTTP/2 may split cookies over several fields (RFC 9113 section 8.2.3): the first
@@ -359,7 +378,7 @@ impl RequestHeadBuilder {
         }
     }
 
-    pub fn finish(self) -> RequestHead {
+    pub fn finish(self) -> Box<RequestHead> {
         let mut head = self.head;
         // Precedence: an Authorization header says most; then an API-key header; then a cookie.
         if head.auth_scheme == AuthScheme::None {
@@ -504,16 +523,21 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 fn clean_host(v: &str) -> String {
-    let v = v.trim();
-    let v = v.rsplit('@').next().unwrap_or(v);
+    // Optional whitespace around a field value is spaces and tabs (RFC 9110 section 5.6.3).
+    let v = v.trim_ascii();
+    // What follows the last `@` (user information dropped), without a memrchr set-up per host.
+    let v = match v.bytes().rposition(|b| b == b'@') {
+        Some(i) => &v[i + 1..],
+        None => v,
+    };
     truncate_str(v, MAX_HOST_LEN)
 }
 
 /// The names of the query parameters, never their values.
 fn query_keys(q: &str) -> Vec<String> {
     let mut keys: Vec<String> = Vec::new();
-    for pair in q.split('&') {
-        let key = pair.split('=').next().unwrap_or_default();
+    for pair in super::split_ascii(q, b'&') {
+        let key = pair.split_once('=').map_or(pair, |(k, _)| k);
         if key.is_empty() || keys.iter().any(|k| k == key) {
             continue;
         }
@@ -545,7 +569,7 @@ mod tests {
             HeadParse::Complete {
                 head: Head::Request(r),
                 ..
-            } => r,
+            } => *r,
             _ => panic!("not a complete request"),
         }
     }
@@ -583,6 +607,14 @@ mod tests {
 
     #[test]
     fn media_types_lose_their_parameters_and_junk_is_refused() {
+        // The common ones take a shortcut: the same answers.
+        for (value, want) in [
+            (&b"text/plain"[..], "text/plain"),
+            (b" application/json ; charset=utf-8", "application/json"),
+            (b"Text/Plain", "text/plain"),
+        ] {
+            assert_eq!(media_type(value).as_deref(), Some(want));
+        }
         assert_eq!(
             media_type(b"Application/JSON; charset=utf-8").as_deref(),
             Some("application/json")

@@ -155,11 +155,13 @@ pub fn url_detectors(path: &str, query: Option<&str>, out: &mut Vec<&'static str
             out.push(name);
         }
     }
-    for seg in path.split('/') {
-        detect(seg).into_iter().for_each(|d| add(out, d));
+    if path_may_hold_a_detection(path) {
+        for seg in super::split_ascii(path, b'/') {
+            detect(seg).into_iter().for_each(|d| add(out, d));
+        }
     }
     if let Some(q) = query {
-        for pair in q.split('&') {
+        for pair in super::split_ascii(q, b'&') {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             detect(v).into_iter().for_each(|d| add(out, d));
             if !v.is_empty() && CREDENTIAL_QUERY_KEYS.iter().any(|c| k.eq_ignore_ascii_case(c)) {
@@ -167,6 +169,30 @@ pub fn url_detectors(path: &str, query: Option<&str>, out: &mut Vec<&'static str
             }
         }
     }
+}
+
+/// False when no segment of `path` passes `detect`'s prefilter, in one pass over the path
+/// (most paths: `/users/42`): the same tests, per segment.
+fn path_may_hold_a_detection(path: &str) -> bool {
+    let b = path.as_bytes();
+    let (mut len, mut digits) = (0usize, 0usize);
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'/' => {
+                (len, digits) = (0, 0);
+                continue;
+            }
+            b'%' | b'@' => return true,
+            b'0'..=b'9' => digits += 1,
+            b'e' if len == 0 && b[i..].starts_with(b"eyJ") => return true,
+            _ => {}
+        }
+        len += 1;
+        if len >= 15 || digits >= 13 {
+            return true;
+        }
+    }
+    false
 }
 
 /// Detector names that are secrets (`secret_in_url`); the others are personal data (`pii_in_url`).
@@ -373,11 +399,15 @@ mod tests {
     /// escaped `@`, a card number of exactly 13 digits, a key of exactly 15 characters.
     #[test]
     fn the_prefilter_lets_through_everything_a_detector_finds() {
+        for path in ["/", "/users/42", "/a/123456789012/b", "/aaaaaaaaaaaaaa/e/eyI", ""] {
+            assert!(!path_may_hold_a_detection(path), "{path}");
+        }
         for (value, want) in [
             ("bob%40example.com", "email"),
             ("b@e.io", "email"),
             ("4222222222222", "card_number"),
             ("xoxb-0123456789", "slack_token"),
+            ("eyJhbGciOi.eyJzdWIiOi.c2ln", "jwt"),
         ] {
             let mut d = Vec::new();
             url_detectors("/x", Some(&format!("q={value}")), &mut d);
@@ -385,6 +415,18 @@ mod tests {
             let mut d = Vec::new();
             url_detectors(&format!("/x/{value}"), None, &mut d);
             assert!(d.contains(&want), "/x/{value}: {want} missing from {d:?}");
+            // The one-pass path check: at the start, after long segments, before a slash.
+            for path in [
+                value.to_string(),
+                format!("/{value}/users"),
+                format!("/aaaaaaaaaaaaaa/bbbbbbbbbbbbbb/{value}"),
+                format!("/123456789012/{value}/"),
+            ] {
+                assert!(path_may_hold_a_detection(&path), "{path}");
+                let mut d = Vec::new();
+                url_detectors(&path, None, &mut d);
+                assert!(d.contains(&want), "{path}: {want} missing from {d:?}");
+            }
         }
     }
 }

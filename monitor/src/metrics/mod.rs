@@ -832,14 +832,14 @@ mod tests {
         ex.service = "greeter:50051".into();
         ex.http_version = "2";
         for status in [Some(0), Some(5), None] {
-            ex.grpc = Some(crate::exchange::GrpcCall {
+            ex.grpc = Some(Box::new(crate::exchange::GrpcCall {
                 service: "demo.v1.Greeter".into(),
                 method: "SayHello".into(),
                 status,
                 message: None,
                 request_messages: Some(1),
                 response_messages: Some(1),
-            });
+            }));
             m.observe(&ex);
         }
         let text = prometheus::TextEncoder::new()

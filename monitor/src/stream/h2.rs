@@ -39,7 +39,7 @@ pub struct H2Stats {
 
 #[derive(Default)]
 struct H2Stream {
-    req: Option<RequestHead>,
+    req: Option<Box<RequestHead>>,
     /// The request's method or path was unknown, or its header block was lost.
     unattributed: bool,
     ts_ns: u64,
@@ -451,7 +451,7 @@ impl Streams {
             complete,
             stream_id: Some(stream),
             reset_code: s.reset,
-            grpc,
+            grpc: grpc.map(Box::new),
         });
         stats.exchanges += 1;
     }
@@ -481,7 +481,7 @@ impl H2Conn {
 
 /// A request head from a request's fields; None when its method or path is unknown (an HPACK
 /// reference to an entry never seen): such a request is not reported rather than misnamed.
-fn request_head(fields: &[Field]) -> Option<(RequestHead, bool)> {
+fn request_head(fields: &[Field]) -> Option<(Box<RequestHead>, bool)> {
     let value = |name: &str| -> Option<Option<&[u8]>> {
         fields
             .iter()

@@ -51,7 +51,7 @@ impl Default for StreamConfig {
 }
 
 struct PendingRequest {
-    head: RequestHead,
+    head: Box<RequestHead>,
     ts_ns: u64,
     bytes: u64,
     body_bytes: u64,
