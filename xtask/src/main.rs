@@ -1,4 +1,4 @@
-//! `cargo xtask setup | run | test | bench`: the project's two README commands and their helpers.
+//! `cargo xtask setup | run | test | bench | package | fuzz | soak`: the project's two README commands and their helpers.
 //!
 //! Every command first makes sure what it needs is installed (nightly rust-src, bpf-linker built
 //! against Debian's LLVM 22, the Debian packages the tests drive), installing only what is missing.
@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod fuzz;
+mod soak;
 
 #[derive(Parser)]
 #[command(name = "xtask")]
@@ -40,6 +41,12 @@ enum Cmd {
         secs: u64,
         /// Only these targets (default: all).
         targets: Vec<String>,
+    },
+    /// The agent for --minutes under 10k keep-alive connections and 1,000 new connections/s
+    /// (not in CI): prints memory, connections and drops per minute; fails on growth or drops.
+    Soak {
+        #[arg(long, default_value_t = 30)]
+        minutes: u32,
     },
 }
 
@@ -112,6 +119,10 @@ fn main() -> Result<()> {
             setup()?;
             fuzz::run(secs, &targets)
         }
+        Cmd::Soak { minutes } => {
+            setup()?;
+            soak::run(minutes)
+        }
     }
 }
 
@@ -151,11 +162,15 @@ fn package() -> Result<PathBuf> {
     Ok(deb)
 }
 
+/// The workspace this run of xtask was asked from: `cargo run` sets CARGO_MANIFEST_DIR for the
+/// process too. The path compiled in is only the fallback: a target directory shared between
+/// checkouts (the build cache) can hold an xtask binary built in another checkout, which cargo
+/// finds fresh (its dep-info paths are relative), and that checkout's path would be baked in.
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 pub fn target_dir() -> PathBuf {
