@@ -451,14 +451,19 @@ async fn capture_loop(
             return Err(e);
         }
     };
-    let (tx, rx) = sync_channel::<Msg>(CHANNEL_BATCHES);
+    // capture (this thread) -> resolver -> pipeline, each hop a bounded channel, in order.
+    let (resolved_tx, rx) = sync_channel::<Msg>(CHANNEL_BATCHES);
+    let (tx, resolver_rx) = sync_channel::<Msg>(CHANNEL_BATCHES);
     let (hint_tx, hint_rx) = sync_channel(CHANNEL_BATCHES);
     let worker_opts = opts.clone();
     let worker = std::thread::Builder::new()
         .name("apiwatch-pipeline".into())
         .spawn(move || consume(rx, consumer, &worker_opts, hint_tx, audit))?;
+    let resolver = std::thread::Builder::new()
+        .name("apiwatch-resolve".into())
+        .spawn(move || resolve(resolver_rx, resolved_tx))?;
     if !seeded.is_empty() {
-        let _ = tx.send(Msg::Events(capture.with_process_facts(seeded)));
+        let _ = tx.send(Msg::Events(seeded));
     }
     let _ = ready.send(Ok(()));
     if let Some(m) = &opts.metrics {
@@ -519,6 +524,10 @@ async fn capture_loop(
         let _ = tx.send(Msg::Events(rest));
     }
     drop(tx);
+    // The resolver ends with its input, and the pipeline with the resolver's output.
+    if resolver.join().is_err() {
+        log::error!("the resolver thread panicked (see the log above)");
+    }
     // A pipeline that panicked lost what it held: an error, not an empty summary.
     let (pipeline, filtered) = worker.join().map_err(|_| {
         CaptureError::Io(std::io::Error::other(
@@ -539,6 +548,22 @@ async fn capture_loop(
         ring_decode_errors: capture.decode_errors,
         filtered_events: filtered,
     })
+}
+
+/// The resolver thread: process facts and missing addresses from /proc (capture::resolve), off
+/// the thread that drains the ring. Everything else passes through in order.
+fn resolve(input: Receiver<Msg>, output: SyncSender<Msg>) {
+    let mut resolver = crate::capture::resolve::Resolver::default();
+    for msg in input {
+        let msg = match msg {
+            Msg::Events(events) => Msg::Events(resolver.resolve(events)),
+            other => other,
+        };
+        // Blocking, as the capture's send: a pipeline behind holds the resolver, then the ring.
+        if output.send(msg).is_err() {
+            break;
+        }
+    }
 }
 
 fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {

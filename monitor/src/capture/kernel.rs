@@ -241,13 +241,7 @@ pub struct KernelCapture {
     pub records_read: u64,
     /// Ring records that did not decode (logged, counted as dropped `decode_error`).
     pub decode_errors: u64,
-    /// Processes whose facts went out (see `describe`); cleared past MAX_DESCRIBED, so a
-    /// process seen again then is described again.
-    described: hashbrown::HashSet<u32>,
 }
-
-/// Processes remembered as described, at most.
-const MAX_DESCRIBED: usize = 16_384;
 
 impl KernelCapture {
     /// Checks prerequisites, loads and attaches every program. Returns the capture and the
@@ -355,7 +349,6 @@ impl KernelCapture {
             mode,
             records_read: 0,
             decode_errors: 0,
-            described: hashbrown::HashSet::new(),
         };
         Ok((capture, seeded.into_iter().map(CaptureEvent::Open).collect()))
     }
@@ -409,11 +402,8 @@ impl KernelCapture {
             match self.decoder.decode(&item) {
                 Ok(ev) => {
                     self.records_read += 1;
-                    let ev = match ev {
-                        CaptureEvent::Open(open) => CaptureEvent::Open(complete_addresses(open)),
-                        ev => ev,
-                    };
-                    describe(&mut self.described, &ev, out);
+                    // Facts and missing addresses come from /proc on the resolver's thread
+                    // (resolve.rs): nothing here waits on a file while the ring fills.
                     out.push(ev);
                 }
                 Err(e) => {
@@ -422,17 +412,6 @@ impl KernelCapture {
                 }
             }
         }
-    }
-
-    /// `events` with the facts of each process not described yet before its first event (the
-    /// connections seeded at start).
-    pub fn with_process_facts(&mut self, events: Vec<CaptureEvent>) -> Vec<CaptureEvent> {
-        let mut out = Vec::with_capacity(events.len() + 8);
-        for ev in events {
-            describe(&mut self.described, &ev, &mut out);
-            out.push(ev);
-        }
-        out
     }
 
     /// Looks for TLS objects loaded since the last scan (new processes, new containers), at most
@@ -561,27 +540,6 @@ fn seed_listening_ports(ebpf: &mut Ebpf) -> Result<(), CaptureError> {
     Ok(())
 }
 
-/// Before the first event of a process, its facts (name, cgroup) from /proc: the stages above
-/// read no /proc of their own, and a recording carries them. An exit forgets the process (its
-/// pid may come back as another).
-fn describe(described: &mut hashbrown::HashSet<u32>, ev: &CaptureEvent, out: &mut Vec<CaptureEvent>) {
-    let (tgid, ts_ns) = match ev {
-        CaptureEvent::Open(o) => (o.id.tgid, o.ts_ns),
-        CaptureEvent::Data(d) => (d.id.tgid, d.ts_ns),
-        CaptureEvent::ProcessExit { tgid, .. } => {
-            described.remove(tgid);
-            return;
-        }
-        _ => return,
-    };
-    if described.len() >= MAX_DESCRIBED {
-        described.clear();
-    }
-    if described.insert(tgid) {
-        out.push(CaptureEvent::Process(procfs::process_facts(tgid, ts_ns)));
-    }
-}
-
 /// Syscall mode: the connections open before start, from /proc, into the kernel's map.
 fn seed_connections(ebpf: &mut Ebpf, own: u32, processes: &[String]) -> Result<Vec<ConnOpen>, CaptureError> {
     let mut seeded = procfs::established_connections(own, agent_now_ns());
@@ -613,18 +571,6 @@ fn seed_connections(ebpf: &mut Ebpf, own: u32, processes: &[String]) -> Result<V
     }
     info!("seeded {} connections that were open before start", seeded.len());
     Ok(seeded)
-}
-
-/// The kernel could not see an address (accept without an address buffer, a socket family the
-/// state tracepoint did not report): ask /proc while the socket is still open.
-fn complete_addresses(mut open: ConnOpen) -> ConnOpen {
-    if open.local.is_none() || open.peer.is_none() {
-        if let Some(sock) = procfs::resolve(open.id.tgid, open.id.fd) {
-            open.local.get_or_insert(sock.local);
-            open.peer.get_or_insert(sock.remote);
-        }
-    }
-    open
 }
 
 /// What the probes need, measured on this kernel (6.18) by removing each in turn (docs/install.md):

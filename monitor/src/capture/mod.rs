@@ -2,6 +2,7 @@
 pub mod event;
 pub mod kernel;
 pub mod procfs;
+pub mod resolve;
 pub mod tls;
 pub mod tls_sites;
 

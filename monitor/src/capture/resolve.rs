@@ -1,0 +1,132 @@
+//! What the kernel cannot tell and /proc can, added to the event stream on a thread of its own
+//! (between the ring-draining capture thread and the pipeline): each process's facts (name,
+//! cgroup) before its first event, and the addresses of a connection the probes opened without
+//! them (an accept without an address buffer, IPv6 adopted by the socket layer). Reading /proc
+//! costs from microseconds (a process's comm) to milliseconds (/proc/PID/net/tcp on a host with
+//! many sockets); on the capture thread the ring would fill meanwhile.
+use hashbrown::HashSet;
+
+use super::event::{CaptureEvent, ConnOpen};
+use super::procfs;
+
+/// Processes remembered as described, at most: past it the set starts again, so a process seen
+/// again is described again (bounded memory whatever the churn of pids).
+const MAX_DESCRIBED: usize = 16_384;
+
+/// Resolves a stream of capture events in order. Pure bookkeeping besides the /proc reads, so
+/// it is tested on this process's own facts and sockets.
+#[derive(Default)]
+pub struct Resolver {
+    /// Processes whose facts went out; an exit forgets the process (its pid may come back as
+    /// another).
+    described: HashSet<u32>,
+}
+
+impl Resolver {
+    /// `events`, with a process's facts before its first event and the missing addresses of
+    /// the connections they open filled in.
+    pub fn resolve(&mut self, events: Vec<CaptureEvent>) -> Vec<CaptureEvent> {
+        let mut out = Vec::with_capacity(events.len() + 8);
+        for ev in events {
+            self.describe(&ev, &mut out);
+            out.push(match ev {
+                CaptureEvent::Open(open) => CaptureEvent::Open(complete_addresses(open)),
+                ev => ev,
+            });
+        }
+        out
+    }
+
+    fn describe(&mut self, ev: &CaptureEvent, out: &mut Vec<CaptureEvent>) {
+        let (tgid, ts_ns) = match ev {
+            CaptureEvent::Open(o) => (o.id.tgid, o.ts_ns),
+            CaptureEvent::Data(d) => (d.id.tgid, d.ts_ns),
+            CaptureEvent::ProcessExit { tgid, .. } => {
+                self.described.remove(tgid);
+                return;
+            }
+            _ => return,
+        };
+        if self.described.len() >= MAX_DESCRIBED {
+            self.described.clear();
+        }
+        if self.described.insert(tgid) {
+            out.push(CaptureEvent::Process(procfs::process_facts(tgid, ts_ns)));
+        }
+    }
+}
+
+/// The kernel could not see an address: ask /proc while the socket is (most likely) still open.
+fn complete_addresses(mut open: ConnOpen) -> ConnOpen {
+    if open.local.is_none() || open.peer.is_none() {
+        if let Some(sock) = procfs::resolve(open.id.tgid, open.id.fd) {
+            open.local.get_or_insert(sock.local);
+            open.peer.get_or_insert(sock.remote);
+        }
+    }
+    open
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::AsRawFd;
+
+    use super::*;
+    use crate::capture::{ConnId, DataChunk, Direction, Role};
+
+    fn open(tgid: u32, fd: u32) -> CaptureEvent {
+        CaptureEvent::Open(ConnOpen {
+            ts_ns: 1,
+            id: ConnId { tgid, fd },
+            role: Role::Client,
+            local: None,
+            peer: None,
+            comm: String::new(),
+            seeded: false,
+            epoch: 0,
+        })
+    }
+
+    fn data(tgid: u32) -> CaptureEvent {
+        CaptureEvent::Data(DataChunk {
+            ts_ns: 2,
+            id: ConnId { tgid, fd: 3 },
+            direction: Direction::Egress,
+            total_len: 1,
+            bytes: vec![b'G'],
+            tls: false,
+        })
+    }
+
+    #[test]
+    fn facts_come_once_before_a_process_s_first_event_and_again_after_its_exit() {
+        let me = std::process::id();
+        let mut r = Resolver::default();
+        let out = r.resolve(vec![data(me), data(me)]);
+        assert_eq!(out.len(), 3);
+        let CaptureEvent::Process(facts) = &out[0] else {
+            panic!("no facts first: {out:?}");
+        };
+        assert_eq!(facts.tgid, me);
+        let comm = std::fs::read_to_string("/proc/self/comm").unwrap();
+        assert_eq!(facts.comm, comm.trim_end());
+        assert!(matches!(out[1], CaptureEvent::Data(_)) && matches!(out[2], CaptureEvent::Data(_)));
+        // Known: no facts again. Exited: the pid may be another process's next time.
+        assert_eq!(r.resolve(vec![data(me)]).len(), 1);
+        let out = r.resolve(vec![CaptureEvent::ProcessExit { ts_ns: 3, tgid: me }, data(me)]);
+        assert!(matches!(out[1], CaptureEvent::Process(_)), "{out:?}");
+    }
+
+    #[test]
+    fn an_open_without_addresses_gets_them_from_proc() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let fd = client.as_raw_fd() as u32;
+        let out = Resolver::default().resolve(vec![open(std::process::id(), fd)]);
+        let Some(CaptureEvent::Open(o)) = out.last() else {
+            panic!("{out:?}");
+        };
+        assert_eq!(o.local, Some(client.local_addr().unwrap()));
+        assert_eq!(o.peer, Some(listener.local_addr().unwrap()));
+    }
+}
