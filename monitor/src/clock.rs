@@ -46,7 +46,6 @@ pub fn agent_now_ns() -> u64 {
 /// are formatted once per second and reused (formatting was a visible share of the pipeline).
 pub fn rfc3339_micros(ts_ns: u64) -> String {
     use std::cell::RefCell;
-    use std::fmt::Write;
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
     }
@@ -63,7 +62,9 @@ pub fn rfc3339_micros(ts_ns: u64) -> String {
         }
         let mut out = String::with_capacity(cached.1.len() + 8);
         out.push_str(&cached.1);
-        let _ = write!(out, ".{micros:06}Z");
+        out.push('.');
+        crate::text::push_decimal(&mut out, micros, 6);
+        out.push('Z');
         out
     })
 }

@@ -137,7 +137,11 @@ pub fn rfc3339<S: Serializer>(ts: &u64, s: S) -> Result<S::Ok, S::Error> {
 
 fn addr<S: Serializer>(a: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
     match a {
-        Some(a) => s.collect_str(a),
+        Some(a) => {
+            let mut text = String::with_capacity(24);
+            crate::text::push_socket_addr(&mut text, a);
+            s.serialize_str(&text)
+        }
         None => s.serialize_none(),
     }
 }

@@ -23,4 +23,5 @@ pub mod redact;
 pub mod state;
 pub mod stats;
 pub mod stream;
+pub mod text;
 pub mod yaml;

@@ -20,33 +20,29 @@ impl<S: Sink<Exchange>> ExchangeSink for S {}
 pub trait FindingSink: Sink<Finding> {}
 impl<S: Sink<Finding>> FindingSink for S {}
 
-/// A record that is written as one JSON line.
-pub trait JsonLine {
-    fn json_line(&self) -> String;
-}
+/// A record that is written as one JSON line: serialized straight into the sink's line buffer
+/// (no String per record).
+pub trait JsonLine: serde::Serialize {}
 
-impl JsonLine for Exchange {
-    fn json_line(&self) -> String {
-        self.to_json()
-    }
-}
-
-impl JsonLine for Finding {
-    fn json_line(&self) -> String {
-        self.to_json()
-    }
-}
+impl JsonLine for Exchange {}
+impl JsonLine for Finding {}
 
 /// One JSON object per line. Write errors (a full disk, a closed pipe) are counted and the
 /// first is logged with its cause; never fatal (the metrics and alerts go on).
 pub struct JsonLines<W: Write + Send> {
     out: W,
+    /// One record's line, reused.
+    line: Vec<u8>,
     pub write_errors: u64,
 }
 
 impl<W: Write + Send> JsonLines<W> {
     pub fn new(out: W) -> Self {
-        Self { out, write_errors: 0 }
+        Self {
+            out,
+            line: Vec::with_capacity(1024),
+            write_errors: 0,
+        }
     }
 
     fn failed(&mut self, e: std::io::Error) {
@@ -62,9 +58,15 @@ impl<W: Write + Send> JsonLines<W> {
 
 impl<T: JsonLine, W: Write + Send> Sink<T> for JsonLines<W> {
     fn write(&mut self, record: &T) {
-        let mut line = record.json_line();
-        line.push('\n');
-        if let Err(e) = self.out.write_all(line.as_bytes()) {
+        self.line.clear();
+        // These records always serialize (string keys only); were one not to, an empty object
+        // stands in rather than half a line.
+        if serde_json::to_writer(&mut self.line, record).is_err() {
+            self.line.clear();
+            self.line.extend_from_slice(b"{}");
+        }
+        self.line.push(b'\n');
+        if let Err(e) = self.out.write_all(&self.line) {
             self.failed(e);
         }
     }

@@ -149,27 +149,13 @@ pub fn service_name(ex: &Exchange) -> String {
                 let mut name = String::with_capacity(ex.comm.len() + 6);
                 name.push_str(&ex.comm);
                 name.push(':');
-                push_decimal(&mut name, a.port());
+                crate::text::push_decimal(&mut name, a.port() as u64, 1);
                 name
             }
             None => ex.comm.to_string(),
         },
         Role::Client => ex.comm.to_string(),
     }
-}
-
-fn push_decimal(out: &mut String, mut n: u16) {
-    let mut digits = [0u8; 5];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[i..].iter().map(|&d| d as char));
 }
 
 #[cfg(test)]
