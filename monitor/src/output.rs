@@ -20,11 +20,26 @@ impl<S: Sink<Exchange>> ExchangeSink for S {}
 pub trait FindingSink: Sink<Finding> {}
 impl<S: Sink<Finding>> FindingSink for S {}
 
-/// A record that is written as one JSON line: serialized straight into the sink's line buffer
-/// (no String per record).
-pub trait JsonLine: serde::Serialize {}
+/// A record that is written as one JSON line, straight into the sink's line buffer (no String
+/// per record).
+pub trait JsonLine: serde::Serialize {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        // These records always serialize (string keys only); were one not to, an empty object
+        // stands in rather than half a line.
+        let start = out.len();
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            out.truncate(start);
+            out.extend_from_slice(b"{}");
+        }
+    }
+}
 
-impl JsonLine for Exchange {}
+/// By hand (Exchange::write_json): one per exchange, the agent's main output.
+impl JsonLine for Exchange {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        Exchange::write_json(self, out);
+    }
+}
 impl JsonLine for Finding {}
 
 /// One JSON object per line. Write errors (a full disk, a closed pipe) are counted and the
@@ -59,12 +74,7 @@ impl<W: Write + Send> JsonLines<W> {
 impl<T: JsonLine, W: Write + Send> Sink<T> for JsonLines<W> {
     fn write(&mut self, record: &T) {
         self.line.clear();
-        // These records always serialize (string keys only); were one not to, an empty object
-        // stands in rather than half a line.
-        if serde_json::to_writer(&mut self.line, record).is_err() {
-            self.line.clear();
-            self.line.extend_from_slice(b"{}");
-        }
+        record.write_json(&mut self.line);
         self.line.push(b'\n');
         if let Err(e) = self.out.write_all(&self.line) {
             self.failed(e);
