@@ -709,8 +709,27 @@ fn every_event_attempted_is_read_or_counted_as_dropped_exactly() {
     writeln!(tell).unwrap();
     assert_eq!(said.next().unwrap().unwrap(), "warm");
     gate.wait_until_holding();
+    // Other processes come and go on any host meanwhile: their exits are not the traced
+    // workload's events and must not be counted among them (they were, in the syscall mode's
+    // exit probe, until it honoured `capture.processes`).
+    let churning = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let churn = {
+        let churning = churning.clone();
+        std::thread::spawn(move || {
+            let mut exits = 0;
+            while churning.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = Command::new("true").status();
+                exits += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            exits
+        })
+    };
     writeln!(tell).unwrap();
     assert_eq!(said.next().unwrap().unwrap(), "done", "the burst failed");
+    churning.store(false, std::sync::atomic::Ordering::Relaxed);
+    let exits = churn.join().unwrap();
+    assert!(exits > 10, "only {exits} other processes exited during the burst");
     gate.open();
     // Ticks resume once the pipeline takes events again: one sees the drops.
     std::thread::sleep(Duration::from_millis(2500));

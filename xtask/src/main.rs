@@ -88,6 +88,7 @@ const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root();
+    forget_cargo_run_env();
     std::env::set_current_dir(&root)?;
     match cli.command {
         Cmd::Setup => setup(),
@@ -162,15 +163,44 @@ fn package() -> Result<PathBuf> {
     Ok(deb)
 }
 
+/// `cargo run` gives xtask the variables of its own package (CARGO_MANIFEST_DIR, CARGO_PKG_NAME,
+/// ...), and every cargo xtask starts would inherit them. Build scripts that declare
+/// `rerun-if-env-changed` on them (ring does, for CARGO_MANIFEST_DIR and CARGO_PKG_*) then see
+/// them change between a build from xtask and one from a shell, and rebuild ring, rustls and
+/// everything above them each time: the shared build cache stops working. Children get the
+/// environment a shell has.
+fn forget_cargo_run_env() {
+    let names: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            k.to_str().is_some_and(|k| {
+                k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_MANIFEST_")
+                    || matches!(k, "CARGO_CRATE_NAME" | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE")
+            })
+        })
+        .collect();
+    // The root is known by now (the caller read it first) and cached.
+    let _ = workspace_root();
+    for k in names {
+        // SAFETY: called first thing in main, before xtask starts any thread.
+        unsafe { std::env::remove_var(k) };
+    }
+}
+
 /// The workspace this run of xtask was asked from: `cargo run` sets CARGO_MANIFEST_DIR for the
 /// process too. The path compiled in is only the fallback: a target directory shared between
 /// checkouts (the build cache) can hold an xtask binary built in another checkout, which cargo
 /// finds fresh (its dep-info paths are relative), and that checkout's path would be baked in.
 pub fn workspace_root() -> PathBuf {
-    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-    manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default()
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    ROOT.get_or_init(|| {
+        let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        manifest_dir.parent().map(Path::to_path_buf).unwrap_or_default()
+    })
+    .clone()
 }
 
 pub fn target_dir() -> PathBuf {

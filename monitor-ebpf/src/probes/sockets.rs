@@ -228,8 +228,12 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    // Only the thread-group leader: the process, not one of its threads.
-    if (id >> 32) as u32 != id as u32 || traced_pid_tgid().is_none() {
+    // Only the thread-group leader: the process, not one of its threads. With
+    // `capture.processes`, only the named ones: no other process ever had a connection opened,
+    // and every exit on the host would otherwise be a ring record (and, in a full ring, a drop
+    // counted against the traced traffic). A process renamed after opening its connections is
+    // not seen exiting; its connections end at the idle timeout instead.
+    if (id >> 32) as u32 != id as u32 || traced_process().is_none() {
         return 0;
     }
     let key = ConnKey {
