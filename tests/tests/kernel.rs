@@ -656,9 +656,10 @@ fn every_event_attempted_is_read_or_counted_as_dropped_exactly() {
     require_root();
     // Lockstep request/response on one connection: exactly 4 data events a request (see the
     // script). The capture can hold at most the ring (64 KiB: about 118 events of 552 bytes),
-    // the 64 batches of 1,024 events queued for the pipeline, and the batch it is sending: a
-    // burst of 4 x 20,000 events overflows whatever the timing.
-    const BURST: u64 = 20_000;
+    // the 64 batches of 1,024 events queued for the resolver and the 64 it queues for the
+    // pipeline, and the batch each is passing on: a burst of 4 x 40,000 events overflows
+    // whatever the timing.
+    const BURST: u64 = 40_000;
     let dir = TempDir::new("accounting");
     // A name of its own (comm comes from the path executed), so that only this workload is
     // traced whatever else runs on the host.
