@@ -24,47 +24,60 @@ pub struct Resolver {
 
 impl Resolver {
     /// `events`, with a process's facts before its first event and the missing addresses of
-    /// the connections they open filled in.
-    pub fn resolve(&mut self, events: Vec<CaptureEvent>) -> Vec<CaptureEvent> {
-        let mut out = Vec::with_capacity(events.len() + 8);
-        for ev in events {
-            self.describe(&ev, &mut out);
-            out.push(match ev {
-                CaptureEvent::Open(open) => CaptureEvent::Open(complete_addresses(open)),
-                ev => ev,
-            });
+    /// the connections they open filled in. In place: a batch gets a new vector only when facts
+    /// go into it (once per process), so the usual batch passes through without a copy.
+    pub fn resolve(&mut self, mut events: Vec<CaptureEvent>) -> Vec<CaptureEvent> {
+        let mut facts = Vec::new();
+        for (i, ev) in events.iter_mut().enumerate() {
+            if let CaptureEvent::Open(open) = ev {
+                complete_addresses(open);
+            }
+            if let Some(f) = self.describe(ev) {
+                facts.push((i, f));
+            }
+        }
+        if facts.is_empty() {
+            return events;
+        }
+        let mut out = Vec::with_capacity(events.len() + facts.len());
+        let mut facts = facts.into_iter().peekable();
+        for (i, ev) in events.into_iter().enumerate() {
+            if let Some((_, f)) = facts.next_if(|(at, _)| *at == i) {
+                out.push(f);
+            }
+            out.push(ev);
         }
         out
     }
 
-    fn describe(&mut self, ev: &CaptureEvent, out: &mut Vec<CaptureEvent>) {
+    /// The facts to send before `ev`, when it is its process's first event.
+    fn describe(&mut self, ev: &CaptureEvent) -> Option<CaptureEvent> {
         let (tgid, ts_ns) = match ev {
             CaptureEvent::Open(o) => (o.id.tgid, o.ts_ns),
             CaptureEvent::Data(d) => (d.id.tgid, d.ts_ns),
             CaptureEvent::ProcessExit { tgid, .. } => {
                 self.described.remove(tgid);
-                return;
+                return None;
             }
-            _ => return,
+            _ => return None,
         };
         if self.described.len() >= MAX_DESCRIBED {
             self.described.clear();
         }
-        if self.described.insert(tgid) {
-            out.push(CaptureEvent::Process(procfs::process_facts(tgid, ts_ns)));
-        }
+        self.described
+            .insert(tgid)
+            .then(|| CaptureEvent::Process(procfs::process_facts(tgid, ts_ns)))
     }
 }
 
 /// The kernel could not see an address: ask /proc while the socket is (most likely) still open.
-fn complete_addresses(mut open: ConnOpen) -> ConnOpen {
+fn complete_addresses(open: &mut ConnOpen) {
     if open.local.is_none() || open.peer.is_none() {
         if let Some(sock) = procfs::resolve(open.id.tgid, open.id.fd) {
             open.local.get_or_insert(sock.local);
             open.peer.get_or_insert(sock.remote);
         }
     }
-    open
 }
 
 #[cfg(test)]
