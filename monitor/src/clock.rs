@@ -45,6 +45,13 @@ pub fn agent_now_ns() -> u64 {
 /// RFC 3339 with a fixed six-digit fraction, so lines sort as text. The date and time of day
 /// are formatted once per second and reused (formatting was a visible share of the pipeline).
 pub fn rfc3339_micros(ts_ns: u64) -> String {
+    let mut out = String::with_capacity(27);
+    push_rfc3339_micros(&mut out, ts_ns);
+    out
+}
+
+/// `rfc3339_micros` written into `out` (an exchange line: no string of its own).
+pub fn push_rfc3339_micros(out: &mut impl crate::text::TextOut, ts_ns: u64) {
     use std::cell::RefCell;
     thread_local! {
         static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -60,12 +67,10 @@ pub fn rfc3339_micros(ts_ns: u64) -> String {
                 time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
             *cached = (secs, t.format(FORMAT).unwrap_or_default());
         }
-        let mut out = String::with_capacity(cached.1.len() + 8);
-        out.push_str(&cached.1);
-        out.push('.');
-        crate::text::push_decimal(&mut out, micros, 6);
-        out.push('Z');
-        out
+        out.push_text(&cached.1);
+        out.push_text(".");
+        crate::text::push_decimal(out, micros, 6);
+        out.push_text("Z");
     })
 }
 

@@ -481,6 +481,10 @@ fn auth_scheme_of(value: &[u8]) -> AuthScheme {
 }
 
 fn parse_content_length(v: &[u8]) -> Option<u64> {
+    // Digits only, as nearly every message has them: no UTF-8 check, trim or general parse.
+    if !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit) {
+        return Some(v.iter().fold(0, |n, &d| n * 10 + (d - b'0') as u64));
+    }
     std::str::from_utf8(v).ok()?.trim().parse().ok()
 }
 
@@ -507,9 +511,15 @@ fn split_target(target: &str) -> (Option<&str>, &str, Option<&str>) {
             }
         }
     }
-    let rest = rest.split('#').next().unwrap_or(rest);
-    match rest.split_once('?') {
-        Some((p, q)) => (authority, p, Some(q)),
+    // One byte scan for the end of the path (a `str` search per separator set up a memchr each,
+    // a visible share of every request). `?` and `#` are ASCII: the slices are on boundaries.
+    match rest.bytes().position(|b| b == b'?' || b == b'#') {
+        Some(i) if rest.as_bytes()[i] == b'?' => {
+            let query = &rest[i + 1..];
+            let end = query.bytes().position(|b| b == b'#').unwrap_or(query.len());
+            (authority, &rest[..i], Some(&query[..end]))
+        }
+        Some(i) => (authority, &rest[..i], None),
         None => (authority, rest, None),
     }
 }
@@ -571,6 +581,64 @@ mod tests {
                 ..
             } => *r,
             _ => panic!("not a complete request"),
+        }
+    }
+
+    #[test]
+    fn targets_split_as_str_searches_split_them() {
+        // Origin-form targets (no authority), as the `str` searches split them.
+        fn by_str(t: &str) -> (Option<&str>, &str, Option<&str>) {
+            let rest = t.split('#').next().unwrap_or(t);
+            match rest.split_once('?') {
+                Some((p, q)) => (None, p, Some(q)),
+                None => (None, rest, None),
+            }
+        }
+        for t in [
+            "/",
+            "/a",
+            "/a?b=1",
+            "/a#f",
+            "/a?b=1#f",
+            "/a#f?b=1",
+            "?",
+            "#",
+            "?#",
+            "#?",
+            "/a??b",
+            "/a?b#c#d",
+            "/é?ü=1#ö",
+            "",
+            "/a/b/c?x&y=2&z",
+        ] {
+            assert_eq!(split_target(t), by_str(t), "{t:?}");
+        }
+        assert_eq!(
+            split_target("http://u:p@h:1/x?y#z"),
+            (Some("h:1"), "/x", Some("y"))
+        );
+    }
+
+    #[test]
+    fn content_lengths_parse_as_before_the_digit_shortcut() {
+        for v in [
+            &b"0"[..],
+            b"12",
+            b" 12 ",
+            b"+12",
+            b"-1",
+            b"",
+            b"1a",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"9999999999999999999",
+            b"99999999999999999999",
+            b"\t7",
+        ] {
+            let before = std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            assert_eq!(parse_content_length(v), before, "{v:?}");
         }
     }
 
