@@ -137,15 +137,21 @@ impl Exchange {
     /// destructuring names every field, so a new one does not compile until it is written here;
     /// a test compares both writers over exchanges with every field set and unset.
     pub fn write_json(&self, out: &mut Vec<u8>) {
+        self.write_json_with(out, None);
+    }
+
+    /// `write_json`, taking the connection's part of the line (`"pid"` to `"tls"`) from `texts`
+    /// when they hold it for this exchange's connection.
+    pub fn write_json_with(&self, out: &mut Vec<u8>, texts: Option<&mut ConnectionTexts>) {
         let Exchange {
             ts,
-            pid,
-            comm,
-            cgroup,
-            role,
-            local,
-            peer,
-            tls,
+            pid: _,
+            comm: _,
+            cgroup: _,
+            role: _,
+            local: _,
+            peer: _,
+            tls: _,
             method,
             path,
             query_keys,
@@ -176,30 +182,10 @@ impl Exchange {
         out.extend_from_slice(b"{\"ts\":\"");
         push_rfc3339_micros(out, *ts);
         out.push(b'"');
-        out.extend_from_slice(b",\"pid\":");
-        json::number(out, *pid as u64);
-        out.extend_from_slice(b",\"comm\":");
-        json::string(out, comm);
-        if !cgroup.is_empty() {
-            out.extend_from_slice(b",\"cgroup\":");
-            json::string(out, cgroup);
+        match texts {
+            Some(texts) => texts.write(self, out),
+            None => self.write_connection_json(out),
         }
-        out.extend_from_slice(b",\"role\":");
-        json::string(out, role.as_str());
-        for (key, a) in [(&b",\"local\":"[..], local), (b",\"peer\":", peer)] {
-            out.extend_from_slice(key);
-            match a {
-                // An address never needs an escape.
-                Some(a) => {
-                    out.push(b'"');
-                    crate::text::push_socket_addr(out, a);
-                    out.push(b'"');
-                }
-                None => out.extend_from_slice(b"null"),
-            }
-        }
-        out.extend_from_slice(b",\"tls\":");
-        json::boolean(out, *tls);
         out.extend_from_slice(b",\"method\":");
         json::string(out, method);
         out.extend_from_slice(b",\"path\":");
@@ -288,6 +274,114 @@ impl Exchange {
             json::optional_number(out, response_messages.map(u64::from));
         }
         out.push(b'}');
+    }
+}
+
+impl Exchange {
+    /// The fields every exchange of a connection shares, as `write_json` writes them.
+    fn write_connection_json(&self, out: &mut Vec<u8>) {
+        let Exchange {
+            pid,
+            comm,
+            cgroup,
+            role,
+            local,
+            peer,
+            tls,
+            ..
+        } = self;
+        out.extend_from_slice(b",\"pid\":");
+        json::number(out, *pid as u64);
+        out.extend_from_slice(b",\"comm\":");
+        json::string(out, comm);
+        if !cgroup.is_empty() {
+            out.extend_from_slice(b",\"cgroup\":");
+            json::string(out, cgroup);
+        }
+        out.extend_from_slice(b",\"role\":");
+        json::string(out, role.as_str());
+        for (key, a) in [(&b",\"local\":"[..], local), (b",\"peer\":", peer)] {
+            out.extend_from_slice(key);
+            match a {
+                // An address never needs an escape.
+                Some(a) => {
+                    out.push(b'"');
+                    crate::text::push_socket_addr(out, a);
+                    out.push(b'"');
+                }
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.extend_from_slice(b",\"tls\":");
+        json::boolean(out, *tls);
+    }
+}
+
+/// The connection's part of recent exchange lines (`"pid"`, `"comm"`, `"cgroup"`, `"role"`, the
+/// addresses, `"tls"`), for the last connections seen (a slot per hash of the connection, the
+/// last one in each): copied into the next line of the same connection instead of written
+/// again, field by field (names and addresses were a third of a line's cost). A slot is used only
+/// when every one of those fields is equal, so a line is the same with or without it.
+pub struct ConnectionTexts {
+    slots: Vec<Option<ConnectionText>>,
+}
+
+struct ConnectionText {
+    pid: u32,
+    comm: Arc<str>,
+    cgroup: Arc<str>,
+    role: Role,
+    local: Option<SocketAddr>,
+    peer: Option<SocketAddr>,
+    tls: bool,
+    json: Vec<u8>,
+}
+
+/// Slots kept (a power of two): at most this many connections' texts, about 150 bytes each.
+const CONNECTION_TEXTS: usize = 256;
+
+impl Default for ConnectionTexts {
+    fn default() -> Self {
+        Self {
+            slots: (0..CONNECTION_TEXTS).map(|_| None).collect(),
+        }
+    }
+}
+
+impl ConnectionTexts {
+    fn write(&mut self, ex: &Exchange, out: &mut Vec<u8>) {
+        let port = |a: Option<SocketAddr>| a.map_or(0, |a| a.port() as usize);
+        let slot = &mut self.slots
+            [(port(ex.local) ^ port(ex.peer).rotate_left(3) ^ ex.pid as usize) % CONNECTION_TEXTS];
+        let same = |t: &ConnectionText| {
+            t.pid == ex.pid
+                && t.role == ex.role
+                && t.tls == ex.tls
+                && t.local == ex.local
+                && t.peer == ex.peer
+                && (Arc::ptr_eq(&t.comm, &ex.comm) || t.comm == ex.comm)
+                && (Arc::ptr_eq(&t.cgroup, &ex.cgroup) || t.cgroup == ex.cgroup)
+        };
+        if let Some(t) = slot.as_ref().filter(|t| same(t)) {
+            out.extend_from_slice(&t.json);
+            return;
+        }
+        let start = out.len();
+        ex.write_connection_json(out);
+        // The slot's buffer is reused for its next connection.
+        let mut json = slot.take().map(|t| t.json).unwrap_or_default();
+        json.clear();
+        json.extend_from_slice(&out[start..]);
+        *slot = Some(ConnectionText {
+            pid: ex.pid,
+            comm: ex.comm.clone(),
+            cgroup: ex.cgroup.clone(),
+            role: ex.role,
+            local: ex.local,
+            peer: ex.peer,
+            tls: ex.tls,
+            json,
+        });
     }
 }
 
@@ -438,6 +532,43 @@ pub(crate) mod tests {
 
     pub fn sample() -> Exchange {
         Exchange::example()
+    }
+
+    #[test]
+    fn lines_with_connection_texts_are_the_lines_without() {
+        let mut texts = ConnectionTexts::default();
+        let mut exchanges = varied();
+        // Connections that share a slot (same ports and pid) but differ in one field each.
+        let base = sample();
+        let mut other = Vec::new();
+        for change in 0..7 {
+            let mut ex = base.clone();
+            match change {
+                0 => ex.comm = "other".into(),
+                1 => ex.cgroup = "/system.slice/x".into(),
+                2 => ex.role = Role::Client,
+                3 => ex.tls = !ex.tls,
+                4 => ex.local = Some("10.0.0.1:80".parse().unwrap()),
+                5 => ex.peer = None,
+                _ => ex.pid += CONNECTION_TEXTS as u32,
+            }
+            other.push(ex);
+        }
+        exchanges.extend(other);
+        // Each in turn, twice round, so each is written both from a slot and into one.
+        for ex in exchanges
+            .iter()
+            .chain(exchanges.iter())
+            .chain(exchanges.iter().rev())
+        {
+            let (mut with, mut without) = (Vec::new(), Vec::new());
+            ex.write_json_with(&mut with, Some(&mut texts));
+            ex.write_json(&mut without);
+            assert_eq!(
+                String::from_utf8(with).unwrap(),
+                String::from_utf8(without).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use crate::exchange::Exchange;
+use crate::exchange::{ConnectionTexts, Exchange};
 use crate::finding::Finding;
 
 /// Where records of one kind go.
@@ -23,6 +23,12 @@ impl<S: Sink<Finding>> FindingSink for S {}
 /// A record that is written as one JSON line, straight into the sink's line buffer (no String
 /// per record).
 pub trait JsonLine: serde::Serialize {
+    /// The line, with what recent lines of the same connection already wrote at hand (only
+    /// exchanges use it).
+    fn write_json_with(&self, out: &mut Vec<u8>, _texts: &mut ConnectionTexts) {
+        self.write_json(out);
+    }
+
     fn write_json(&self, out: &mut Vec<u8>) {
         // These records always serialize (string keys only); were one not to, an empty object
         // stands in rather than half a line.
@@ -39,6 +45,9 @@ impl JsonLine for Exchange {
     fn write_json(&self, out: &mut Vec<u8>) {
         Exchange::write_json(self, out);
     }
+    fn write_json_with(&self, out: &mut Vec<u8>, texts: &mut ConnectionTexts) {
+        Exchange::write_json_with(self, out, Some(texts));
+    }
 }
 impl JsonLine for Finding {}
 
@@ -48,6 +57,7 @@ pub struct JsonLines<W: Write + Send> {
     out: W,
     /// One record's line, reused.
     line: Vec<u8>,
+    texts: ConnectionTexts,
     pub write_errors: u64,
 }
 
@@ -56,6 +66,7 @@ impl<W: Write + Send> JsonLines<W> {
         Self {
             out,
             line: Vec::with_capacity(1024),
+            texts: ConnectionTexts::default(),
             write_errors: 0,
         }
     }
@@ -74,7 +85,7 @@ impl<W: Write + Send> JsonLines<W> {
 impl<T: JsonLine, W: Write + Send> Sink<T> for JsonLines<W> {
     fn write(&mut self, record: &T) {
         self.line.clear();
-        record.write_json(&mut self.line);
+        record.write_json_with(&mut self.line, &mut self.texts);
         self.line.push(b'\n');
         if let Err(e) = self.out.write_all(&self.line) {
             self.failed(e);

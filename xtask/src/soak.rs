@@ -71,7 +71,7 @@ fn soak(bin: &Path, work: &Path, minutes: u32) -> Result<()> {
          and ~1,000 new connections/s, both sides traced =="
     );
     println!(
-        "minute | agent RSS KiB | agent CPU (cores) | connections tracked | exchanges/s | dropped (total)"
+        "minute | agent RSS KiB | of it anon KiB | agent CPU (cores) | connections tracked | exchanges/s | dropped (total)"
     );
     let start = Instant::now();
     let mut rss = Vec::new();
@@ -81,13 +81,14 @@ fn soak(bin: &Path, work: &Path, minutes: u32) -> Result<()> {
     for minute in 1..=minutes {
         let due = start + Duration::from_secs(60 * minute as u64);
         std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        let kib = rss_kib(pid).context("the agent is gone")?;
+        let kib = status_kib(pid, "VmRSS").context("the agent is gone")?;
+        let anon = status_kib(pid, "RssAnon").unwrap_or(0);
         let metrics = scrape()?;
         let exchanges = sum(&metrics, "apiwatch_exchanges_total");
         let dropped = sum(&metrics, "apiwatch_events_dropped_total");
         let cpu = cpu_seconds(pid);
         println!(
-            "{minute:>6} | {kib:>13} | {:>17.2} | {:>19} | {:>11.0} | {dropped:.0}",
+            "{minute:>6} | {kib:>13} | {anon:>14} | {:>17.2} | {:>19} | {:>11.0} | {dropped:.0}",
             (cpu - last_cpu) / 60.0,
             sum(&metrics, "apiwatch_connections_tracked"),
             (exchanges - last_exchanges) / 60.0,
@@ -235,11 +236,13 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks as f64 / 100.0
 }
 
-fn rss_kib(pid: u32) -> Option<u64> {
+/// A `/proc/PID/status` figure in KiB: `VmRSS` (all), `RssAnon` (the heap and stacks),
+/// `RssFile` (the binary, libraries and the mapped ring buffer).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()?
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
         .split_whitespace()
         .next()?
         .parse()
