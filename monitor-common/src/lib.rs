@@ -287,12 +287,12 @@ pub struct DataEvent<const N: usize> {
 pub type DataEventSmall = DataEvent<CAPTURE_SMALL>;
 pub type DataEventLarge = DataEvent<CAPTURE_MAX>;
 
-const _: () = assert!(core::mem::size_of::<SockAddr>() == 24);
-const _: () = assert!(core::mem::size_of::<ConnOpenEvent>() == 104);
-const _: () = assert!(core::mem::size_of::<ConnInfo>() == 32);
-const _: () = assert!(core::mem::size_of::<ConnCloseEvent>() == 24);
-const _: () = assert!(core::mem::size_of::<DataHeader>() == 40);
-const _: () = assert!(core::mem::size_of::<DataEventLarge>() == 40 + CAPTURE_MAX);
+const _: () = assert!(size_of::<SockAddr>() == 24);
+const _: () = assert!(size_of::<ConnOpenEvent>() == 104);
+const _: () = assert!(size_of::<ConnInfo>() == 32);
+const _: () = assert!(size_of::<ConnCloseEvent>() == 24);
+const _: () = assert!(size_of::<DataHeader>() == 40);
+const _: () = assert!(size_of::<DataEventLarge>() == 40 + CAPTURE_MAX);
 const _: () = assert!(CAPTURE_MAX.is_power_of_two() && CAPTURE_SMALL.is_power_of_two());
 
 #[cfg(feature = "user")]

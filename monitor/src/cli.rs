@@ -301,7 +301,7 @@ pub fn main() -> Result<()> {
             let secs = start.elapsed().as_secs_f64();
             let n = series * points;
             let bytes = serde_json::to_vec(&ds[0]).map(|v| v.len()).unwrap_or(0);
-            let mem = std::mem::size_of::<crate::baseline::Detector>() + cfg.season_buckets * 24;
+            let mem = size_of::<crate::baseline::Detector>() + cfg.season_buckets * 24;
             println!(
                 "detector: {n} updates over {series} series in {secs:.3}s = {:.0} updates/s on one core; {mem} bytes of memory per series ({bytes} bytes as JSON); {anomalies} anomalies on steady input",
                 n as f64 / secs

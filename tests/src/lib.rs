@@ -812,7 +812,7 @@ pub fn policy_only_from(port: u16, cidr: &str) -> String {
 }
 
 /// A small tmpfs mounted for a test (a disk that fills up), unmounted on drop.
-pub struct Tmpfs(pub std::path::PathBuf);
+pub struct Tmpfs(pub PathBuf);
 
 impl Tmpfs {
     pub fn mount(path: &Path, size: &str) -> Self {

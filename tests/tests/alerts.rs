@@ -238,7 +238,7 @@ const SLACK_TOKEN: &str = "SLACKSECRETTOKEN42";
 const WEBHOOK_SECRET: &str = "whsec-TEST-SECRET-77";
 
 /// A policy file for `port` that loopback callers violate, and a config with `alerts`.
-fn write_config(dir: &Path, port: u16, alerts: &str) -> std::path::PathBuf {
+fn write_config(dir: &Path, port: u16, alerts: &str) -> PathBuf {
     std::fs::write(dir.join("policy.yml"), policy_only_from(port, "10.0.0.0/8")).unwrap();
     let config = dir.join("apiwatch.yml");
     std::fs::write(

@@ -517,7 +517,10 @@ impl AlertEngine {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each argument is one field of the self-alert it raises"
+    )]
     fn raise_self(
         &mut self,
         name: &str,

@@ -458,7 +458,7 @@ fn a_spool_left_by_a_renamed_sink_is_reported() {
     old.push(b"{}", false).unwrap();
     old.sync().unwrap();
     drop(old);
-    let spec = crate::alert::SinkSpec {
+    let spec = SinkSpec {
         kind: "file".into(),
         name: Some("new-name".into()),
         path: Some(dir.0.join("alerts.jsonl").display().to_string()),

@@ -330,7 +330,7 @@ fn the_writer_thread_writes_every_record_before_a_stop_returns() {
             log.end_batch();
         }
     }
-    ex.role = crate::capture::Role::Client;
+    ex.role = Role::Client;
     log.record(&ex, vec![], vec![]);
     log.finish();
     assert_eq!(

@@ -183,7 +183,10 @@ pub enum HeadError {
 }
 
 /// Result of trying to parse a head from the bytes buffered so far.
-#[allow(clippy::large_enum_variant)] // transient, see Head
+#[allow(
+    clippy::large_enum_variant,
+    reason = "transient: it lives only between the parser and its caller (see Head)"
+)]
 pub enum HeadParse {
     Complete { head: Head, len: usize },
     Partial,

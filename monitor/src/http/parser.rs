@@ -16,7 +16,10 @@ pub const MAX_HEAD_BYTES: usize = 32 * 1024;
 const MAX_LINE_BYTES: usize = 1024;
 
 /// What the parser found, in stream order.
-#[allow(clippy::large_enum_variant)] // transient, see Head
+#[allow(
+    clippy::large_enum_variant,
+    reason = "transient: drained right after each feed (see Head)"
+)]
 #[derive(Debug, PartialEq, Eq)]
 pub enum ParseEvent {
     /// A message head; `ts_ns` is when its first byte was seen.

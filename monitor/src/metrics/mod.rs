@@ -266,7 +266,7 @@ pub struct Metrics {
     parse_errors: IntCounterVec,
     bytes_not_seen: IntCounter,
     output_write_errors: IntCounter,
-    state_write_errors: prometheus::IntCounterVec,
+    state_write_errors: IntCounterVec,
     services_folded: IntCounter,
     baseline_series_refused: IntCounter,
     tls_blind_spots: IntCounterVec,

@@ -125,7 +125,10 @@ impl H2Conn {
         self.readers.iter().map(FrameReader::buffered).sum()
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the connection's parts the stage borrows at once, split so each can be borrowed"
+    )]
     pub(super) fn feed(
         &mut self,
         id: ConnId,
@@ -171,7 +174,10 @@ impl H2Conn {
 }
 
 impl Streams {
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "as for feed: the parts of the connection borrowed separately"
+    )]
     fn on_frame(
         &mut self,
         id: ConnId,

@@ -152,7 +152,7 @@ pub struct ConnTable {
     tgids: hashbrown::HashSet<u32>,
     /// Name and cgroup of each process the capture described (CaptureEvent::Process); bounded
     /// like `tgids` (see `remember_process`).
-    processes: hashbrown::HashMap<u32, (Arc<str>, Arc<str>)>,
+    processes: HashMap<u32, (Arc<str>, Arc<str>)>,
     events: Vec<ParseEvent>,
     /// What the connections buffer together (the sum of `conn_buffered`), kept as events
     /// change it, for `max_buffered_bytes`.
@@ -168,7 +168,7 @@ impl ConnTable {
             cfg,
             conns: HashMap::new(),
             tgids: hashbrown::HashSet::new(),
-            processes: hashbrown::HashMap::new(),
+            processes: HashMap::new(),
             events: Vec::new(),
             buffered: 0,
             last_expiry_ns: 0,

@@ -784,11 +784,8 @@ mod http2 {
             many.extend(frame(HEADERS, END_HEADERS | END_STREAM, 2 * i + 1, &block));
         }
         let (ex, stats) = run_with(Role::Server, &[(IN, &many, 0)], true);
-        assert_eq!(
-            stats.h2.streams_refused,
-            300 - super::super::h2::MAX_STREAMS as u64
-        );
-        assert_eq!(ex.len(), super::super::h2::MAX_STREAMS);
+        assert_eq!(stats.h2.streams_refused, 300 - h2::MAX_STREAMS as u64);
+        assert_eq!(ex.len(), h2::MAX_STREAMS);
     }
 
     #[test]
