@@ -27,8 +27,15 @@ pub fn run(minutes: u32) -> Result<()> {
     if minutes == 0 {
         bail!("--minutes must be at least 1");
     }
-    cargo(&["build", "--release", "-p", "monitor"])?;
-    let bin = target_dir().join("release/apiwatch");
+    // APIWATCH_BIN soaks a given build (another allocator, an older commit), as the binary tiers
+    // take it; else this tree's release build.
+    let bin = match std::env::var_os("APIWATCH_BIN") {
+        Some(bin) => std::path::PathBuf::from(bin),
+        None => {
+            cargo(&["build", "--release", "-p", "monitor"])?;
+            target_dir().join("release/apiwatch")
+        }
+    };
     let work = std::env::temp_dir().join(format!("apiwatch-soak-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
     let result = soak(&bin, &work, minutes);
