@@ -130,12 +130,8 @@ impl Classes {
         if some & AT != 0 || (some & PERCENT != 0 && s.contains("%40")) {
             return true;
         }
-        // UUID 8-4-4-4-12
-        if b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') {
-            return b
-                .iter()
-                .enumerate()
-                .all(|(i, c)| [8, 13, 18, 23].contains(&i) || c.is_ascii_hexdigit());
+        if let Some(uuid) = uuid_shaped(b) {
+            return uuid;
         }
         // Hex digests and object ids: at least 8 hex characters with a digit among them.
         if b.len() >= 8 && digits > 0 && every & HEX != 0 {
@@ -148,6 +144,17 @@ impl Classes {
         // Long opaque tokens: 16+ characters mixing letters and digits.
         b.len() >= 16 && digits >= 2 && every & TOKEN != 0
     }
+}
+
+/// For a segment with a UUID's dashes (8-4-4-4-12), whether the rest is hex; None otherwise
+/// (unchanged by the one-pass rewrite, so shared with the test's reference).
+fn uuid_shaped(b: &[u8]) -> Option<bool> {
+    const DASHES: [usize; 4] = [8, 13, 18, 23];
+    (b.len() == 36 && DASHES.iter().all(|&i| b[i] == b'-')).then(|| {
+        b.iter()
+            .enumerate()
+            .all(|(i, c)| DASHES.contains(&i) || c.is_ascii_hexdigit())
+    })
 }
 
 /// Numbers, UUIDs, hex digests, dates, e-mail addresses and long token-like strings.
@@ -268,11 +275,8 @@ mod tests {
         if b.contains(&b'@') || (b.contains(&b'%') && s.contains("%40")) {
             return true;
         }
-        if b.len() == 36 && [8, 13, 18, 23].iter().all(|&i| b[i] == b'-') {
-            return b
-                .iter()
-                .enumerate()
-                .all(|(i, c)| [8, 13, 18, 23].contains(&i) || c.is_ascii_hexdigit());
+        if let Some(uuid) = uuid_shaped(b) {
+            return uuid;
         }
         if b.len() >= 8 && digits > 0 && b.iter().all(|c| c.is_ascii_hexdigit()) {
             return true;
