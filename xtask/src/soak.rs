@@ -123,6 +123,14 @@ fn soak(bin: &Path, work: &Path, minutes: u32) -> Result<()> {
         growth * 100.0,
         MAX_GROWTH * 100.0
     );
+    // Two single samples can land at either end of the allocator's minute-to-minute swing; the
+    // trend over every minute after warm-up says whether memory is growing.
+    if let Some(slope) = trend_percent_per_10_minutes(&rss[WARM_UP_MINUTES.min(rss.len()) - 1..]) {
+        println!(
+            "RSS trend from minute {} to {minutes} (least squares): {slope:+.1}% per 10 minutes",
+            WARM_UP_MINUTES.min(rss.len())
+        );
+    }
     let peak = cores.iter().copied().fold(0.0, f64::max);
     println!(
         "agent: peak RSS {} KiB, peak CPU {peak:.2} cores (a minute's average)",
@@ -139,6 +147,24 @@ fn soak(bin: &Path, work: &Path, minutes: u32) -> Result<()> {
     }
     println!("soak passed");
     Ok(())
+}
+
+/// The least-squares slope of one sample a minute, as a percentage of the samples' mean per ten
+/// minutes; None for fewer than three samples.
+fn trend_percent_per_10_minutes(samples: &[u64]) -> Option<f64> {
+    if samples.len() < 3 {
+        return None;
+    }
+    let n = samples.len() as f64;
+    let mean_x = (n - 1.0) / 2.0;
+    let mean_y = samples.iter().sum::<u64>() as f64 / n;
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, &y) in samples.iter().enumerate() {
+        let dx = i as f64 - mean_x;
+        sxy += dx * (y as f64 - mean_y);
+        sxx += dx * dx;
+    }
+    Some(sxy / sxx * 10.0 / mean_y * 100.0)
 }
 
 /// Kills (SIGINT, then waits) what it holds when dropped, also on an early error.
@@ -276,4 +302,20 @@ fn sum(metrics: &str, name: &str) -> f64 {
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trend_percent_per_10_minutes as trend;
+
+    #[test]
+    fn trends_are_the_least_squares_slope_against_the_mean() {
+        assert_eq!(trend(&[100, 100]), None);
+        assert_eq!(trend(&[100, 100, 100, 100]), Some(0.0));
+        // One per minute over a mean of 105: 10 per 10 minutes, 9.52%.
+        let rising: Vec<u64> = (100..=110).collect();
+        assert!((trend(&rising).unwrap() - 1000.0 / 105.0).abs() < 1e-9);
+        // A swing up and back down is no trend.
+        assert!(trend(&[100, 110, 100, 110, 100, 110, 100]).unwrap().abs() < 1e-9);
+    }
 }
