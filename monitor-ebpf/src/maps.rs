@@ -21,11 +21,15 @@ pub static FILTER_BY_COMM: u32 = 0;
 
 #[inline(always)]
 pub fn global_u32(v: &'static u32) -> u32 {
+    // SAFETY: `v` is a reference to a global the loader sets before the program runs; a volatile
+    // read keeps the compiler from folding its zero initial value.
     unsafe { core::ptr::read_volatile(v) }
 }
 
 #[inline(always)]
 pub fn global_u64(v: &'static u64) -> u64 {
+    // SAFETY: `v` is a reference to a global the loader sets before the program runs; a volatile
+    // read keeps the compiler from folding its zero initial value.
     unsafe { core::ptr::read_volatile(v) }
 }
 
@@ -117,6 +121,8 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0
 #[inline(always)]
 pub fn count(stat: Stat, n: u64) {
     if let Some(p) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: `p` is a per-CPU map value checked non-null above: only this CPU's program writes
+        // it.
         unsafe { *p += n };
     }
 }

@@ -14,11 +14,16 @@ use crate::maps::{ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CONNS, DAT
 fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: u32, kind: u32) {
     // readv/writev: vlen @32 (from .../format).
     let vlen = if kind == ARGS_IOVEC {
+        // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+        // Err, never a fault); the offsets are the tracepoint's or the probed function's (see
+        // above).
         unsafe { ctx.read_at::<u64>(32) }.unwrap_or(1) as u32
     } else {
         0
     };
     let Some(id) = traced_pid_tgid() else { return };
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(fd_off) }) else {
         return;
     };
@@ -26,6 +31,8 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
         tgid: (id >> 32) as u32,
         fd: fd as u32,
     };
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let Some(info) = (unsafe { CONNS.get(key) }) else {
         return;
     };
@@ -43,6 +50,8 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
     if info.class == CLASS_OTHER || info.class == CLASS_TLS {
         return;
     }
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let Ok(ptr) = (unsafe { ctx.read_at::<u64>(ptr_off) }) else {
         return;
     };
@@ -108,10 +117,14 @@ pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_data(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let Some(args) = (unsafe { DATA_ARGS.get(id) }).copied() else {
         return 0;
     };
     let _ = DATA_ARGS.remove(id);
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
         return 0;
     };

@@ -34,6 +34,8 @@ pub fn emit_chunk(
     info: *mut ConnInfo,
 ) {
     if kind == ARGS_SENDFILE {
+        // SAFETY: `info` is the connection's map entry, found non-null before this function or
+        // line, valid for this program's run; its fields are plain integers.
         if unsafe { (*info).class } == CLASS_HTTP {
             emit::<0>(key, direction, total, 0, 0, DATA_FLAG_SENDFILE, false, info);
         }
@@ -62,6 +64,8 @@ pub fn emit_chunk(
         ARGS_IOVEC => (ptr, vlen),
         ARGS_MSGHDR => {
             // struct user_msghdr: msg_name @0, msg_namelen @8, msg_iov @16, msg_iovlen @24
+            // SAFETY: the helper copies from user memory and returns an error on an unmapped
+            // address; the length is bounded for the verifier.
             let Ok([iov, vlen]) = (unsafe { bpf_probe_read_user((ptr + 16) as *const [u64; 2]) }) else {
                 count(Stat::ReadUserFailed, 1);
                 return;
@@ -117,6 +121,8 @@ fn gather_iovecs(iov: u64, vlen: u64, want: u64) -> Option<(u64, u64)> {
         if i >= vlen || off >= want {
             break;
         }
+        // SAFETY: the helper copies from user memory and returns an error on an unmapped address;
+        // the length is bounded for the verifier.
         let Ok([base, len]) = (unsafe { bpf_probe_read_user((iov + i * 16) as *const [u64; 2]) }) else {
             count(Stat::ReadUserFailed, 1);
             break;
@@ -129,6 +135,8 @@ fn gather_iovecs(iov: u64, vlen: u64, want: u64) -> Option<(u64, u64)> {
         let at = off & (CAPTURE_MAX as u64 - 1);
         let n = n & (CAPTURE_MAX as u64 - 1);
         if n > 0 {
+            // SAFETY: `buf + at` and `n` stay inside the per-CPU buffer (both masked above); the
+            // helper returns an error on an unmapped user address.
             let rc = unsafe {
                 generated::bpf_probe_read_user(
                     buf.add(at as usize).cast(),
@@ -161,9 +169,13 @@ fn inside_hinted_body(key: ConnKey, direction: u32, total: u64, info: *mut ConnI
         direction,
         _pad: 0,
     };
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let Some(hint) = (unsafe { BODY_HINTS.get(hint_key) }) else {
         return false;
     };
+    // SAFETY: `info` is the connection's map entry, found non-null before this function or line,
+    // valid for this program's run; its fields are plain integers.
     let (epoch, at) = unsafe { ((*info).epoch, (*info).reported[dir_index(direction)]) };
     hint.epoch == epoch && at + total <= hint.until
 }
@@ -197,6 +209,8 @@ fn emit_prefix(
 /// struct iovec { void *iov_base; size_t iov_len; }
 #[inline(always)]
 fn first_iovec(iov: u64) -> Option<(u64, u64)> {
+    // SAFETY: the helper copies from user memory and returns an error on an unmapped address; the
+    // length is bounded for the verifier.
     match unsafe { bpf_probe_read_user(iov as *const [u64; 2]) } {
         Ok([base, len]) => Some((base, len)),
         Err(_) => {
@@ -212,6 +226,8 @@ fn first_iovec(iov: u64) -> Option<(u64, u64)> {
 pub fn wakeup_flags() -> u64 {
     let avail = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
     if let Some(p) = STATS.get_ptr_mut(Stat::RingAvailBytes as u32) {
+        // SAFETY: `p` is a per-CPU map value checked non-null above: only this CPU's program writes
+        // it.
         unsafe { *p = avail };
     }
     if avail >= global_u64(&WAKEUP_BYTES) {
@@ -244,11 +260,16 @@ pub fn emit<const N: usize>(
     }
     let mut captured = 0u32;
     if n > 0 {
+        // SAFETY: `ev` is this program's ring reservation, checked non-null above and not yet
+        // submitted.
         let dst = unsafe { (*ev).data.as_mut_ptr().cast() };
         let rc = if src_kernel {
             // The gathered head, in the per-CPU scratch buffer.
+            // SAFETY: the helper copies from kernel memory and returns an error on a bad address.
             unsafe { generated::bpf_probe_read_kernel(dst, n, src as *const core::ffi::c_void) }
         } else {
+            // SAFETY: the helper copies from user memory and returns an error on an unmapped
+            // address; the length is bounded for the verifier.
             unsafe { generated::bpf_probe_read_user(dst, n, src as *const core::ffi::c_void) }
         };
         if rc == 0 {
@@ -261,17 +282,23 @@ pub fn emit<const N: usize>(
     let head: u32 = if captured > 0 {
         // The reservation holds at least 4 bytes (N >= 4 whenever want > 0); the bytes past
         // `captured` are masked off by `probe`.
+        // SAFETY: `ev` is a live ring reservation of at least 4 data bytes (see above); read copies
+        // them unaligned-safe as a [u8; 4].
         u32::from_le_bytes(unsafe { core::ptr::read((*ev).data.as_ptr().cast::<[u8; 4]>()) })
     } else {
         0
     };
     if flags & DATA_FLAG_TLS != 0 {
         // Plaintext from the SSL uprobes: the syscall bytes of this socket are ciphertext.
+        // SAFETY: `info` is the connection's map entry, found non-null before this function or
+        // line, valid for this program's run; its fields are plain integers.
         unsafe {
             if (*info).class == CLASS_UNKNOWN {
                 (*info).class = CLASS_TLS;
             }
         }
+        // SAFETY: `info` is the connection's map entry, found non-null before this function or
+        // line, valid for this program's run; its fields are plain integers.
         let plain = unsafe { (*info).plain_class };
         if plain == CLASS_OTHER {
             entry.discard(0);
@@ -281,36 +308,56 @@ pub fn emit<const N: usize>(
             let Some(first) = probe(info, head, captured) else {
                 return submit_data(entry, key, direction, total, captured, flags, info);
             };
+            // SAFETY: `info` is the connection's map entry, found non-null before this function or
+            // line, valid for this program's run; its fields are plain integers.
             let mid_stream = unsafe { (*info).tries_left } > 1;
             if looks_like_http(first) || looks_like_h2(first, mid_stream) {
+                // SAFETY: `info` is the connection's map entry, found non-null before this function
+                // or line, valid for this program's run; its fields are plain integers.
                 unsafe { (*info).plain_class = CLASS_HTTP };
             } else {
                 // Other protocols: not ours.
+                // SAFETY: `info` is the connection's map entry, found non-null before this function
+                // or line, valid for this program's run; its fields are plain integers.
                 unsafe { (*info).plain_class = CLASS_OTHER };
                 count(Stat::ConnNotHttp, 1);
                 entry.discard(0);
                 return;
             }
         }
+    // SAFETY: `info` is the connection's map entry, found non-null before this function or line,
+    // valid for this program's run; its fields are plain integers.
     } else if unsafe { (*info).class } == CLASS_UNKNOWN {
         let Some(first) = probe(info, head, captured) else {
             return submit_data(entry, key, direction, total, captured, flags, info);
         };
+        // SAFETY: `info` is the connection's map entry, found non-null before this function or
+        // line, valid for this program's run; its fields are plain integers.
         let mid_stream = unsafe { (*info).tries_left } > 1;
         if looks_like_http(first) || looks_like_h2(first, mid_stream) {
+            // SAFETY: `info` is the connection's map entry, found non-null before this function or
+            // line, valid for this program's run; its fields are plain integers.
             unsafe { (*info).class = CLASS_HTTP };
         } else if first[0] == 0x16 && first[1] == 0x03 {
             // A TLS handshake record: from now on only the SSL uprobes speak for this socket.
+            // SAFETY: `info` is the connection's map entry, found non-null before this function or
+            // line, valid for this program's run; its fields are plain integers.
             unsafe { (*info).class = CLASS_TLS };
             entry.discard(0);
             emit_tls_mark(key);
             return;
         } else {
+            // SAFETY: `info` is the connection's map entry, found non-null before this function or
+            // line, valid for this program's run; its fields are plain integers.
             let left = unsafe { (*info).tries_left };
             if left <= 1 {
+                // SAFETY: `info` is the connection's map entry, found non-null before this function
+                // or line, valid for this program's run; its fields are plain integers.
                 unsafe { (*info).class = CLASS_OTHER };
                 count(Stat::ConnNotHttp, 1);
             } else {
+                // SAFETY: `info` is the connection's map entry, found non-null before this function
+                // or line, valid for this program's run; its fields are plain integers.
                 unsafe { (*info).tries_left = left - 1 };
             }
             entry.discard(0);
@@ -332,6 +379,8 @@ fn submit_data<const N: usize>(
     info: *mut ConnInfo,
 ) {
     let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` is this program's ring reservation, non-null and not yet submitted: only this
+    // program writes it.
     unsafe {
         (*ev).header = DataHeader {
             kind: EVENT_DATA,
@@ -345,6 +394,8 @@ fn submit_data<const N: usize>(
         };
     }
     entry.submit(wakeup_flags());
+    // SAFETY: `info` is the connection's map entry, found non-null before this function or line,
+    // valid for this program's run; its fields are plain integers.
     unsafe { (*info).reported[dir_index(direction)] += total };
     count(Stat::EventsSubmitted, 1);
     if total > captured as u64 {
@@ -360,6 +411,8 @@ fn submit_data<const N: usize>(
 /// known. Fewer than 4 that cannot begin one: zero-padded, which no class matches.
 #[inline(always)]
 fn probe(info: *mut ConnInfo, head: u32, captured: u32) -> Option<[u8; 4]> {
+    // SAFETY: `info` is the connection's map entry, found non-null before this function or line,
+    // valid for this program's run; its fields are plain integers.
     let known = unsafe { (*info).prefix_len } as u32 & 3;
     let taken = if captured > 4 { 4 } else { captured };
     let new = if taken >= 4 {
@@ -367,20 +420,28 @@ fn probe(info: *mut ConnInfo, head: u32, captured: u32) -> Option<[u8; 4]> {
     } else {
         head & ((1u32 << (8 * taken)) - 1)
     };
+    // SAFETY: `info` is the connection's map entry, found non-null before this function or line,
+    // valid for this program's run; its fields are plain integers.
     let bytes = unsafe { (*info).prefix } | (new << (8 * known));
     let len = known + taken;
     if len >= 4 {
+        // SAFETY: `info` is the connection's map entry, found non-null before this function or
+        // line, valid for this program's run; its fields are plain integers.
         unsafe { (*info).prefix_len = 0 };
         return Some(bytes.to_le_bytes());
     }
     let b = bytes.to_le_bytes();
     if len > 0 && could_begin_method(b, len) {
+        // SAFETY: `info` is the connection's map entry, found non-null before this function or
+        // line, valid for this program's run; its fields are plain integers.
         unsafe {
             (*info).prefix = bytes;
             (*info).prefix_len = len as u8;
         }
         return None;
     }
+    // SAFETY: `info` is the connection's map entry, found non-null before this function or line,
+    // valid for this program's run; its fields are plain integers.
     unsafe { (*info).prefix_len = 0 };
     Some(b)
 }
@@ -414,6 +475,7 @@ pub fn emit_conn_event(kind: u32, key: ConnKey) {
         _pad: 0,
         tgid: key.tgid,
         fd: key.fd,
+        // SAFETY: a helper with no arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     });
     entry.submit(wakeup_flags());
@@ -475,6 +537,7 @@ pub fn emit_open(
         role,
         tgid: key.tgid,
         fd: key.fd,
+        // SAFETY: a helper with no arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
         local,
         peer,

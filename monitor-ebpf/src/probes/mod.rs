@@ -23,6 +23,8 @@ pub fn traced_process() -> Option<u64> {
     let id = traced_pid_tgid()?;
     if crate::maps::global_u32(&crate::maps::FILTER_BY_COMM) != 0 {
         let comm = aya_ebpf::helpers::bpf_get_current_comm().ok()?;
+        // SAFETY: the map value is read at once; another CPU may update it meanwhile, which can
+        // only make it stale, never invalid (plain data).
         unsafe { crate::maps::TRACED_COMMS.get(comm) }?;
     }
     Some(id)

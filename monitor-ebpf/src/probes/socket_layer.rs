@@ -64,10 +64,13 @@ const PT_REGS_DX: usize = 96;
 /// The registers the current task entered its syscall with.
 #[inline(always)]
 fn syscall_regs() -> Option<SyscallRegs> {
+    // SAFETY: both helpers take no pointer from us; the current task's BTF pointer is what
+    // bpf_task_pt_regs expects, and its result is checked for null below.
     let regs = unsafe { generated::bpf_task_pt_regs(generated::bpf_get_current_task_btf()) };
     if regs == 0 {
         return None;
     }
+    // SAFETY: the helper copies from kernel memory and returns an error on a bad address.
     unsafe { bpf_probe_read_kernel((regs as usize + PT_REGS_DX) as *const SyscallRegs) }.ok()
 }
 
@@ -108,11 +111,19 @@ fn on_socket_io(ctx: &BtfTracePointContext, direction: u32) {
     };
     let Some(regs) = syscall_regs() else { return };
     let nr = regs.orig_ax;
+    // SAFETY: `conn` is a map entry found non-null before this line, valid for this program's run;
+    // its fields are plain integers.
     if unsafe { (*conn).flags } & SOCK_FLAG_OWNED == 0 && !take_ownership(conn, key, id, &regs) {
         return;
     }
+    // SAFETY: `conn` is a map entry found non-null before this line, valid for this program's run;
+    // its fields are plain integers.
     let owner = unsafe { (*conn).owner };
+    // SAFETY: `conn` is a map entry found non-null before this line, valid for this program's run;
+    // its fields are plain integers.
     let info = unsafe { &raw mut (*conn).info };
+    // SAFETY: `info` is the connection's map entry, found non-null before this function or line,
+    // valid for this program's run; its fields are plain integers.
     let class = unsafe { (*info).class };
     if class == CLASS_OTHER {
         return;
@@ -123,6 +134,8 @@ fn on_socket_io(ctx: &BtfTracePointContext, direction: u32) {
             id,
             owner.tgid,
             owner.fd,
+            // SAFETY: `info` is the connection's map entry, found non-null before this function or
+            // line, valid for this program's run; its fields are plain integers.
             unsafe { (*info).epoch },
             direction == DIR_INGRESS,
         );
@@ -163,6 +176,8 @@ fn take_ownership(conn: *mut SockConn, sk: u64, id: u64, regs: &SyscallRegs) -> 
             if nr == NR_IO_URING_ENTER
                 || (comm[0] == b'i' && comm[1] == b'o' && comm[2] == b'u' && comm[3] == b'-')
             {
+                // SAFETY: `conn` is a map entry found non-null before this line, valid for this
+                // program's run; its fields are plain integers.
                 unsafe {
                     (*conn).flags |= SOCK_FLAG_OWNED;
                     (*conn).info.class = CLASS_OTHER;
@@ -173,6 +188,8 @@ fn take_ownership(conn: *mut SockConn, sk: u64, id: u64, regs: &SyscallRegs) -> 
         }
     };
     if traced_process().is_none() {
+        // SAFETY: `conn` is a map entry found non-null before this line, valid for this program's
+        // run; its fields are plain integers.
         unsafe {
             (*conn).flags |= SOCK_FLAG_OWNED;
             (*conn).info.class = CLASS_OTHER;
@@ -183,11 +200,15 @@ fn take_ownership(conn: *mut SockConn, sk: u64, id: u64, regs: &SyscallRegs) -> 
         tgid: (id >> 32) as u32,
         fd: fd as u32,
     };
+    // SAFETY: `conn` is a map entry found non-null before this line, valid for this program's run;
+    // its fields are plain integers.
     unsafe {
         (*conn).owner = owner;
         (*conn).flags |= SOCK_FLAG_OWNED;
     }
     let _ = FD_OWNER.insert(owner, sk, 0);
+    // SAFETY: `conn` is a map entry found non-null above; the block only reads its plain integer
+    // fields.
     unsafe {
         emit_open(
             owner,
@@ -206,11 +227,14 @@ fn take_ownership(conn: *mut SockConn, sk: u64, id: u64, regs: &SyscallRegs) -> 
 #[inline(always)]
 fn adopt(sk: *mut core::ffi::c_void, key: u64) -> Option<*mut SockConn> {
     // Unix, UDP and other sockets are not ours (and are the common miss).
+    // SAFETY: `sk` is the socket the tracepoint passed; the helper checks its type and returns null
+    // for anything but a TCP socket.
     if unsafe { generated::bpf_skc_to_tcp_sock(sk) }.is_null() {
         return None;
     }
     // struct sock_common: skc_daddr @0, skc_rcv_saddr @4, skc_dport @12 (network order),
     // skc_num @14 (host order), skc_family @16: a layout unchanged since Linux 2.6.
+    // SAFETY: the helper copies from kernel memory and returns an error on a bad address.
     let head: [u8; 18] = unsafe { bpf_probe_read_kernel(sk as *const [u8; 18]) }.ok()?;
     let family = u16::from_ne_bytes([head[16], head[17]]);
     let lport = u16::from_ne_bytes([head[14], head[15]]);
@@ -228,6 +252,8 @@ fn adopt(sk: *mut core::ffi::c_void, key: u64) -> Option<*mut SockConn> {
     } else if family != AF_INET6 {
         return None;
     }
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let role = if unsafe { LISTEN_PORTS.get(lport) }.is_some() {
         ROLE_SERVER
     } else {
@@ -258,12 +284,20 @@ pub fn sock_lifecycle(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sock_lifecycle(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let protocol: u16 = unsafe { ctx.read_at(30)? };
     if protocol != IPPROTO_TCP {
         return Ok(());
     }
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let old: i32 = unsafe { ctx.read_at(16)? };
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let new: i32 = unsafe { ctx.read_at(20)? };
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let sk: u64 = unsafe { ctx.read_at(8)? };
     match new {
         TCP_ESTABLISHED => {
@@ -289,13 +323,23 @@ fn try_sock_lifecycle(ctx: &TracePointContext) -> Result<(), i64> {
             }
         }
         TCP_LISTEN => {
+            // SAFETY: read_at copies from the program's context with a checked read (a bad offset
+            // is an Err, never a fault); the offsets are the tracepoint's or the probed function's
+            // (see above).
             let port: u16 = unsafe { ctx.read_at(24)? };
+            // SAFETY: the map value is read at once; another CPU may update it meanwhile, which can
+            // only make it stale, never invalid (plain data).
             let n = unsafe { LISTEN_PORTS.get(port) }.copied().unwrap_or(0);
             let _ = LISTEN_PORTS.insert(port, n + 1, 0);
         }
         TCP_CLOSE => {
             if old == TCP_LISTEN {
+                // SAFETY: read_at copies from the program's context with a checked read (a bad
+                // offset is an Err, never a fault); the offsets are the tracepoint's or the probed
+                // function's (see above).
                 let port: u16 = unsafe { ctx.read_at(24)? };
+                // SAFETY: the map value is read at once; another CPU may update it meanwhile, which
+                // can only make it stale, never invalid (plain data).
                 match unsafe { LISTEN_PORTS.get(port) }.copied() {
                     Some(n) if n > 1 => {
                         let _ = LISTEN_PORTS.insert(port, n - 1, 0);
@@ -318,6 +362,8 @@ fn try_sock_lifecycle(ctx: &TracePointContext) -> Result<(), i64> {
 // that keeps the map exact if one did not.
 #[tracepoint]
 pub fn sock_destroy(ctx: TracePointContext) -> u32 {
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     if let Ok(sk) = unsafe { ctx.read_at::<u64>(8) } {
         close_sock(sk);
     }
@@ -328,6 +374,8 @@ pub fn sock_destroy(ctx: TracePointContext) -> u32 {
 /// runs whether the process called close() or exited (the kernel closes its sockets then).
 #[inline(always)]
 fn close_sock(sk: u64) {
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let Some(conn) = (unsafe { SOCKS.get(sk) }).copied() else {
         return;
     };
@@ -337,6 +385,8 @@ fn close_sock(sk: u64) {
     if conn.flags & SOCK_FLAG_OWNED == 0 {
         return;
     }
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     if unsafe { FD_OWNER.get(conn.owner) }.copied() != Some(sk) {
         return;
     }

@@ -24,6 +24,8 @@ pub fn enter_accept(ctx: TracePointContext) -> u32 {
     let Some(id) = traced_process() else {
         return 0;
     };
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe {
         ctx.read_at::<u64>(24)
     }) else {
@@ -48,10 +50,14 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
     };
     // No saved arguments when the thread was already blocked in accept() as we attached: the
     // connection is still ours, its addresses come from /proc in userspace.
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let args = (unsafe { ACCEPT_ARGS.get(id) }).copied();
     if args.is_some() {
         let _ = ACCEPT_ARGS.remove(id);
     }
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
         return 0;
     };
@@ -67,6 +73,8 @@ pub fn exit_accept(ctx: TracePointContext) -> u32 {
     }
     let mut local = SockAddr::EMPTY;
     if peer.family != 0 {
+        // SAFETY: the map value is read at once; another CPU may update it meanwhile, which can
+        // only make it stale, never invalid (plain data).
         if let Some(l) = unsafe { PEER_LOCAL.get(peer) } {
             local = *l;
             let _ = PEER_LOCAL.remove(peer);
@@ -82,6 +90,8 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
     let Some(id) = traced_process() else {
         return 0;
     };
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let (Ok(fd), Ok(addr)) = (unsafe { ctx.read_at::<u64>(16) }, unsafe {
         ctx.read_at::<u64>(24)
     }) else {
@@ -107,10 +117,14 @@ pub fn enter_connect(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_connect(ctx: TracePointContext) -> u32 {
     let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let Some(mut args) = (unsafe { CONNECT_ARGS.get(id) }).copied() else {
         return 0;
     };
     let _ = CONNECT_ARGS.remove(id);
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {
         return 0;
     };
@@ -126,6 +140,7 @@ pub fn exit_connect(ctx: TracePointContext) -> u32 {
     // port 0. Read it now from struct sock_common: skc_dport @12, skc_num @14 (host order), a
     // layout unchanged since Linux 2.6 (include/net/sock.h).
     if args.local.port == 0 && args.sk != 0 {
+        // SAFETY: the helper copies from kernel memory and returns an error on a bad address.
         if let Ok(port) = unsafe { bpf_probe_read_kernel((args.sk + 14) as *const u16) } {
             args.local.port = port;
         }
@@ -143,10 +158,14 @@ pub fn sock_state(ctx: TracePointContext) -> u32 {
 }
 
 fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let newstate: i32 = unsafe { ctx.read_at(20)? };
     if newstate != TCP_SYN_SENT && newstate != TCP_SYN_RECV {
         return Ok(());
     }
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let protocol: u16 = unsafe { ctx.read_at(30)? };
     if protocol != IPPROTO_TCP {
         return Ok(());
@@ -158,7 +177,12 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
         // connect() runs this transition in the caller's context: the thread in CONNECT_ARGS.
         let id = aya_ebpf::helpers::bpf_get_current_pid_tgid();
         if let Some(args) = CONNECT_ARGS.get_ptr_mut(id) {
+            // SAFETY: read_at copies from the program's context with a checked read (a bad offset
+            // is an Err, never a fault); the offsets are the tracepoint's or the probed function's
+            // (see above).
             let sk: u64 = unsafe { ctx.read_at(8)? };
+            // SAFETY: `args` is the map entry get_ptr_mut just returned non-null, valid for this
+            // program's run.
             unsafe {
                 (*args).local = local;
                 (*args).sk = sk;
@@ -174,26 +198,46 @@ fn try_sock_state(ctx: &TracePointContext) -> Result<(), i64> {
 /// family other than IPv4 and IPv6.
 #[inline(always)]
 pub fn state_addresses(ctx: &TracePointContext) -> Result<Option<(SockAddr, SockAddr)>, i64> {
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let family: u16 = unsafe { ctx.read_at(28)? };
     let mut local = SockAddr {
         family,
+        // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+        // Err, never a fault); the offsets are the tracepoint's or the probed function's (see
+        // above).
         port: unsafe { ctx.read_at(24)? },
         _pad: 0,
         addr: [0; 16],
     };
     let mut remote = SockAddr {
         family,
+        // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+        // Err, never a fault); the offsets are the tracepoint's or the probed function's (see
+        // above).
         port: unsafe { ctx.read_at(26)? },
         _pad: 0,
         addr: [0; 16],
     };
     if family == AF_INET {
+        // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+        // Err, never a fault); the offsets are the tracepoint's or the probed function's (see
+        // above).
         let s: [u8; 4] = unsafe { ctx.read_at(32)? };
+        // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+        // Err, never a fault); the offsets are the tracepoint's or the probed function's (see
+        // above).
         let d: [u8; 4] = unsafe { ctx.read_at(36)? };
         local.addr[..4].copy_from_slice(&s);
         remote.addr[..4].copy_from_slice(&d);
     } else if family == AF_INET6 {
+        // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+        // Err, never a fault); the offsets are the tracepoint's or the probed function's (see
+        // above).
         local.addr = unsafe { ctx.read_at(40)? };
+        // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+        // Err, never a fault); the offsets are the tracepoint's or the probed function's (see
+        // above).
         remote.addr = unsafe { ctx.read_at(56)? };
     } else {
         return Ok(None);
@@ -207,6 +251,8 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
     let Some(id) = traced_pid_tgid() else {
         return 0;
     };
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(16) }) else {
         return 0;
     };
@@ -214,6 +260,8 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         tgid: (id >> 32) as u32,
         fd: fd as u32,
     };
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     if unsafe { CONNS.get(key) }.is_none() {
         return 0;
     }
@@ -266,19 +314,27 @@ pub fn read_user_sockaddr(ptr: u64) -> SockAddr {
         return out;
     }
     let base = ptr as *const u8;
+    // SAFETY: the helper copies from user memory and returns an error on an unmapped address; the
+    // length is bounded for the verifier.
     let Ok(family) = (unsafe { bpf_probe_read_user(base as *const u16) }) else {
         return out;
     };
     // sockaddr_in: family @0, port @2 (network order), addr @4; sockaddr_in6: addr @8.
+    // SAFETY: the helper copies from user memory and returns an error on an unmapped address; the
+    // length is bounded for the verifier.
     let Ok(port) = (unsafe { bpf_probe_read_user(base.add(2) as *const u16) }) else {
         return out;
     };
     if family == AF_INET {
+        // SAFETY: the helper copies from user memory and returns an error on an unmapped address;
+        // the length is bounded for the verifier.
         let Ok(a) = (unsafe { bpf_probe_read_user(base.add(4) as *const [u8; 4]) }) else {
             return out;
         };
         out.addr[..4].copy_from_slice(&a);
     } else if family == AF_INET6 {
+        // SAFETY: the helper copies from user memory and returns an error on an unmapped address;
+        // the length is bounded for the verifier.
         let Ok(a) = (unsafe { bpf_probe_read_user(base.add(8) as *const [u8; 16]) }) else {
             return out;
         };

@@ -32,6 +32,8 @@ fn enter(ctx: &ProbeContext, direction: u32, ex: bool, flags: u32) {
         _pad: 0,
         ssl,
     };
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let sock = match unsafe { SSL_FD.get(key) } {
         Some(s) => *s,
         None => guess_socket(id, key).unwrap_or(SslSock {
@@ -56,6 +58,8 @@ fn enter(ctx: &ProbeContext, direction: u32, ex: bool, flags: u32) {
 #[inline(always)]
 fn exit(ctx: &RetProbeContext) {
     let id = bpf_get_current_pid_tgid();
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let Some(args) = (unsafe { SSL_ARGS.get(id) }).copied() else {
         return;
     };
@@ -73,6 +77,8 @@ fn exit(ctx: &RetProbeContext) {
         if ret <= 0 {
             return;
         }
+        // SAFETY: the helper copies from user memory and returns an error on an unmapped address;
+        // the length is bounded for the verifier.
         match unsafe { bpf_probe_read_user(args.count_ptr as *const u64) } {
             Ok(n) => n,
             Err(_) => {
@@ -93,6 +99,8 @@ fn exit(ctx: &RetProbeContext) {
     let known = if args.fd == u32::MAX {
         None
     } else {
+        // SAFETY: `info` is the connection's map entry, found non-null before this function or
+        // line, valid for this program's run; its fields are plain integers.
         conn_info(key).filter(|&info| args.epoch == 0 || unsafe { (*info).epoch } == args.epoch)
     };
     let info = match known {
@@ -133,8 +141,12 @@ fn exit(ctx: &RetProbeContext) {
 #[inline(always)]
 fn conn_info(key: ConnKey) -> Option<*mut ConnInfo> {
     if global_u32(&SOCKET_LAYER) != 0 {
+        // SAFETY: the map value is read at once; another CPU may update it meanwhile, which can
+        // only make it stale, never invalid (plain data).
         let sk = unsafe { FD_OWNER.get(key) }.copied()?;
         let conn = SOCKS.get_ptr_mut(sk)?;
+        // SAFETY: `conn` is a map entry found non-null before this line, valid for this program's
+        // run; its fields are plain integers.
         Some(unsafe { &raw mut (*conn).info })
     } else {
         CONNS.get_ptr_mut(key)
@@ -146,13 +158,19 @@ fn conn_info(key: ConnKey) -> Option<*mut ConnInfo> {
 /// does socket I/O of its own corrects it (learn_ssl_socket).
 #[inline(always)]
 fn guess_socket(id: u64, key: SslKey) -> Option<SslSock> {
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
     let fd = (unsafe { LAST_TLS_RECV.get(id) }).copied()?;
     let info = conn_info(ConnKey { tgid: key.tgid, fd })?;
+    // SAFETY: `info` is the connection's map entry, found non-null before this function or line,
+    // valid for this program's run; its fields are plain integers.
     if unsafe { (*info).class } != CLASS_TLS {
         return None;
     }
     let sock = SslSock {
         fd,
+        // SAFETY: `info` is the connection's map entry, found non-null before this function or
+        // line, valid for this program's run; its fields are plain integers.
         epoch: unsafe { (*info).epoch },
     };
     let _ = SSL_FD.insert(key, sock, 0);
@@ -216,6 +234,8 @@ pub fn learn_ssl_socket(id: u64, tgid: u32, fd: u32, epoch: u32, maybe_ciphertex
         }
         return;
     };
+    // SAFETY: `ssl` is the map entry get_ptr_mut just returned non-null, valid for this program's
+    // run; its fields are plain integers.
     unsafe {
         // Known already (the entry read it from SSL_FD): no write. Updating an LRU entry takes a
         // lock that showed in profiles of TLS at saturation.
