@@ -80,9 +80,13 @@ enum Msg {
     Events(Vec<CaptureEvent>),
     /// A reloaded policy (rate and burst state carry over).
     Policy(Arc<Policy>),
-    /// Wall-clock time, so idle connections expire when no events come; and the kernel's
-    /// count of lost events so far, for the ApiwatchEventsDropped alert.
-    Tick(u64, u64),
+    /// Once a second from the capture thread.
+    Tick {
+        /// Agent-clock time (Unix ns), so idle connections expire when no events come.
+        now_ns: u64,
+        /// Events lost in the kernel or in decoding so far, for the ApiwatchEventsDropped alert.
+        events_lost: u64,
+    },
 }
 
 /// What consumes capture events on the pipeline thread.
@@ -496,7 +500,10 @@ async fn capture_loop(
             }
             _ = tick.tick() => {
                 let k = capture.kernel_stats();
-                let _ = tx.send(Msg::Tick(agent_now_ns(), k.lost_events() + capture.decode_errors));
+                let _ = tx.send(Msg::Tick {
+                    now_ns: agent_now_ns(),
+                    events_lost: k.lost_events() + capture.decode_errors,
+                });
                 capture.rescan_tls();
                 // Reload the policy when its file changes.
                 if let Some(path) = &opts.policy_path {
@@ -615,7 +622,7 @@ fn consume(
                         }
                         p.end_batch();
                     }
-                    Msg::Tick(now, dropped) => p.tick(now, dropped),
+                    Msg::Tick { now_ns, events_lost } => p.tick(now_ns, events_lost),
                     Msg::Policy(policy) => p.set_policy(policy),
                 }
             }
