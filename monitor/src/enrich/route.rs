@@ -210,14 +210,17 @@ impl RouteTable {
     /// Sets `service` and `route` on an exchange.
     pub fn enrich(&mut self, ex: &mut Exchange) {
         let mut service = service_name(ex);
-        if !self.routes.contains_key(&service) && self.routes.len() >= self.max_services {
-            self.services_folded += 1;
-            service = OVERFLOW_SERVICE.to_string();
-        }
         let route = template(&ex.path);
+        // One lookup for a known service (nearly every exchange); a new one beyond the cap folds.
         let routes = match self.routes.get_mut(&service) {
             Some(r) => r,
-            None => self.routes.entry(service.clone()).or_default(),
+            None => {
+                if self.routes.len() >= self.max_services {
+                    self.services_folded += 1;
+                    service = OVERFLOW_SERVICE.to_string();
+                }
+                self.routes.entry(service.clone()).or_default()
+            }
         };
         ex.route = if routes.contains(&route) {
             route
