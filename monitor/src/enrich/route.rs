@@ -268,6 +268,16 @@ mod tests {
         }
     }
 
+    /// Deterministic pseudo-random numbers for generated cases (xorshift64).
+    fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+
     /// The tests one pass each, as they were written before `CLASSES`.
     fn is_identifier_by_passes(s: &str) -> bool {
         let b = s.as_bytes();
@@ -299,13 +309,7 @@ mod tests {
         let alphabet = [
             "0", "7", "a", "F", "g", "Z", "-", "_", ".", ":", ",", "=", "~", "@", "%40", "%", "é", "+",
         ];
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         let mut cases = vec![
             "550e8400-e29b-41d4-a716-446655440000".to_string(),
             "550e8400-e29b-41d4-a716-44665544000g".to_string(),
@@ -373,13 +377,7 @@ mod tests {
             "%40",
             "abc123def456ghi789",
         ];
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
         for _ in 0..50_000 {
             let n = (next() % 30) as usize;
             let path: String = (0..n)
