@@ -275,9 +275,7 @@ impl Exchange {
         }
         out.push(b'}');
     }
-}
 
-impl Exchange {
     /// The fields every exchange of a connection shares, as `write_json` writes them.
     fn write_connection_json(&self, out: &mut Vec<u8>) {
         let Exchange {
