@@ -129,7 +129,10 @@ impl Pipeline {
         finding_sink: Option<Box<dyn FindingSink>>,
     ) -> Self {
         Self {
-            table: ConnTable::new(opts.stream.clone()),
+            table: ConnTable::new(StreamConfig {
+                http: http_options(opts.policy.as_deref()),
+                ..opts.stream.clone()
+            }),
             routes: RouteTable::new(opts.routes.max_services, opts.routes.max_routes_per_service),
             metrics: opts.metrics.clone(),
             stats: PipelineStats::default(),
@@ -223,6 +226,7 @@ impl Pipeline {
     }
 
     pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.table.set_http_options(policy.http_options());
         match &mut self.evaluator {
             Some(e) => e.set_policy(policy),
             None => self.evaluator = Some(Evaluator::new(policy)),
@@ -573,6 +577,11 @@ fn resolve(input: Receiver<Msg>, output: SyncSender<Msg>) {
     }
 }
 
+/// The HTTP options a policy gives (none without one).
+fn http_options(policy: Option<&Policy>) -> crate::http::HttpOptions {
+    policy.map(Policy::http_options).unwrap_or_default()
+}
+
 fn mtime(path: &std::path::Path) -> Option<std::time::SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }
@@ -630,10 +639,13 @@ fn consume(
             (p.stats.clone(), p.filtered_events)
         }
         Consumer::Record(mut writer) => {
-            let mut redactor = Redactor::default();
+            let mut redactor = Redactor::new(http_options(opts.policy.as_deref()));
             let mut stats = PipelineStats::default();
             let mut filtered = 0;
             while let Ok(msg) = rx.recv() {
+                if let Msg::Policy(policy) = &msg {
+                    redactor.set_http_options(policy.http_options());
+                }
                 if let Msg::Events(batch) = msg {
                     for mut ev in batch {
                         if !pids.is_empty() && !pids.contains(&event_tgid(&ev)) {
@@ -660,6 +672,7 @@ mod tests {
     use super::*;
     use crate::baseline::DetectorConfig;
     use crate::capture::{ConnId, ConnOpen, DataChunk, Direction, Role};
+    use crate::http::AuthScheme;
     use crate::output::{Discard, SharedVec};
 
     const S: u64 = 1_000_000_000;
@@ -800,5 +813,79 @@ mod tests {
             "the drop to zero: {:?}",
             findings.snapshot()
         );
+    }
+
+    /// The API-key headers a policy declares hold for the pipeline that uses the policy, and a
+    /// reload replaces them: once, a parsed policy added them to a process-wide list that never
+    /// shrank (`apiwatch check` included), and every unmatched header took its lock.
+    #[test]
+    fn a_reloaded_policy_replaces_the_api_key_headers_of_the_parsers() {
+        let with_key = |header: &str| {
+            let text = format!(
+                "services:\n  - name: shop\n    match:\n      port: 8080\n    undeclared: allow\n    defaults:\n      auth:\n        scheme: apikey\n        headers: [{header}]\n"
+            );
+            Arc::new(Policy::parse("p.yml", &text).unwrap())
+        };
+        let exchanges: SharedVec<crate::exchange::Exchange> = SharedVec::default();
+        let opts = AgentOptions {
+            policy: Some(with_key("X-Shop-Key")),
+            ..AgentOptions::default()
+        };
+        let mut p = Pipeline::new(&opts, Box::new(exchanges.clone()), None);
+        let id = Traffic::open(&mut p).id;
+        let mut ts = T0;
+        let mut exchange = |p: &mut Pipeline| {
+            for (direction, bytes) in [
+                (
+                    Direction::Ingress,
+                    &b"GET /cart HTTP/1.1\r\nX-Shop-Key: shopkey-VALUE-123\r\n\r\n"[..],
+                ),
+                (Direction::Egress, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"),
+            ] {
+                ts += 1000;
+                p.process(CaptureEvent::Data(DataChunk {
+                    ts_ns: ts,
+                    id,
+                    direction,
+                    total_len: bytes.len() as u64,
+                    bytes: bytes.to_vec(),
+                    tls: false,
+                }));
+            }
+            p.end_batch();
+        };
+        exchange(&mut p);
+        p.set_policy(with_key("X-Other-Key"));
+        exchange(&mut p);
+        let seen: Vec<_> = exchanges
+            .snapshot()
+            .iter()
+            .map(|e| (e.auth_scheme, e.api_key_header.clone()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (AuthScheme::Apikey, Some("x-shop-key".to_string())),
+                (AuthScheme::None, None)
+            ]
+        );
+        // A policy parsed elsewhere (as `apiwatch check` does) changes no other parser.
+        let plain = Pipeline::new(&AgentOptions::default(), Box::new(Discard), None);
+        assert_eq!(plain.table.http_options(), &crate::http::HttpOptions::default());
+
+        // The recorder's redaction follows the same options.
+        let mut chunk = CaptureEvent::Data(DataChunk {
+            ts_ns: T0,
+            id,
+            direction: Direction::Ingress,
+            total_len: 0,
+            bytes: b"GET /cart HTTP/1.1\r\nX-Shop-Key: shopkey-VALUE-123\r\n\r\n".to_vec(),
+            tls: false,
+        });
+        Redactor::new(with_key("X-Shop-Key").http_options()).redact(&mut chunk);
+        let CaptureEvent::Data(d) = &chunk else {
+            unreachable!()
+        };
+        assert!(!String::from_utf8_lossy(&d.bytes).contains("shopkey-VALUE"));
     }
 }

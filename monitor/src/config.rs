@@ -632,6 +632,8 @@ impl Config {
             max_connections: self.stream.max_connections,
             idle_timeout_ns: self.stream.idle_timeout_secs * 1_000_000_000,
             max_buffered_bytes: self.stream.max_buffered_bytes,
+            // From the policy, by the pipeline that loads it.
+            http: Default::default(),
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::capture::{CaptureEvent, ConnId, Direction};
-use crate::http::head::is_secret_header;
+use crate::http::HttpOptions;
 
 /// Field names whose values are credentials wherever they appear (forms, JSON bodies).
 const SECRET_FIELDS: &[&str] = &[
@@ -45,9 +45,23 @@ const MAX_SIDES: usize = 131072;
 #[derive(Default)]
 pub struct Redactor {
     sides: HashMap<(ConnId, bool), Side>,
+    /// The policy's API-key header names are secrets too.
+    http: HttpOptions,
 }
 
 impl Redactor {
+    pub fn new(http: HttpOptions) -> Self {
+        Self {
+            sides: HashMap::new(),
+            http,
+        }
+    }
+
+    /// A reloaded policy's header names, for every chunk from now on.
+    pub fn set_http_options(&mut self, http: HttpOptions) {
+        self.http = http;
+    }
+
     pub fn redact(&mut self, ev: &mut CaptureEvent) {
         match ev {
             CaptureEvent::Data(d) => {
@@ -74,7 +88,7 @@ impl Redactor {
                 }
                 match side {
                     Side::H2(h) => {
-                        h.redact(&mut d.bytes, unseen);
+                        h.redact(&mut d.bytes, unseen, &self.http);
                         // Bodies: credential-like fields, as in HTTP/1 bodies.
                         redact_secret_fields(&mut d.bytes);
                     }
@@ -90,7 +104,7 @@ impl Redactor {
                             blank(&mut d.bytes[..stop]);
                             start = end;
                         }
-                        *open_secret_line = redact_bytes(&mut d.bytes[start..]);
+                        *open_secret_line = redact_bytes(&mut d.bytes[start..], &self.http);
                     }
                 }
             }
@@ -113,7 +127,7 @@ fn blank(b: &mut [u8]) {
 }
 
 /// Redacts in place; returns true when the bytes end inside a secret header line.
-pub fn redact_bytes(buf: &mut [u8]) -> bool {
+pub fn redact_bytes(buf: &mut [u8], http: &HttpOptions) -> bool {
     let mut ends_in_secret = false;
     let mut pos = 0;
     while pos < buf.len() {
@@ -126,7 +140,7 @@ pub fn redact_bytes(buf: &mut [u8]) -> bool {
         }
         if let Some(colon) = line.iter().position(|&b| b == b':') {
             let name = std::str::from_utf8(&line[..colon]).unwrap_or("").to_string();
-            if !name.is_empty() && !name.contains(' ') && is_secret_header(&name) {
+            if !name.is_empty() && !name.contains(' ') && http.is_secret_header(&name) {
                 let value = &mut line[colon + 1..];
                 let mut skip = value.iter().take_while(|&&b| b == b' ').count();
                 if name.eq_ignore_ascii_case("authorization")
@@ -238,7 +252,7 @@ mod tests {
 
     fn redacted(s: &str) -> String {
         let mut b = s.as_bytes().to_vec();
-        redact_bytes(&mut b);
+        redact_bytes(&mut b, &HttpOptions::default());
         assert_eq!(b.len(), s.len(), "redaction must keep the length");
         String::from_utf8(b).unwrap()
     }

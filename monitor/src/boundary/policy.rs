@@ -307,8 +307,6 @@ impl Policy {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        // Header names the policy declares for API keys carry secrets from now on, everywhere.
-        crate::http::head::add_api_key_headers(policy.api_key_headers());
         Ok(policy)
     }
 
@@ -381,6 +379,13 @@ impl Policy {
             }
         }
         out
+    }
+
+    /// What the HTTP parsers and the recording's redaction take from the policy: the header
+    /// names it declares for API keys carry secrets, wherever the options are in use (the
+    /// pipeline and the recorder replace theirs on a reload).
+    pub fn http_options(&self) -> crate::http::HttpOptions {
+        crate::http::HttpOptions::with_api_key_headers(self.api_key_headers())
     }
 
     /// Zones containing an address (names).

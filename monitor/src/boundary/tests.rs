@@ -183,9 +183,11 @@ fn findings_carry_no_secret() {
 fn api_key_in_a_declared_custom_header() {
     let text = "services:\n  - name: shop\n    match:\n      port: 8080\n    undeclared: allow\n    defaults:\n      auth:\n        scheme: apikey\n        headers: [X-Shop-Key]\n";
     let policy = Policy::parse("p.yml", text).unwrap();
-    // The custom header is now a secret header: fingerprinted, reported by name only, redacted.
+    // The custom header is a secret header where the policy's options are in use: fingerprinted,
+    // reported by name only, redacted.
+    let http = policy.http_options();
     let head = b"GET /cart HTTP/1.1\r\nX-Shop-Key: shopkey-VALUE-123\r\n\r\n";
-    let req = match crate::http::head::parse_head(head).unwrap() {
+    let req = match crate::http::head::parse_head(head, &http).unwrap() {
         crate::http::head::HeadParse::Complete {
             head: crate::http::Head::Request(r),
             ..
@@ -196,8 +198,19 @@ fn api_key_in_a_declared_custom_header() {
     assert_eq!(req.api_key_header.as_deref(), Some("x-shop-key"));
     assert!(req.fingerprint.is_some());
     let mut raw = head.to_vec();
-    crate::redact::redact_bytes(&mut raw);
+    crate::redact::redact_bytes(&mut raw, &http);
     assert!(!String::from_utf8_lossy(&raw).contains("shopkey-VALUE"));
+    // Only there: parsing the policy changed nothing process-wide (it once added to a static
+    // list, so even `apiwatch check` did, and a reload could never take a name back).
+    let plain = crate::http::HttpOptions::default();
+    assert!(!plain.is_api_key_header("X-Shop-Key"));
+    match crate::http::head::parse_head(head, &plain).unwrap() {
+        crate::http::head::HeadParse::Complete {
+            head: crate::http::Head::Request(r),
+            ..
+        } => assert_eq!(r.auth_scheme, AuthScheme::None),
+        _ => panic!(),
+    }
 
     let mut e = Evaluator::new(Arc::new(policy));
     let mut ex = good();
@@ -219,6 +232,7 @@ fn an_openapi_document_declares_endpoints_and_the_policy_overrides_it() {
         )
     };
     let p = Policy::parse(&format!("{dir}/policy.yml"), &policy("")).unwrap();
+    let http = p.http_options();
     let mut e = Evaluator::new(Arc::new(p));
     let ex = |method: &str, path: &str, auth: AuthScheme| {
         let mut x = good();
@@ -268,7 +282,7 @@ fn an_openapi_document_declares_endpoints_and_the_policy_overrides_it() {
     post.jwt = good().jwt;
     assert_eq!(kinds(&mut e, &post), ["jwt_scope_missing"]);
     // The API-key header the document names (not a built-in one) is a secret header from now on.
-    assert!(crate::http::head::is_api_key_header("X-Pet-Key"));
+    assert!(http.is_api_key_header("X-Pet-Key"));
 
     // Written beside the spec: the policy's endpoint wins for what it matches.
     let over = "    endpoints:\n      - {route: /api/v1/pets, methods: [GET], auth: bearer}\n";

@@ -30,36 +30,54 @@ pub const API_KEY_HEADERS: &[&str] = &[
     "x-access-token",
 ];
 
-/// Header names whose values never leave the process.
-pub fn is_secret_header(name: &str) -> bool {
-    name.eq_ignore_ascii_case("authorization")
-        || name.eq_ignore_ascii_case("proxy-authorization")
-        || name.eq_ignore_ascii_case("cookie")
-        || name.eq_ignore_ascii_case("set-cookie")
-        || is_api_key_header(name)
+/// API-key header names a policy may add at most (beyond the built-in ones).
+pub const MAX_EXTRA_API_KEY_HEADERS: usize = 64;
+
+/// What a policy tells the HTTP parsers: header names, beyond `API_KEY_HEADERS`, whose values
+/// are API keys, and so secrets everywhere (fingerprinted, never output, blanked in
+/// recordings). A value handed to every parse and replaced on a policy reload, not process-wide
+/// state: `apiwatch check` changes nothing, a reload that drops a name drops it, and looking a
+/// header up takes no lock.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HttpOptions {
+    /// Lowercase, none of them built in, at most MAX_EXTRA_API_KEY_HEADERS.
+    extra_api_key_headers: std::sync::Arc<[String]>,
 }
 
-/// API-key header names a policy declares beyond the built-in ones (lowercase).
-static EXTRA_API_KEY_HEADERS: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
-
-/// Declares more API-key header names (from the policy): their values become secrets everywhere
-/// (fingerprinted, never output, blanked in recordings).
-pub fn add_api_key_headers<I: IntoIterator<Item = String>>(names: I) {
-    if let Ok(mut extra) = EXTRA_API_KEY_HEADERS.write() {
+impl HttpOptions {
+    /// Options declaring `names` (any case) as API-key headers too.
+    pub fn with_api_key_headers<I: IntoIterator<Item = String>>(names: I) -> Self {
+        let mut extra: Vec<String> = Vec::new();
         for n in names {
             let n = n.to_ascii_lowercase();
-            if !API_KEY_HEADERS.contains(&n.as_str()) && !extra.contains(&n) && extra.len() < 64 {
+            if !API_KEY_HEADERS.contains(&n.as_str())
+                && !extra.contains(&n)
+                && extra.len() < MAX_EXTRA_API_KEY_HEADERS
+            {
                 extra.push(n);
             }
         }
+        Self {
+            extra_api_key_headers: extra.into(),
+        }
     }
-}
 
-pub fn is_api_key_header(name: &str) -> bool {
-    API_KEY_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
-        || EXTRA_API_KEY_HEADERS
-            .read()
-            .is_ok_and(|extra| extra.iter().any(|h| name.eq_ignore_ascii_case(h)))
+    pub fn is_api_key_header(&self, name: &str) -> bool {
+        API_KEY_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h))
+            || self
+                .extra_api_key_headers
+                .iter()
+                .any(|h| name.eq_ignore_ascii_case(h))
+    }
+
+    /// Header names whose values never leave the process.
+    pub fn is_secret_header(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case("authorization")
+            || name.eq_ignore_ascii_case("proxy-authorization")
+            || name.eq_ignore_ascii_case("cookie")
+            || name.eq_ignore_ascii_case("set-cookie")
+            || self.is_api_key_header(name)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Default)]
@@ -228,24 +246,24 @@ pub fn find_message_start(buf: &[u8]) -> Option<usize> {
 }
 
 /// Parses a head from `buf`. `Ok(Partial)` means more bytes are needed.
-pub fn parse_head(buf: &[u8]) -> Result<HeadParse, HeadError> {
+pub fn parse_head(buf: &[u8], http: &HttpOptions) -> Result<HeadParse, HeadError> {
     if buf.starts_with(b"HTTP/") {
         parse_response(buf, false)
     } else {
-        parse_request(buf, false)
+        parse_request(buf, false, http)
     }
 }
 
 /// Parses what there is of a head that will never be completed (the rest was not captured):
 /// the complete lines are kept, the partial last line is dropped.
-pub fn parse_truncated_head(buf: &[u8]) -> Option<Head> {
+pub fn parse_truncated_head(buf: &[u8], http: &HttpOptions) -> Option<Head> {
     let end = buf.iter().rposition(|&b| b == b'\n')? + 1;
     let mut closed = buf[..end].to_vec();
     closed.extend_from_slice(b"\r\n");
     let parsed = if closed.starts_with(b"HTTP/") {
         parse_response(&closed, true)
     } else {
-        parse_request(&closed, true)
+        parse_request(&closed, true, http)
     };
     match parsed {
         Ok(HeadParse::Complete { head, .. }) => Some(head),
@@ -253,7 +271,7 @@ pub fn parse_truncated_head(buf: &[u8]) -> Option<Head> {
     }
 }
 
-fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
+fn parse_request(buf: &[u8], truncated: bool, http: &HttpOptions) -> Result<HeadParse, HeadError> {
     // Uninitialised: zeroing 128 headers (4 KiB) per parse showed up in profiles.
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut []);
@@ -270,6 +288,7 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
         req.path.unwrap_or_default(),
         req.version.unwrap_or(1),
         truncated,
+        http,
     );
     for h in req.headers.iter() {
         b.header(h.name, h.value);
@@ -284,7 +303,8 @@ fn parse_request(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
 /// Builds a request head from its start line and fields: HTTP/1 (httparse's headers) and
 /// HTTP/2 (the HPACK-decoded fields, `:path` as the target) share it, so identity, secrets and
 /// URL detectors behave the same on both.
-pub struct RequestHeadBuilder {
+pub struct RequestHeadBuilder<'a> {
+    http: &'a HttpOptions,
     head: Box<RequestHead>,
     content_length: Option<u64>,
     chunked: bool,
@@ -292,8 +312,8 @@ pub struct RequestHeadBuilder {
     api_key_fp: Option<String>,
 }
 
-impl RequestHeadBuilder {
-    pub fn new(method: &str, target: &str, version: u8, truncated: bool) -> Self {
+impl<'a> RequestHeadBuilder<'a> {
+    pub fn new(method: &str, target: &str, version: u8, truncated: bool, http: &'a HttpOptions) -> Self {
         let mut head = Box::new(RequestHead {
             method: method.to_string(),
             path: String::new(),
@@ -320,6 +340,7 @@ impl RequestHeadBuilder {
         }
         url_detectors(path, query, &mut head.url_detectors);
         Self {
+            http,
             head,
             content_length: None,
             chunked: false,
@@ -365,7 +386,7 @@ impl RequestHeadBuilder {
             if self.cookie_fp.is_none() {
                 self.cookie_fp = Some(fingerprint(value));
             }
-        } else if is_api_key_header(name) {
+        } else if self.http.is_api_key_header(name) {
             head.api_key_header = Some(name.to_ascii_lowercase());
             self.api_key_fp = Some(fingerprint(value));
         } else if name.eq_ignore_ascii_case("user-agent") {
@@ -578,7 +599,7 @@ mod tests {
     use super::*;
 
     fn req(buf: &[u8]) -> RequestHead {
-        match parse_head(buf).unwrap() {
+        match parse_head(buf, &HttpOptions::default()).unwrap() {
             HeadParse::Complete {
                 head: Head::Request(r),
                 ..
@@ -754,7 +775,11 @@ mod tests {
 
     #[test]
     fn truncated_head_keeps_complete_lines() {
-        let h = parse_truncated_head(b"POST /upload HTTP/1.1\r\nHost: h\r\nX-Long: aaaa").unwrap();
+        let h = parse_truncated_head(
+            b"POST /upload HTTP/1.1\r\nHost: h\r\nX-Long: aaaa",
+            &HttpOptions::default(),
+        )
+        .unwrap();
         match h {
             Head::Request(r) => {
                 assert_eq!(r.method, "POST");

@@ -4,7 +4,7 @@ pub mod head;
 pub mod identity;
 pub mod parser;
 
-pub use head::{AuthScheme, Head, RequestHead, ResponseHead};
+pub use head::{AuthScheme, Head, HttpOptions, RequestHead, ResponseHead};
 pub use parser::{MessageParser, ParseError, ParseEvent, RequestMethods};
 
 /// The standard methods (RFC 9110 and PATCH): what a request may start with, the method label

@@ -6,8 +6,8 @@
 //! so and resynchronises on the next thing that looks like the start of a message.
 
 use super::head::{
-    Framing, Head, HeadParse, find_message_start, parse_head, parse_truncated_head, response_framing,
-    starts_like_message,
+    Framing, Head, HeadParse, HttpOptions, find_message_start, parse_head, parse_truncated_head,
+    response_framing, starts_like_message,
 };
 
 /// Bytes of one head buffered at most; a larger head is treated as malformed.
@@ -172,20 +172,21 @@ impl MessageParser {
         data: &[u8],
         gap: u64,
         methods: &dyn RequestMethods,
+        http: &HttpOptions,
         out: &mut Vec<ParseEvent>,
     ) {
         self.ended_in_feed = 0;
-        self.feed_seen(ts_ns, data, methods, out);
+        self.feed_seen(ts_ns, data, methods, http, out);
         if gap > 0 {
-            self.feed_gap(ts_ns, gap, out);
+            self.feed_gap(ts_ns, gap, http, out);
         }
     }
 
     /// The connection closed: end whatever is in progress.
-    pub fn finish(&mut self, ts_ns: u64, out: &mut Vec<ParseEvent>) {
+    pub fn finish(&mut self, ts_ns: u64, http: &HttpOptions, out: &mut Vec<ParseEvent>) {
         match self.state {
             State::Head => {
-                if let Some(head) = parse_truncated_head(&self.head_buf) {
+                if let Some(head) = parse_truncated_head(&self.head_buf, http) {
                     self.msg_bytes = self.head_buf.len() as u64;
                     self.head_bytes = self.msg_bytes;
                     self.in_final_response = is_final_response(&head);
@@ -214,6 +215,7 @@ impl MessageParser {
         ts_ns: u64,
         mut data: &[u8],
         methods: &dyn RequestMethods,
+        http: &HttpOptions,
         out: &mut Vec<ParseEvent>,
     ) {
         while !data.is_empty() {
@@ -236,7 +238,7 @@ impl MessageParser {
                     // Most heads arrive whole in one chunk: parse them where they lie. Copying
                     // every head into head_buf first was the largest copy on the per-event path.
                     if prev == 0
-                        && let Ok(HeadParse::Complete { head, len }) = parse_head(&data[..take])
+                        && let Ok(HeadParse::Complete { head, len }) = parse_head(&data[..take], http)
                     {
                         data = &data[len..];
                         self.msg_bytes = len as u64;
@@ -245,7 +247,7 @@ impl MessageParser {
                         continue;
                     }
                     self.head_buf.extend_from_slice(&data[..take]);
-                    match parse_head(&self.head_buf) {
+                    match parse_head(&self.head_buf, http) {
                         Ok(HeadParse::Complete { head, len }) => {
                             let used = len - prev;
                             data = &data[used..];
@@ -351,7 +353,7 @@ impl MessageParser {
         }
     }
 
-    fn feed_gap(&mut self, ts_ns: u64, mut gap: u64, out: &mut Vec<ParseEvent>) {
+    fn feed_gap(&mut self, ts_ns: u64, mut gap: u64, http: &HttpOptions, out: &mut Vec<ParseEvent>) {
         while gap > 0 {
             match self.state {
                 State::Body { remaining } => {
@@ -402,7 +404,7 @@ impl MessageParser {
                 }
                 State::Head => {
                     // The rest of the head was not captured: keep what we have, flagged.
-                    let head = parse_truncated_head(&self.head_buf);
+                    let head = parse_truncated_head(&self.head_buf, http);
                     match head {
                         Some(head) => {
                             // Part of the gap is the rest of the head, part maybe a body: unknown.

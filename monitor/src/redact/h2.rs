@@ -4,8 +4,8 @@
 //! recording keeps its framing and its HPACK state (the table learns the rewritten value, so a
 //! later reference by index replays as the rewritten value too). What cannot be parsed here (a
 //! representation cut by a chunk boundary, framing lost to a capture gap) is blanked whole.
+use crate::http::HttpOptions;
 use crate::http::h2::hpack::{integer, literal_values};
-use crate::http::head::is_secret_header;
 
 const HEADER_LEN: usize = 9;
 const HEADERS: u8 = 1;
@@ -46,7 +46,7 @@ impl H2Side {
     }
 
     /// Redacts one chunk in place (`unseen`: bytes the chunk lacks at its end).
-    pub fn redact(&mut self, buf: &mut [u8], unseen: u64) {
+    pub fn redact(&mut self, buf: &mut [u8], unseen: u64, http: &HttpOptions) {
         if self.lost {
             if crate::http::h2::starts_with_frames(buf) {
                 *self = Self::new(&[]);
@@ -82,7 +82,7 @@ impl H2Side {
                     let n = (left.min((buf.len() - pos) as u64)) as usize;
                     let payload = &mut buf[pos..pos + n];
                     if matches!(kind, HEADERS | PUSH_PROMISE | CONTINUATION) {
-                        self.redact_fragment(kind, flags, payload, seen, n as u64 == left);
+                        self.redact_fragment(kind, flags, payload, seen, n as u64 == left, http);
                     }
                     pos += n;
                     let left = left - n as u64;
@@ -120,7 +120,19 @@ impl H2Side {
 
     /// `payload`: the part of a header-block frame's payload in this chunk, starting `seen`
     /// bytes into the payload; `ends`: the frame's payload ends in this chunk.
-    fn redact_fragment(&mut self, kind: u8, flags: u8, payload: &mut [u8], seen: u64, ends: bool) {
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the frame in progress, as `redact` found it, and the options"
+    )]
+    fn redact_fragment(
+        &mut self,
+        kind: u8,
+        flags: u8,
+        payload: &mut [u8],
+        seen: u64,
+        ends: bool,
+        http: &HttpOptions,
+    ) {
         if seen > 0 || self.blank_block {
             // The frame's start was in an earlier chunk: its representations cannot be found.
             blank_all(payload);
@@ -149,7 +161,7 @@ impl H2Side {
         }
         let fragment = &mut payload[from..to];
         let (found, stopped) = literal_values(fragment, |name| {
-            std::str::from_utf8(name).is_ok_and(is_secret_header) || name == b":path"
+            std::str::from_utf8(name).is_ok_and(|n| http.is_secret_header(n)) || name == b":path"
         });
         for (at, end) in found {
             rewrite(&mut fragment[at..end]);
@@ -291,7 +303,9 @@ mod tests {
 
     fn decode(block: &[u8]) -> Vec<(String, String)> {
         let mut out: Vec<Field> = Vec::new();
-        Decoder::new(false).decode(block, &mut out).unwrap();
+        Decoder::new(false)
+            .decode(block, &mut out, &HttpOptions::default())
+            .unwrap();
         out.into_iter()
             .map(|f| {
                 (
@@ -322,7 +336,7 @@ mod tests {
         let mut bytes = crate::http::h2::PREFACE.to_vec();
         bytes.extend(frame(HEADERS, FLAG_END_HEADERS, 1, &block));
         let before = bytes.len();
-        H2Side::new(&bytes).redact(&mut bytes, 0);
+        H2Side::new(&bytes).redact(&mut bytes, 0, &HttpOptions::default());
         assert_eq!(bytes.len(), before);
         let got = decode(&bytes[24 + 9..]);
         let text = format!("{got:?}");
@@ -340,8 +354,8 @@ mod tests {
         let bytes = frame(HEADERS, FLAG_END_HEADERS, 1, &block);
         let (mut a, mut b) = (bytes[..14].to_vec(), bytes[14..].to_vec());
         let mut side = H2Side::new(&a);
-        side.redact(&mut a, 0);
-        side.redact(&mut b, 0);
+        side.redact(&mut a, 0, &HttpOptions::default());
+        side.redact(&mut b, 0, &HttpOptions::default());
         let all = [a, b].concat();
         assert!(!String::from_utf8_lossy(&all).contains("czNjcjN0"), "{all:?}");
     }
@@ -351,9 +365,9 @@ mod tests {
         let mut side = H2Side::new(&[]);
         let mut first = frame(0, 0, 1, &[0u8; 10]);
         first.truncate(12);
-        side.redact(&mut first, 40);
+        side.redact(&mut first, 40, &HttpOptions::default());
         let mut junk = b"authorization: Bearer s3cr3t".to_vec();
-        side.redact(&mut junk, 0);
+        side.redact(&mut junk, 0, &HttpOptions::default());
         assert!(junk.iter().all(|&c| c == b'*'));
     }
 }

@@ -10,7 +10,7 @@ use crate::exchange::{Exchange, GrpcCall};
 use crate::http::h2::hpack::{self, Field};
 use crate::http::h2::{FrameEvent, FrameReader, GrpcMessages, grpc_method, is_grpc_content_type};
 use crate::http::head::RequestHeadBuilder;
-use crate::http::{AuthScheme, RequestHead};
+use crate::http::{AuthScheme, HttpOptions, RequestHead};
 use crate::stats::PipelineStats;
 
 /// Streams tracked per connection (servers allow ~100 concurrent); more are refused and counted.
@@ -137,6 +137,7 @@ impl H2Conn {
         ts_ns: u64,
         bytes: &[u8],
         unseen: u64,
+        http: &HttpOptions,
         stats: &mut PipelineStats,
         out: &mut Vec<Exchange>,
     ) {
@@ -144,7 +145,7 @@ impl H2Conn {
         let desyncs = self.readers[d].losses.desyncs;
         let state = &mut self.state;
         self.readers[d].feed(bytes, unseen, &mut |e| {
-            state.on_frame(id, conn, d, ts_ns, e, stats, out)
+            state.on_frame(id, conn, d, ts_ns, e, http, stats, out)
         });
         if self.readers[d].losses.desyncs > desyncs {
             // Whatever the lost frames held, header blocks may have been among them.
@@ -185,6 +186,7 @@ impl Streams {
         d: usize,
         ts_ns: u64,
         e: FrameEvent<'_>,
+        http: &HttpOptions,
         stats: &mut PipelineStats,
         out: &mut Vec<Exchange>,
     ) {
@@ -212,13 +214,13 @@ impl Streams {
                     return;
                 };
                 self.fields.clear();
-                if self.hpack[d].decode(block, &mut self.fields).is_err() {
+                if self.hpack[d].decode(block, &mut self.fields, http).is_err() {
                     stats.h2.hpack_errors += 1;
                 }
                 let fields = std::mem::take(&mut self.fields);
                 // A pushed response's request is the PUSH_PROMISE's block, on the new stream.
                 let target = promised.unwrap_or(stream);
-                self.on_block(target, d, ts_ns, &fields, wire, stats);
+                self.on_block(target, d, ts_ns, &fields, wire, http, stats);
                 self.fields = fields;
                 if end_stream && promised.is_none() {
                     if let Some(s) = self.streams.get_mut(&stream) {
@@ -304,6 +306,10 @@ impl Streams {
         self.streams.get_mut(&stream)
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "as for feed: the frame's parts and the connection's, borrowed separately"
+    )]
     fn on_block(
         &mut self,
         stream: u32,
@@ -311,6 +317,7 @@ impl Streams {
         ts_ns: u64,
         fields: &[Field],
         wire: u64,
+        http: &HttpOptions,
         stats: &mut PipelineStats,
     ) {
         let pseudo = |name: &str| {
@@ -332,7 +339,7 @@ impl Streams {
         s.wire[d] += wire;
         if is_request {
             s.ts_ns = ts_ns;
-            match request_head(fields) {
+            match request_head(fields, http) {
                 Some((head, grpc)) => {
                     s.req = Some(head);
                     s.grpc = grpc;
@@ -487,7 +494,7 @@ impl H2Conn {
 
 /// A request head from a request's fields; None when its method or path is unknown (an HPACK
 /// reference to an entry never seen): such a request is not reported rather than misnamed.
-fn request_head(fields: &[Field]) -> Option<(Box<RequestHead>, bool)> {
+fn request_head(fields: &[Field], http: &HttpOptions) -> Option<(Box<RequestHead>, bool)> {
     let value = |name: &str| -> Option<Option<&[u8]>> {
         fields
             .iter()
@@ -501,7 +508,7 @@ fn request_head(fields: &[Field]) -> Option<(Box<RequestHead>, bool)> {
         None if method == "CONNECT" => "",
         None => return None,
     };
-    let mut b = RequestHeadBuilder::new(method, path, 2, false);
+    let mut b = RequestHeadBuilder::new(method, path, 2, false, http);
     let mut grpc = false;
     let mut unknown = false;
     for f in fields {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::capture::{BodyHint, CaptureEvent, ConnId, ConnOpen, DataChunk, Direction, Role};
 use crate::exchange::{Exchange, version_str};
-use crate::http::{Head, MessageParser, ParseError, ParseEvent, RequestHead, RequestMethods};
+use crate::http::{Head, HttpOptions, MessageParser, ParseError, ParseEvent, RequestHead, RequestMethods};
 use crate::stats::PipelineStats;
 
 pub mod h2;
@@ -38,6 +38,9 @@ pub struct StreamConfig {
     /// host full of connections that each send most of a head cannot make the agent hold
     /// max_connections x the per-connection caps.
     pub max_buffered_bytes: usize,
+    /// What the policy tells the HTTP parsers (API-key header names); replaced on a reload
+    /// through `ConnTable::set_http_options`.
+    pub http: HttpOptions,
 }
 
 impl Default for StreamConfig {
@@ -46,6 +49,7 @@ impl Default for StreamConfig {
             max_connections: 65536,
             idle_timeout_ns: 120 * 1_000_000_000,
             max_buffered_bytes: 64 << 20,
+            http: HttpOptions::default(),
         }
     }
 }
@@ -174,6 +178,16 @@ impl ConnTable {
             last_expiry_ns: 0,
             hints: None,
         }
+    }
+
+    /// A reloaded policy's HTTP options, for every message parsed from now on (connections
+    /// already open included).
+    pub fn set_http_options(&mut self, http: HttpOptions) {
+        self.cfg.http = http;
+    }
+
+    pub fn http_options(&self) -> &HttpOptions {
+        &self.cfg.http
     }
 
     /// Remembers a process with a connection, for its exit event. Only the syscall capture sends
@@ -422,6 +436,7 @@ impl ConnTable {
                 chunk.ts_ns,
                 &chunk.bytes,
                 chunk.gap(),
+                &self.cfg.http,
                 stats,
                 out,
             );
@@ -439,6 +454,7 @@ impl ConnTable {
             &chunk.bytes,
             chunk.gap(),
             &conn.pending,
+            &self.cfg.http,
             &mut self.events,
         );
         stats.bytes_skipped += parser.skipped_bytes - skipped;
@@ -488,8 +504,8 @@ impl ConnTable {
         for dir in [Direction::Ingress, Direction::Egress] {
             self.events.clear();
             match dir {
-                Direction::Ingress => conn.ingress.finish(ts_ns, &mut self.events),
-                Direction::Egress => conn.egress.finish(ts_ns, &mut self.events),
+                Direction::Ingress => conn.ingress.finish(ts_ns, &self.cfg.http, &mut self.events),
+                Direction::Egress => conn.egress.finish(ts_ns, &self.cfg.http, &mut self.events),
             }
             let mut events = std::mem::take(&mut self.events);
             for ev in events.drain(..) {

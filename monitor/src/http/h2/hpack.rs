@@ -11,6 +11,7 @@
 //!
 //! The values held here (credentials included) stay in this process: the head builder turns them
 //! into fingerprints and drops them.
+use crate::http::HttpOptions;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -216,8 +217,13 @@ impl Decoder {
 
     /// Decodes one complete header block into `out`. On an error the block's remaining fields
     /// are lost and so is the table's state: the decoder goes on as `partial`.
-    pub fn decode(&mut self, mut block: &[u8], out: &mut Vec<Field>) -> Result<(), HpackError> {
-        let r = self.decode_inner(&mut block, out);
+    pub fn decode(
+        &mut self,
+        mut block: &[u8],
+        out: &mut Vec<Field>,
+        http: &HttpOptions,
+    ) -> Result<(), HpackError> {
+        let r = self.decode_inner(&mut block, out, http);
         if r.is_err() {
             // The rest of the block may have added entries: as for a lost block.
             self.lost_block();
@@ -225,7 +231,12 @@ impl Decoder {
         r
     }
 
-    fn decode_inner(&mut self, block: &mut &[u8], out: &mut Vec<Field>) -> Result<(), HpackError> {
+    fn decode_inner(
+        &mut self,
+        block: &mut &[u8],
+        out: &mut Vec<Field>,
+        http: &HttpOptions,
+    ) -> Result<(), HpackError> {
         while let Some(&first) = block.first() {
             if first & 0x80 != 0 {
                 // 6.1 indexed field.
@@ -233,7 +244,7 @@ impl Decoder {
                 out.push(self.field_at(index)?);
             } else if first & 0x40 != 0 {
                 // 6.2.1 literal with incremental indexing.
-                let field = self.literal(block, 6)?;
+                let field = self.literal(block, 6, http)?;
                 out.push(self.insert(field));
             } else if first & 0x20 != 0 {
                 // 6.3 dynamic table size update.
@@ -245,7 +256,7 @@ impl Decoder {
                 self.evict(self.bound());
             } else {
                 // 6.2.2 without indexing, 6.2.3 never indexed: same layout, 4-bit prefix.
-                let field = self.literal(block, 4)?;
+                let field = self.literal(block, 4, http)?;
                 out.push(field);
             }
         }
@@ -287,7 +298,7 @@ impl Decoder {
         }
     }
 
-    fn literal(&mut self, block: &mut &[u8], prefix: u8) -> Result<Field, HpackError> {
+    fn literal(&mut self, block: &mut &[u8], prefix: u8, http: &HttpOptions) -> Result<Field, HpackError> {
         let index = integer(block, prefix)?;
         let name = if index == 0 {
             Some(self.string(block)?)
@@ -297,7 +308,7 @@ impl Decoder {
         // A value that is not added to the table (prefix 4: without indexing, never indexed) and
         // whose field nobody reads (`date`, `etag`, `server`...) is skipped, not Huffman-decoded:
         // decoding was a quarter of the HTTP/2 replay's time.
-        if prefix == 4 && name.as_deref().is_some_and(|n| !is_read(n)) {
+        if prefix == 4 && name.as_deref().is_some_and(|n| !is_read(n, http)) {
             skip_string(block)?;
             return Ok(Field {
                 name,
@@ -404,7 +415,7 @@ pub fn integer(block: &mut &[u8], prefix: u8) -> Result<usize, HpackError> {
 /// Whether the pipeline reads this field (stream/h2.rs and the head builder): pseudo-headers,
 /// identity, framing and gRPC. Other fields that are not indexed are skipped undecoded (their
 /// value reads as empty).
-pub fn is_read(name: &[u8]) -> bool {
+pub fn is_read(name: &[u8], http: &HttpOptions) -> bool {
     const READ: &[&[u8]] = &[
         b"host",
         b"content-type",
@@ -421,7 +432,7 @@ pub fn is_read(name: &[u8]) -> bool {
     ];
     name.first() == Some(&b':')
         || READ.iter().any(|r| name.eq_ignore_ascii_case(r))
-        || std::str::from_utf8(name).is_ok_and(crate::http::head::is_api_key_header)
+        || std::str::from_utf8(name).is_ok_and(|n| http.is_api_key_header(n))
 }
 
 /// Passes over a string literal without decoding it.
@@ -521,7 +532,7 @@ mod tests {
 
     fn decode_all(d: &mut Decoder, block: &[u8]) -> Vec<(String, String)> {
         let mut out = Vec::new();
-        d.decode(block, &mut out).unwrap();
+        d.decode(block, &mut out, &HttpOptions::default()).unwrap();
         out.into_iter()
             .map(|f| {
                 let s = |v: Option<Bytes>| v.map_or("?".into(), |v| String::from_utf8(v.to_vec()).unwrap());
@@ -599,7 +610,7 @@ mod tests {
         // Without `partial` the same unknown reference is an error, and makes the decoder partial.
         let mut strict = Decoder::new(false);
         assert_eq!(
-            strict.decode(&[0x80 | 70], &mut Vec::new()),
+            strict.decode(&[0x80 | 70], &mut Vec::new(), &HttpOptions::default()),
             Err(HpackError::BadIndex)
         );
         assert!(strict.is_partial());
