@@ -274,8 +274,34 @@ pub fn parse_truncated_head(buf: &[u8], http: &HttpOptions) -> Option<Head> {
 fn parse_request(buf: &[u8], truncated: bool, http: &HttpOptions) -> Result<HeadParse, HeadError> {
     // Uninitialised: zeroing 128 headers (4 KiB) per parse showed up in profiles.
     let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let (method, target, version, fields, len) = match super::simple_head::request(buf, &mut headers) {
+        Some((method, target, head)) => (method, target, head.version, head.headers, head.len),
+        None => {
+            let mut headers =
+                [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+            return parse_request_httparse(buf, truncated, http, &mut headers);
+        }
+    };
+    let mut b = RequestHeadBuilder::new(method, target, version, truncated, http);
+    for h in fields {
+        b.header(h.name, h.value);
+    }
+    let head = b.finish();
+    Ok(HeadParse::Complete {
+        head: Head::Request(head),
+        len,
+    })
+}
+
+/// Any other head: httparse's grammar, errors and partial heads.
+fn parse_request_httparse<'a>(
+    buf: &'a [u8],
+    truncated: bool,
+    http: &HttpOptions,
+    headers: &mut [std::mem::MaybeUninit<httparse::Header<'a>>],
+) -> Result<HeadParse, HeadError> {
     let mut req = httparse::Request::new(&mut []);
-    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
+    let len = match req.parse_with_uninit_headers(buf, headers) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
         Err(httparse::Error::TooManyHeaders) => {
@@ -431,27 +457,38 @@ fn parse_response(buf: &[u8], truncated: bool) -> Result<HeadParse, HeadError> {
     let mut headers =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_RESPONSE_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
-    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut resp,
-        buf,
-        &mut headers,
-    ) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::Malformed("too many headers"));
+    let (status, version, fields, len) = match super::simple_head::response(buf, &mut headers) {
+        Some((status, head)) => (status, head.version, head.headers, head.len),
+        None => {
+            let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                buf,
+                &mut headers,
+            ) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => return Ok(HeadParse::Partial),
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(HeadError::Malformed("too many headers"));
+                }
+                Err(_) => return Err(HeadError::Malformed("bad response head")),
+            };
+            (
+                resp.code.unwrap_or(0),
+                resp.version.unwrap_or(1),
+                &*resp.headers,
+                len,
+            )
         }
-        Err(_) => return Err(HeadError::Malformed("bad response head")),
     };
     let mut head = ResponseHead {
-        status: resp.code.unwrap_or(0),
-        version: resp.version.unwrap_or(1),
+        status,
+        version,
         content_length: None,
         chunked: false,
         truncated,
         content_type: None,
     };
-    for h in resp.headers.iter() {
+    for h in fields {
         if h.name.eq_ignore_ascii_case("content-length") {
             head.content_length = parse_content_length(h.value);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {

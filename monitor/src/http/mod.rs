@@ -3,6 +3,7 @@ pub mod h2;
 pub mod head;
 pub mod identity;
 pub mod parser;
+mod simple_head;
 
 pub use head::{AuthScheme, Head, HttpOptions, RequestHead, ResponseHead};
 pub use parser::{MessageParser, ParseError, ParseEvent, RequestMethods};
