@@ -588,6 +588,26 @@ pub(crate) mod tests {
         }
     }
 
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        // Every ASCII character, and a two-byte one, at every position of every length up to
+        // three words (the word loop, the overlapping last word, and serde_json's rewrite).
+        for len in 1..=24 {
+            for pos in 0..len {
+                for c in (0..0x80u8).map(char::from).chain(['é']) {
+                    let mut s: String = "a".repeat(len);
+                    s.replace_range(pos..pos + 1, c.encode_utf8(&mut [0; 4]));
+                    let mut out = b"prefix".to_vec();
+                    json::string(&mut out, &s);
+                    assert_eq!(
+                        String::from_utf8(out).unwrap(),
+                        format!("prefix{}", serde_json::to_string(&s).unwrap())
+                    );
+                }
+            }
+        }
+    }
+
     /// Exchanges with every field set, unset and awkward (escapes, IPv6, HTTP/2, gRPC, JWT).
     fn varied() -> Vec<Exchange> {
         let plain = sample();
