@@ -31,9 +31,10 @@ pub struct Exchange {
     pub query_keys: Vec<String>,
     pub host: Option<String>,
     /// Set by the enrich stage: `comm:port` of the serving process, or the calling process.
-    pub service: String,
-    /// Set by the enrich stage: the path's route template (`/users/{id}`).
-    pub route: String,
+    /// Shared with the route table, which interns it (no allocation per exchange).
+    pub service: Arc<str>,
+    /// Set by the enrich stage: the path's route template (`/users/{id}`), interned as `service`.
+    pub route: Arc<str>,
     pub status: Option<u16>,
     /// Bytes on the wire, head and body.
     pub req_bytes: u64,
@@ -399,6 +400,13 @@ impl ConnectionTexts {
     }
 }
 
+/// The service and route of an exchange not enriched yet: one shared empty name, as an
+/// `Arc::from("")` would allocate per exchange.
+pub fn unnamed() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
 /// JSON values as serde_json writes them.
 mod json {
     pub fn string(out: &mut Vec<u8>, s: &str) {
@@ -514,8 +522,8 @@ impl Exchange {
             path: "/users/42".into(),
             query_keys: vec!["q".into()],
             host: Some("api".into()),
-            service: String::new(),
-            route: String::new(),
+            service: unnamed(),
+            route: unnamed(),
             status: Some(200),
             req_bytes: 100,
             resp_bytes: 300,

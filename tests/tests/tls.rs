@@ -282,7 +282,7 @@ fn node_https_client_and_server() {
             "{side:#?}"
         );
         assert_eq!(side.iter().filter(|e| e.status == Some(404)).count(), 4);
-        assert_eq!(side.iter().filter(|e| e.route == "/orders/{id}").count(), 16);
+        assert_eq!(side.iter().filter(|e| &*e.route == "/orders/{id}").count(), 16);
     }
     assert_seen_without_leaks(&ex, &summary, &[SECRET, "s3cr3t-"]);
 }

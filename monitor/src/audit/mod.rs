@@ -82,8 +82,8 @@ impl AuditRecord {
     pub fn new(ex: &Exchange, zones: Vec<String>, findings: Vec<&'static str>, include_paths: bool) -> Self {
         Self {
             ts: ex.ts,
-            service: ex.service.clone(),
-            route: ex.route.clone(),
+            service: ex.service.to_string(),
+            route: ex.route.to_string(),
             method: ex.method.clone(),
             path: (include_paths && ex.url_detectors.is_empty()).then(|| ex.path.clone()),
             status: ex.status,

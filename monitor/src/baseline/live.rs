@@ -211,7 +211,7 @@ impl Baselines {
         let key = RouteRef(&ex.service, &ex.route);
         if !self.current.contains_key(&key) {
             self.current
-                .insert((ex.service.clone(), ex.route.clone()), Window::new());
+                .insert((ex.service.to_string(), ex.route.to_string()), Window::new());
         }
         let Some(w) = self.current.get_mut(&key) else {
             return;

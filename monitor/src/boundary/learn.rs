@@ -43,12 +43,12 @@ impl Sink<Exchange> for Learner {
             return;
         }
         self.exchanges += 1;
-        if !self.services.contains_key(&ex.service) && self.services.len() >= MAX_SERVICES {
+        if !self.services.contains_key(&*ex.service) && self.services.len() >= MAX_SERVICES {
             return;
         }
         let s = self
             .services
-            .entry(ex.service.clone())
+            .entry(ex.service.to_string())
             .or_insert_with(|| ServiceSeen {
                 process: ex.comm.to_string(),
                 port: ex.local.map(|a| a.port()),
@@ -60,10 +60,10 @@ impl Sink<Exchange> for Learner {
                 s.networks.insert(net);
             }
         }
-        if !s.routes.contains_key(&ex.route) && s.routes.len() >= MAX_ROUTES {
+        if !s.routes.contains_key(&*ex.route) && s.routes.len() >= MAX_ROUTES {
             return;
         }
-        let r = s.routes.entry(ex.route.clone()).or_default();
+        let r = s.routes.entry(ex.route.to_string()).or_default();
         r.methods.insert(ex.method.clone());
         r.schemes.insert(ex.auth_scheme.as_str());
         if ex.tls {

@@ -1,6 +1,8 @@
 //! Route templating: `/users/42/orders/9f86d081` -> `/users/{id}/orders/{id}`, with a cap on the
 //! routes kept per service so metric series stay bounded whatever the traffic.
 // foldhash (randomly seeded), not SipHash: lookups are per exchange and the table is bounded.
+use std::sync::Arc;
+
 use hashbrown::{HashMap, HashSet};
 
 use crate::capture::Role;
@@ -16,8 +18,15 @@ const MAX_SEGMENT_LEN: usize = 64;
 /// The template of a path: identifier-like segments become `{id}`. One pass over the bytes:
 /// each segment's byte classes are gathered as it is read, and it is copied once.
 pub fn template(path: &str) -> String {
-    let bytes = path.as_bytes();
     let mut out = String::with_capacity(path.len().min(128) + 8);
+    template_into(&mut out, path);
+    out
+}
+
+/// `template`, appended to `out` (empty: the route table reuses one buffer).
+fn template_into(out: &mut String, path: &str) {
+    debug_assert!(out.is_empty());
+    let bytes = path.as_bytes();
     let (mut segments, mut start, mut classes) = (0, 0, Classes::NONE);
     for i in 0..=bytes.len() {
         // The end of the path ends the last segment as a slash would.
@@ -50,7 +59,6 @@ pub fn template(path: &str) -> String {
     if out.is_empty() || (path.ends_with('/') && path.len() > 1) {
         out.push('/');
     }
-    out
 }
 
 /// Byte classes, so one pass over a segment answers every identifier test.
@@ -183,10 +191,17 @@ impl Default for RouteLimits {
 
 /// Bounded set of services and of routes per service: at most `max_services` services plus the
 /// overflow service, each with at most `max_routes_per_service` routes plus the overflow route.
+/// Names are interned: an exchange gets the table's `Arc<str>`, so naming one allocates nothing
+/// once its service and route are known (two strings per exchange were a tenth of the stage).
 pub struct RouteTable {
     max_services: usize,
     max_routes_per_service: usize,
-    routes: HashMap<String, HashSet<String>>,
+    routes: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    overflow_service: Arc<str>,
+    overflow_route: Arc<str>,
+    /// Scratch for the name and template of the exchange in hand.
+    service_buf: String,
+    route_buf: String,
     /// Exchanges whose route was folded into OVERFLOW_ROUTE / OVERFLOW_SERVICE.
     pub routes_folded: u64,
     pub services_folded: u64,
@@ -198,6 +213,10 @@ impl RouteTable {
             max_services,
             max_routes_per_service,
             routes: HashMap::new(),
+            overflow_service: OVERFLOW_SERVICE.into(),
+            overflow_route: OVERFLOW_ROUTE.into(),
+            service_buf: String::new(),
+            route_buf: String::new(),
             routes_folded: 0,
             services_folded: 0,
         }
@@ -209,27 +228,35 @@ impl RouteTable {
 
     /// Sets `service` and `route` on an exchange.
     pub fn enrich(&mut self, ex: &mut Exchange) {
-        let mut service = service_name(ex);
-        let route = template(&ex.path);
+        self.service_buf.clear();
+        push_service_name(&mut self.service_buf, ex);
+        self.route_buf.clear();
+        template_into(&mut self.route_buf, &ex.path);
         // One lookup for a known service (nearly every exchange); a new one beyond the cap folds.
-        let routes = match self.routes.get_mut(&service) {
-            Some(r) => r,
+        let (service, routes) = match self.routes.get_key_value_mut(self.service_buf.as_str()) {
+            Some((name, routes)) => (name.clone(), routes),
             None => {
-                if self.routes.len() >= self.max_services {
+                let name: Arc<str> = if self.routes.len() >= self.max_services {
                     self.services_folded += 1;
-                    service = OVERFLOW_SERVICE.to_string();
-                }
-                self.routes.entry(service.clone()).or_default()
+                    self.overflow_service.clone()
+                } else {
+                    self.service_buf.as_str().into()
+                };
+                let routes = self.routes.entry(name.clone()).or_default();
+                (name, routes)
             }
         };
-        ex.route = if routes.contains(&route) {
-            route
-        } else if routes.len() < self.max_routes_per_service {
-            routes.insert(route.clone());
-            route
-        } else {
-            self.routes_folded += 1;
-            OVERFLOW_ROUTE.to_string()
+        ex.route = match routes.get(self.route_buf.as_str()) {
+            Some(route) => route.clone(),
+            None if routes.len() < self.max_routes_per_service => {
+                let route: Arc<str> = self.route_buf.as_str().into();
+                routes.insert(route.clone());
+                route
+            }
+            None => {
+                self.routes_folded += 1;
+                self.overflow_route.clone()
+            }
         };
         ex.service = service;
     }
@@ -238,19 +265,17 @@ impl RouteTable {
 /// A server-side exchange belongs to the process serving it and its port (`nginx:8080`); a
 /// client-side one to the calling process (`curl`).
 pub fn service_name(ex: &Exchange) -> String {
-    match ex.role {
-        Role::Server => match ex.local {
-            // By hand: `format!` here was a few percent of the pipeline (once per exchange).
-            Some(a) => {
-                let mut name = String::with_capacity(ex.comm.len() + 6);
-                name.push_str(&ex.comm);
-                name.push(':');
-                crate::text::push_decimal(&mut name, a.port() as u64, 1);
-                name
-            }
-            None => ex.comm.to_string(),
-        },
-        Role::Client => ex.comm.to_string(),
+    let mut name = String::with_capacity(ex.comm.len() + 6);
+    push_service_name(&mut name, ex);
+    name
+}
+
+fn push_service_name(name: &mut String, ex: &Exchange) {
+    name.push_str(&ex.comm);
+    if let (Role::Server, Some(a)) = (ex.role, ex.local) {
+        // By hand: `format!` here was a few percent of the pipeline (once per exchange).
+        name.push(':');
+        crate::text::push_decimal(name, a.port() as u64, 1);
     }
 }
 
@@ -407,6 +432,20 @@ mod tests {
         }
     }
 
+    /// Names come from the table: every exchange of a service and route shares one string.
+    #[test]
+    fn service_and_route_names_are_interned() {
+        let mut t = RouteTable::new(4, 10);
+        let mut a = crate::exchange::tests::sample();
+        let mut b = crate::exchange::tests::sample();
+        a.path = "/users/42".into();
+        b.path = "/users/7".into();
+        t.enrich(&mut a);
+        t.enrich(&mut b);
+        assert_eq!((&*a.route, &*b.service), ("/users/{id}", &*service_name(&a)));
+        assert!(Arc::ptr_eq(&a.route, &b.route) && Arc::ptr_eq(&a.service, &b.service));
+    }
+
     #[test]
     fn routes_per_service_are_capped() {
         let mut t = RouteTable::new(4, 10);
@@ -426,12 +465,12 @@ mod tests {
         }
         assert!(t.route_count() <= 10);
         assert!(t.routes_folded > 0);
-        assert_eq!(ex.route, OVERFLOW_ROUTE);
+        assert_eq!(&*ex.route, OVERFLOW_ROUTE);
         for i in 0..10 {
             ex.comm = format!("proc{i}").into();
             t.enrich(&mut ex);
         }
         assert!(t.routes.len() <= 4 + 1, "the cap plus the one overflow bucket");
-        assert_eq!(ex.service, OVERFLOW_SERVICE);
+        assert_eq!(&*ex.service, OVERFLOW_SERVICE);
     }
 }

@@ -146,7 +146,7 @@ impl Inventory {
             }
             None => self
                 .entries
-                .entry((ex.service.clone(), ex.route.clone(), ex.method.clone()))
+                .entry((ex.service.to_string(), ex.route.to_string(), ex.method.clone()))
                 .or_insert_with(|| Entry::new(ex.role)),
         };
         e.count += 1;

@@ -609,7 +609,7 @@ impl Metrics {
         if let Some(g) = &ex.grpc {
             let status = g.status.map(|c| c.to_string()).unwrap_or_default();
             let labels = vec![
-                ex.service.clone(),
+                ex.service.to_string(),
                 "grpc".to_string(),
                 g.service.clone(),
                 g.method.clone(),
@@ -867,7 +867,7 @@ mod tests {
         let mut ex = crate::exchange::tests::sample();
         ex.service = "nginx:8080".into();
         for i in 0..1000 {
-            ex.route = format!("/r{i}");
+            ex.route = format!("/r{i}").into();
             m.observe(&ex);
         }
         let text = prometheus::TextEncoder::new()
