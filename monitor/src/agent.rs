@@ -286,7 +286,7 @@ impl Pipeline {
                     (Some(eval), Some(peer)) => eval.zones_of(peer.ip()),
                     _ => Vec::new(),
                 };
-                let kinds = self.findings[raised..].iter().map(|f| f.kind).collect();
+                let kinds = self.findings[raised..].iter().map(|f| f.kind.as_str()).collect();
                 audit.record(&ex, zones, kinds);
             }
             if let Some(b) = &mut self.baselines {

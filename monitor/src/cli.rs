@@ -707,12 +707,13 @@ fn openapi(cmd: OpenapiCommand) -> Result<()> {
             for f in &found {
                 println!("{}", f.to_json());
             }
-            let count = |k: &str| found.iter().filter(|f| f.kind == k).count();
+            use crate::finding::FindingKind;
+            let count = |k: FindingKind| found.iter().filter(|f| f.kind == k).count();
             eprintln!(
                 "{} shadow endpoint(s), {} zombie endpoint(s), {} auth mismatch(es) against {name}",
-                count("undeclared_endpoint"),
-                count("zombie_endpoint"),
-                count("missing_auth")
+                count(FindingKind::UndeclaredEndpoint),
+                count(FindingKind::ZombieEndpoint),
+                count(FindingKind::MissingAuth)
             );
             Ok(())
         }

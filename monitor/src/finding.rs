@@ -32,6 +32,100 @@ impl Severity {
     }
 }
 
+/// What a finding says was crossed or is unusual: boundary rules, built-in detectors, baseline
+/// anomalies, and the OpenAPI drift report's zombie endpoints. Written as `as_str` gives it
+/// (the `kind` field, metric labels, the `alertname` of alerts).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FindingKind {
+    AuthFailureBurst,
+    CleartextSensitive,
+    DeprecatedEndpoint,
+    JwtAlgNone,
+    JwtExpired,
+    JwtScopeMissing,
+    MethodNotAllowed,
+    MissingAuth,
+    PiiInUrl,
+    RateLimitExceeded,
+    SecretInUrl,
+    SourceOutsideBoundary,
+    UndeclaredEndpoint,
+    WrongAuthScheme,
+    RateAnomaly,
+    ErrorRatioAnomaly,
+    AuthFailureAnomaly,
+    LatencyAnomaly,
+    /// A documented operation not seen for a long time (`apiwatch openapi drift`, never live).
+    ZombieEndpoint,
+}
+
+impl FindingKind {
+    /// Every kind the running agent raises: what alert routes may name.
+    pub const LIVE: [FindingKind; 18] = [
+        FindingKind::AuthFailureBurst,
+        FindingKind::CleartextSensitive,
+        FindingKind::DeprecatedEndpoint,
+        FindingKind::JwtAlgNone,
+        FindingKind::JwtExpired,
+        FindingKind::JwtScopeMissing,
+        FindingKind::MethodNotAllowed,
+        FindingKind::MissingAuth,
+        FindingKind::PiiInUrl,
+        FindingKind::RateLimitExceeded,
+        FindingKind::SecretInUrl,
+        FindingKind::SourceOutsideBoundary,
+        FindingKind::UndeclaredEndpoint,
+        FindingKind::WrongAuthScheme,
+        FindingKind::RateAnomaly,
+        FindingKind::ErrorRatioAnomaly,
+        FindingKind::AuthFailureAnomaly,
+        FindingKind::LatencyAnomaly,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FindingKind::AuthFailureBurst => "auth_failure_burst",
+            FindingKind::CleartextSensitive => "cleartext_sensitive",
+            FindingKind::DeprecatedEndpoint => "deprecated_endpoint",
+            FindingKind::JwtAlgNone => "jwt_alg_none",
+            FindingKind::JwtExpired => "jwt_expired",
+            FindingKind::JwtScopeMissing => "jwt_scope_missing",
+            FindingKind::MethodNotAllowed => "method_not_allowed",
+            FindingKind::MissingAuth => "missing_auth",
+            FindingKind::PiiInUrl => "pii_in_url",
+            FindingKind::RateLimitExceeded => "rate_limit_exceeded",
+            FindingKind::SecretInUrl => "secret_in_url",
+            FindingKind::SourceOutsideBoundary => "source_outside_boundary",
+            FindingKind::UndeclaredEndpoint => "undeclared_endpoint",
+            FindingKind::WrongAuthScheme => "wrong_auth_scheme",
+            FindingKind::RateAnomaly => "rate_anomaly",
+            FindingKind::ErrorRatioAnomaly => "error_ratio_anomaly",
+            FindingKind::AuthFailureAnomaly => "auth_failure_anomaly",
+            FindingKind::LatencyAnomaly => "latency_anomaly",
+            FindingKind::ZombieEndpoint => "zombie_endpoint",
+        }
+    }
+}
+
+impl std::fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for FindingKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A kind equals its name (tests, and readers of a finding's JSON, compare with the text).
+impl PartialEq<&str> for FindingKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// The finding contract: a boundary violation or anomaly.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -39,7 +133,7 @@ pub struct Finding {
     pub record: &'static str,
     #[serde(serialize_with = "crate::exchange::rfc3339")]
     pub ts: u64,
-    pub kind: &'static str,
+    pub kind: FindingKind,
     /// Which declaration was crossed: `service` or `service route`, or a built-in detector.
     pub rule: String,
     pub severity: Severity,
@@ -62,7 +156,7 @@ impl Finding {
     /// a drift report's); the fields about who go in afterwards where they are known.
     pub fn about_route(
         ts: u64,
-        kind: &'static str,
+        kind: FindingKind,
         rule: String,
         severity: Severity,
         (service, route, method): (&str, &str, &str),

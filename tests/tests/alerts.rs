@@ -96,7 +96,7 @@ fn a_real_violation_alerts_alertmanager_and_resolves() {
     assert_eq!(
         findings
             .iter()
-            .filter(|f| f.kind == "source_outside_boundary")
+            .filter(|f| f.kind == monitor::finding::FindingKind::SourceOutsideBoundary)
             .count(),
         20
     );

@@ -62,7 +62,7 @@ fn steady(url: &str, secs: u64, unauthorised: usize) {
 fn kinds(f: &[Finding], state: &str) -> Vec<&'static str> {
     f.iter()
         .filter(|x| x.state == Some(state) && x.route == "/api/items")
-        .map(|x| x.kind)
+        .map(|x| x.kind.as_str())
         .collect()
 }
 

@@ -50,7 +50,7 @@ fn kinds_for<'a>(findings: &'a [Finding], path_route: &str) -> Vec<&'a str> {
     let mut k: Vec<&str> = findings
         .iter()
         .filter(|f| f.route == path_route)
-        .map(|f| f.kind)
+        .map(|f| f.kind.as_str())
         .collect();
     k.sort();
     k.dedup();

@@ -167,32 +167,19 @@ pub mod self_alert {
     pub const AUDIT_WRITE_FAILING: &str = "ApiwatchAuditWriteFailing";
 }
 
-/// Every alert name a route can name: the finding kinds (boundary, built-in detectors,
-/// baselines) and the self-alerts. A test keeps it in step with the code that emits them.
-pub const ALERT_NAMES: &[&str] = &[
-    "auth_failure_burst",
-    "cleartext_sensitive",
-    "deprecated_endpoint",
-    "jwt_alg_none",
-    "jwt_expired",
-    "jwt_scope_missing",
-    "method_not_allowed",
-    "missing_auth",
-    "pii_in_url",
-    "rate_limit_exceeded",
-    "secret_in_url",
-    "source_outside_boundary",
-    "undeclared_endpoint",
-    "wrong_auth_scheme",
-    "rate_anomaly",
-    "error_ratio_anomaly",
-    "auth_failure_anomaly",
-    "latency_anomaly",
-    self_alert::EVENTS_DROPPED,
-    self_alert::SINK_FAILING,
-    self_alert::SPOOL_OVERFLOW,
-    self_alert::AUDIT_WRITE_FAILING,
-];
+/// Every alert name a route can name: the kinds of finding the running agent raises
+/// (`FindingKind::LIVE`) and the self-alerts.
+pub fn alert_names() -> impl Iterator<Item = &'static str> {
+    crate::finding::FindingKind::LIVE
+        .into_iter()
+        .map(crate::finding::FindingKind::as_str)
+        .chain([
+            self_alert::EVENTS_DROPPED,
+            self_alert::SINK_FAILING,
+            self_alert::SPOOL_OVERFLOW,
+            self_alert::AUDIT_WRITE_FAILING,
+        ])
+}
 
 #[derive(Serialize, Deserialize)]
 struct Active {
@@ -934,7 +921,7 @@ pub fn bench(dir: &std::path::Path, repeats: usize, alerts: usize, per_flush: us
     let finding = |i: usize| Finding {
         record: "finding",
         ts: 1_800_000_000_000_000_000 + i as u64,
-        kind: "source_outside_boundary",
+        kind: crate::finding::FindingKind::SourceOutsideBoundary,
         rule: "shop".into(),
         severity: Severity::Critical,
         service: "nginx:8080".into(),

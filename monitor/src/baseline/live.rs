@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::detector::{Detector, DetectorConfig, Transition, Verdict};
 use crate::capture::Role;
 use crate::exchange::Exchange;
-use crate::finding::{Finding, Severity};
+use crate::finding::{Finding, FindingKind, Severity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Signal {
@@ -25,12 +25,12 @@ pub enum Signal {
 }
 
 impl Signal {
-    fn kind(self) -> &'static str {
+    fn kind(self) -> FindingKind {
         match self {
-            Signal::Rate | Signal::TopClientRate => "rate_anomaly",
-            Signal::ErrorRatio => "error_ratio_anomaly",
-            Signal::AuthFailureRatio => "auth_failure_anomaly",
-            Signal::LatencyP99 => "latency_anomaly",
+            Signal::Rate | Signal::TopClientRate => FindingKind::RateAnomaly,
+            Signal::ErrorRatio => FindingKind::ErrorRatioAnomaly,
+            Signal::AuthFailureRatio => FindingKind::AuthFailureAnomaly,
+            Signal::LatencyP99 => FindingKind::LatencyAnomaly,
         }
     }
     fn unit(self) -> &'static str {

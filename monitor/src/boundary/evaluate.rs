@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::policy::{AuthRequirement, Endpoint, Policy, RateKey, Rules, Service};
 use crate::capture::Role;
 use crate::exchange::Exchange;
-pub use crate::finding::{Finding, Severity};
+pub use crate::finding::{Finding, FindingKind, Severity};
 use crate::http::AuthScheme;
 use crate::http::identity::is_secret_detector;
 
@@ -108,7 +108,7 @@ impl Evaluator {
         let zones: Vec<String> = source_ip
             .map(|ip| policy.zones_of(ip).into_iter().map(String::from).collect())
             .unwrap_or_default();
-        let mut emit = |kind: &'static str, rule: String, severity: Severity, evidence: String| {
+        let mut emit = |kind: FindingKind, rule: String, severity: Severity, evidence: String| {
             out.push(Finding {
                 record: "finding",
                 ts: ex.ts,
@@ -132,14 +132,14 @@ impl Evaluator {
         for d in &ex.url_detectors {
             if is_secret_detector(d) {
                 emit(
-                    "secret_in_url",
+                    FindingKind::SecretInUrl,
                     format!("detector:{d}"),
                     Severity::High,
                     format!("detector {d} fired on the URL"),
                 );
             } else {
                 emit(
-                    "pii_in_url",
+                    FindingKind::PiiInUrl,
                     format!("detector:{d}"),
                     Severity::Warning,
                     format!("detector {d} fired on the URL"),
@@ -149,7 +149,7 @@ impl Evaluator {
         if let Some(jwt) = &ex.jwt {
             if jwt.alg.eq_ignore_ascii_case("none") {
                 emit(
-                    "jwt_alg_none",
+                    FindingKind::JwtAlgNone,
                     "builtin:jwt".into(),
                     Severity::Critical,
                     "JWT with alg none (unsigned) accepted by the client".into(),
@@ -159,7 +159,7 @@ impl Evaluator {
                 let now_s = (ex.ts / 1_000_000_000) as i64;
                 if exp < now_s {
                     emit(
-                        "jwt_expired",
+                        FindingKind::JwtExpired,
                         "builtin:jwt".into(),
                         Severity::Warning,
                         format!("JWT expired {}s before the request", now_s - exp),
@@ -178,7 +178,7 @@ impl Evaluator {
         };
         if endpoint.is_none() && service.alert_undeclared {
             emit(
-                "undeclared_endpoint",
+                FindingKind::UndeclaredEndpoint,
                 service.name.clone(),
                 Severity::Warning,
                 format!(
@@ -209,7 +209,7 @@ impl Evaluator {
                         "source"
                     };
                     emit(
-                        "rate_limit_exceeded",
+                        FindingKind::RateLimitExceeded,
                         rule_name.clone(),
                         Severity::Warning,
                         format!("{n} requests in the window from one {by}, limit {}", rate.text),
@@ -225,7 +225,7 @@ impl Evaluator {
                         .hit(&key, ex.ts, AUTH_FAILURE_WINDOW_NS, AUTH_FAILURE_BURST - 1);
                 if fired {
                     emit(
-                        "auth_failure_burst",
+                        FindingKind::AuthFailureBurst,
                         service.name.clone(),
                         Severity::High,
                         format!("{n} answers 401/403 within 60s to one source or identity"),
@@ -252,11 +252,11 @@ fn check_endpoint(
     e: &Endpoint,
     ex: &Exchange,
     rule: &str,
-    emit: &mut dyn FnMut(&'static str, String, Severity, String),
+    emit: &mut dyn FnMut(FindingKind, String, Severity, String),
 ) {
     if !e.methods.is_empty() && !e.methods.contains(&ex.method) {
         emit(
-            "method_not_allowed",
+            FindingKind::MethodNotAllowed,
             rule.to_string(),
             Severity::Warning,
             format!("{} not in {}", ex.method, e.methods.join(",")),
@@ -270,7 +270,7 @@ fn check_rules(
     ex: &Exchange,
     zones: &[String],
     rule: &str,
-    emit: &mut dyn FnMut(&'static str, String, Severity, String),
+    emit: &mut dyn FnMut(FindingKind, String, Severity, String),
 ) {
     if let Some(allowed) = &r.allowed_zones {
         let names: Vec<&str> = allowed.iter().map(|i| policy.zones[*i].0.as_str()).collect();
@@ -280,7 +280,7 @@ fn check_rules(
                 .map(|p| p.ip().to_string())
                 .unwrap_or_else(|| "unknown".into());
             emit(
-                "source_outside_boundary",
+                FindingKind::SourceOutsideBoundary,
                 rule.to_string(),
                 Severity::Critical,
                 format!("source {src} is not in {}", names.join(", ")),
@@ -290,20 +290,20 @@ fn check_rules(
     match &r.auth {
         AuthRequirement::None => {}
         AuthRequirement::Any if ex.auth_scheme == AuthScheme::None => emit(
-            "missing_auth",
+            FindingKind::MissingAuth,
             rule.to_string(),
             Severity::High,
             "no credential on a route that requires one".into(),
         ),
         AuthRequirement::Any => {}
         AuthRequirement::Scheme(want) if ex.auth_scheme == AuthScheme::None => emit(
-            "missing_auth",
+            FindingKind::MissingAuth,
             rule.to_string(),
             Severity::High,
             format!("no credential; {} required", want.as_str()),
         ),
         AuthRequirement::Scheme(want) if ex.auth_scheme != *want => emit(
-            "wrong_auth_scheme",
+            FindingKind::WrongAuthScheme,
             rule.to_string(),
             Severity::Warning,
             format!("{} used; {} required", ex.auth_scheme.as_str(), want.as_str()),
@@ -313,7 +313,7 @@ fn check_rules(
                 let used = ex.api_key_header.as_deref().unwrap_or("");
                 if !r.api_key_headers.iter().any(|h| h == used) {
                     emit(
-                        "wrong_auth_scheme",
+                        FindingKind::WrongAuthScheme,
                         rule.to_string(),
                         Severity::Warning,
                         format!(
@@ -329,7 +329,7 @@ fn check_rules(
         if let Some(iss) = &req.issuer {
             if jwt.iss.as_ref() != Some(iss) {
                 emit(
-                    "wrong_auth_scheme",
+                    FindingKind::WrongAuthScheme,
                     rule.to_string(),
                     Severity::High,
                     format!("JWT issuer {:?} is not {iss:?}", jwt.iss),
@@ -339,7 +339,7 @@ fn check_rules(
         if let Some(aud) = &req.audience {
             if !jwt.aud.contains(aud) {
                 emit(
-                    "wrong_auth_scheme",
+                    FindingKind::WrongAuthScheme,
                     rule.to_string(),
                     Severity::High,
                     format!("JWT audience {:?} lacks {aud:?}", jwt.aud),
@@ -354,7 +354,7 @@ fn check_rules(
             .collect();
         if !missing.is_empty() {
             emit(
-                "jwt_scope_missing",
+                FindingKind::JwtScopeMissing,
                 rule.to_string(),
                 Severity::High,
                 format!("JWT lacks scope {}", missing.join(", ")),
@@ -363,7 +363,7 @@ fn check_rules(
     }
     if (r.sensitive || r.tls_required) && !ex.tls {
         emit(
-            "cleartext_sensitive",
+            FindingKind::CleartextSensitive,
             rule.to_string(),
             Severity::High,
             "sensitive route served without TLS".into(),
@@ -371,7 +371,7 @@ fn check_rules(
     }
     if r.deprecated {
         emit(
-            "deprecated_endpoint",
+            FindingKind::DeprecatedEndpoint,
             rule.to_string(),
             Severity::Info,
             format!("{} {} is deprecated", ex.method, ex.route),
@@ -380,7 +380,7 @@ fn check_rules(
     for k in &ex.query_keys {
         if r.forbidden_query_keys.iter().any(|f| f.eq_ignore_ascii_case(k)) {
             emit(
-                "secret_in_url",
+                FindingKind::SecretInUrl,
                 rule.to_string(),
                 Severity::High,
                 format!("forbidden query key {k:?}"),

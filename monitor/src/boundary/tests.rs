@@ -40,7 +40,7 @@ fn good() -> Exchange {
 fn kinds(e: &mut Evaluator, ex: &Exchange) -> Vec<&'static str> {
     let mut out = Vec::new();
     e.evaluate(ex, &mut out);
-    out.iter().map(|f| f.kind).collect()
+    out.iter().map(|f| f.kind.as_str()).collect()
 }
 
 #[test]

@@ -657,7 +657,7 @@ impl Metrics {
             if labels[0] != OVERFLOW {
                 let g = self
                     .anomalies_firing
-                    .with_label_values(&[&f.service, &f.route, f.kind]);
+                    .with_label_values(&[&f.service, &f.route, f.kind.as_str()]);
                 g.set((state == "firing") as i64);
             }
         }

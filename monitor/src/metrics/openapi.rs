@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::boundary::openapi::{SchemeKind, SpecDoc, SpecOperation};
 use crate::boundary::policy::{Segment, parse_route, route_matches};
-use crate::finding::{Finding, Severity};
+use crate::finding::{Finding, FindingKind, Severity};
 
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct ObservedStatus {
@@ -338,7 +338,7 @@ pub fn diff(
     let matches = |i: usize, route: &str| patterns[i].as_ref().is_some_and(|p| route_matches(p, route));
     let stale_before = crate::clock::rfc3339_micros(now_ns.saturating_sub(zombie_after_ns));
     let finding =
-        |kind: &'static str, severity, service: &str, route: &str, method: &str, evidence: String| {
+        |kind: FindingKind, severity, service: &str, route: &str, method: &str, evidence: String| {
             Finding::about_route(
                 now_ns,
                 kind,
@@ -359,7 +359,7 @@ pub fn diff(
             .collect();
         if ops.is_empty() {
             out.push(finding(
-                "undeclared_endpoint",
+                FindingKind::UndeclaredEndpoint,
                 Severity::Warning,
                 &r.service,
                 &r.route,
@@ -374,7 +374,7 @@ pub fn diff(
         let without = r.auth_schemes.get("none").copied().unwrap_or(0);
         if without > 0 && ops.iter().any(|op| requires_auth(op)) {
             out.push(finding(
-                "missing_auth",
+                FindingKind::MissingAuth,
                 Severity::High,
                 &r.service,
                 &r.route,
@@ -401,7 +401,7 @@ pub fn diff(
         };
         if let Some(evidence) = zombie {
             out.push(finding(
-                "zombie_endpoint",
+                FindingKind::ZombieEndpoint,
                 Severity::Info,
                 service.unwrap_or(""),
                 &op.route,

@@ -133,7 +133,7 @@ fn drift_names_shadow_zombie_and_unauthenticated_endpoints() {
     let found = diff(&spec, "petstore-3.0.yaml", &sample(), None, NOW, 0);
     let got: Vec<(&str, String)> = found
         .iter()
-        .map(|f| (f.kind, format!("{} {}", f.method, f.route)))
+        .map(|f| (f.kind.as_str(), format!("{} {}", f.method, f.route)))
         .collect();
     assert_eq!(
         got,
