@@ -746,7 +746,7 @@ mod tests {
         findings
             .snapshot()
             .iter()
-            .filter(|f| f.kind == "rate_anomaly" && f.state == Some("firing"))
+            .filter(|f| f.kind == "rate_anomaly" && f.state == Some(crate::finding::Lifecycle::Firing))
             .map(|f| {
                 let observed = f.evidence.split("observed ").nth(1).unwrap_or_default();
                 let n = observed.split(',').next().unwrap_or_default();

@@ -1,6 +1,6 @@
 //! The finding contract: a boundary violation or a baseline anomaly, as the boundary and baseline
 //! stages raise it and the metrics, alert and output stages take it.
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -126,6 +126,38 @@ impl PartialEq<&str> for FindingKind {
     }
 }
 
+/// Where a finding with a lifecycle (an anomaly) or an alert stands: written "firing" and
+/// "resolved" (Alertmanager's and the webhook schema's words, and what spools and firing.json
+/// hold).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lifecycle {
+    Firing,
+    Resolved,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::Firing => "firing",
+            Lifecycle::Resolved => "resolved",
+        }
+    }
+}
+
+/// A state equals its name, as for `FindingKind`.
+impl PartialEq<&str> for Lifecycle {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The finding contract: a boundary violation or anomaly.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -146,9 +178,9 @@ pub struct Finding {
     pub pid: u32,
     pub comm: String,
     pub evidence: String,
-    /// For findings with a lifecycle (anomalies): "firing", then "resolved".
+    /// For findings with a lifecycle (anomalies): firing, then resolved.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub state: Option<&'static str>,
+    pub state: Option<Lifecycle>,
 }
 
 impl Finding {

@@ -666,7 +666,7 @@ fn a_rate_limit_holds_notifications_back_and_loses_none() {
     for i in 0..6 {
         let notice = monitor::alert::AlertNotice {
             fingerprint: format!("{i:016x}"),
-            status: "firing".into(),
+            status: monitor::finding::Lifecycle::Firing,
             labels: [("alertname".to_string(), "test".to_string())].into(),
             annotations: [("summary".to_string(), format!("alert {i}"))].into(),
             starts_at: 1,

@@ -7,7 +7,7 @@ use apiwatch_tests::*;
 use monitor::agent::AgentOptions;
 use monitor::baseline::DetectorConfig;
 use monitor::baseline::live::BaselineOptions;
-use monitor::finding::Finding;
+use monitor::finding::{Finding, Lifecycle};
 
 const LOCATIONS: &str = r#"
     location /api/items { if ($http_authorization = "") { return 401; } return 200 '{"items":[]}'; }
@@ -59,7 +59,7 @@ fn steady(url: &str, secs: u64, unauthorised: usize) {
     }
 }
 
-fn kinds(f: &[Finding], state: &str) -> Vec<&'static str> {
+fn kinds(f: &[Finding], state: Lifecycle) -> Vec<&'static str> {
     f.iter()
         .filter(|x| x.state == Some(state) && x.route == "/api/items")
         .map(|x| x.kind.as_str())
@@ -85,15 +85,15 @@ fn burst_and_auth_failures_fire_and_resolve_and_a_restart_keeps_the_baseline() {
     steady(&url, 3, 8);
     steady(&url, 6, 0);
     let (_, findings, summary) = agent.stop_all();
-    let fired = kinds(&findings, "firing");
-    let resolved = kinds(&findings, "resolved");
+    let fired = kinds(&findings, Lifecycle::Firing);
+    let resolved = kinds(&findings, Lifecycle::Resolved);
     assert!(fired.contains(&"rate_anomaly"), "{findings:#?}");
     assert!(resolved.contains(&"rate_anomaly"), "{findings:#?}");
     assert!(fired.contains(&"auth_failure_anomaly"), "{findings:#?}");
     assert!(resolved.contains(&"auth_failure_anomaly"), "{findings:#?}");
     let burst = findings
         .iter()
-        .find(|f| f.kind == "rate_anomaly" && f.state == Some("firing"))
+        .find(|f| f.kind == "rate_anomaly" && f.state == Some(Lifecycle::Firing))
         .unwrap();
     assert!(
         burst.evidence.contains("expected"),
@@ -117,7 +117,7 @@ fn burst_and_auth_failures_fire_and_resolve_and_a_restart_keeps_the_baseline() {
     steady(&url, 1, 0);
     let (_, findings, _) = agent.stop_all();
     assert!(
-        kinds(&findings, "firing").contains(&"rate_anomaly"),
+        kinds(&findings, Lifecycle::Firing).contains(&"rate_anomaly"),
         "no warm-up after a restart: {findings:#?}"
     );
 }

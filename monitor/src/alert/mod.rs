@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
-use crate::finding::{Finding, Severity};
+use crate::finding::{Finding, Lifecycle, Severity};
 pub use metrics::AlertMetrics;
 pub use spec::SinkSpec;
 pub use spool::{Spool, SpoolError};
@@ -32,8 +32,7 @@ pub use spool::{Spool, SpoolError};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertNotice {
     pub fingerprint: String,
-    /// "firing" or "resolved".
-    pub status: String,
+    pub status: Lifecycle,
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
     /// Unix nanoseconds.
@@ -51,7 +50,7 @@ impl AlertNotice {
     }
 
     pub fn is_resolved(&self) -> bool {
-        self.status == "resolved"
+        self.status == Lifecycle::Resolved
     }
 
     /// The alert as the webhook and file sinks write it and /api/v1/alerts serves it
@@ -316,7 +315,7 @@ impl AlertEngine {
         if let Some(zone) = f.source_zones.first() {
             labels.insert("source_zone".into(), zone.clone());
         }
-        if f.state == Some("resolved") {
+        if f.state == Some(Lifecycle::Resolved) {
             let fp = self.fingerprint_of(labels);
             self.resolve(&fp, f.ts);
             return;
@@ -413,7 +412,7 @@ impl AlertEngine {
         }
         let notice = AlertNotice {
             fingerprint: fp.clone(),
-            status: "firing".into(),
+            status: Lifecycle::Firing,
             labels,
             annotations,
             starts_at: now,
@@ -441,7 +440,7 @@ impl AlertEngine {
             self.dirty = true;
             self.unpublished = true;
             let mut n = a.current();
-            n.status = "resolved".into();
+            n.status = Lifecycle::Resolved;
             n.ends_at = Some(now);
             self.enqueue(&n, false, now);
         }
@@ -754,7 +753,7 @@ pub fn send_test_alerts(specs: &[SinkSpec], out: &mut dyn std::io::Write) -> boo
     ]);
     let notice = AlertNotice {
         fingerprint: fingerprint(&labels),
-        status: "firing".into(),
+        status: Lifecycle::Firing,
         labels,
         annotations: BTreeMap::from([
             (
@@ -774,7 +773,7 @@ pub fn send_test_alerts(specs: &[SinkSpec], out: &mut dyn std::io::Write) -> boo
         let (mut sink, _) = driver(spec);
         let firing = sink.send(std::slice::from_ref(&notice));
         let mut resolved_notice = notice.clone();
-        resolved_notice.status = "resolved".into();
+        resolved_notice.status = Lifecycle::Resolved;
         resolved_notice.ends_at = Some(crate::clock::unix_now_ns());
         let resolved = sink.send(std::slice::from_ref(&resolved_notice));
         let word = |o: &delivery::Outcome| match o {

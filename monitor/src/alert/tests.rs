@@ -1,9 +1,9 @@
 use std::sync::atomic::Ordering;
 
 use super::*;
-use crate::finding::Severity;
+use crate::finding::{Lifecycle, Severity};
 
-fn finding(ts: u64, state: Option<&'static str>) -> Finding {
+fn finding(ts: u64, state: Option<Lifecycle>) -> Finding {
     Finding {
         record: "finding",
         ts,
@@ -105,10 +105,10 @@ fn anomalies_resolve_with_their_finding() {
     let dir = TestDir::new("anomaly");
     let sink = dir.sink("all", Route::default(), 100);
     let mut e = AlertEngine::new(opts(10, 1_000_000), vec![sink.clone()], AlertMetrics::default());
-    e.on_finding(&finding(100, Some("firing")));
+    e.on_finding(&finding(100, Some(Lifecycle::Firing)));
     e.tick(10_000, 0);
     assert_eq!(e.active(), 1, "silence does not resolve an anomaly");
-    e.on_finding(&finding(20_000, Some("resolved")));
+    e.on_finding(&finding(20_000, Some(Lifecycle::Resolved)));
     assert_eq!(e.active(), 0);
     assert_eq!(notices(&mut e, &sink).len(), 2);
 }
@@ -280,7 +280,7 @@ fn schema_errors(path: &str, doc: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-fn notice(status: &str, summary: &str, description: &str) -> AlertNotice {
+fn notice(status: Lifecycle, summary: &str, description: &str) -> AlertNotice {
     let mut labels = BTreeMap::new();
     labels.insert("alertname".into(), "source_outside_boundary".into());
     labels.insert("severity".into(), "high".into());
@@ -292,7 +292,7 @@ fn notice(status: &str, summary: &str, description: &str) -> AlertNotice {
     annotations.insert("description".into(), description.into());
     AlertNotice {
         fingerprint: "0123456789abcdef".into(),
-        status: status.into(),
+        status,
         labels,
         annotations,
         starts_at: 1_700_000_000_000_000_000,
@@ -302,7 +302,7 @@ fn notice(status: &str, summary: &str, description: &str) -> AlertNotice {
 
 #[test]
 fn pagerduty_events_follow_the_events_api_v2() {
-    let firing = pagerduty::event("R0UTINGKEY", &notice("firing", "s", "d"));
+    let firing = pagerduty::event("R0UTINGKEY", &notice(Lifecycle::Firing, "s", "d"));
     assert_eq!(firing["event_action"], "trigger");
     assert_eq!(firing["dedup_key"], "apiwatch-0123456789abcdef");
     assert_eq!(
@@ -311,9 +311,9 @@ fn pagerduty_events_follow_the_events_api_v2() {
     );
     assert_eq!(firing["payload"]["source"], "h1");
     assert_eq!(firing["payload"]["timestamp"], "2023-11-14T22:13:20Z");
-    let long = pagerduty::event("k", &notice("firing", &"é".repeat(2000), "d"));
+    let long = pagerduty::event("k", &notice(Lifecycle::Firing, &"é".repeat(2000), "d"));
     assert!(long["payload"]["summary"].as_str().unwrap().len() <= 1024);
-    let resolved = pagerduty::event("R0UTINGKEY", &notice("resolved", "s", "d"));
+    let resolved = pagerduty::event("R0UTINGKEY", &notice(Lifecycle::Resolved, "s", "d"));
     assert_eq!(resolved["event_action"], "resolve");
     assert_eq!(resolved["dedup_key"], firing["dedup_key"]);
     assert!(resolved.get("payload").is_none());
@@ -335,7 +335,7 @@ fn pagerduty_events_follow_the_events_api_v2() {
 fn slack_messages_stay_within_slack_limits_and_escape_traffic_text() {
     let hostile = "<!everyone> & ".repeat(2000);
     let batch: Vec<AlertNotice> = (0..slack::MAX_ALERTS_PER_MESSAGE)
-        .map(|_| notice("firing", &hostile, &hostile))
+        .map(|_| notice(Lifecycle::Firing, &hostile, &hostile))
         .collect();
     let m = slack::message(&batch);
     let blocks = m["blocks"].as_array().unwrap();
@@ -365,7 +365,7 @@ fn slack_messages_stay_within_slack_limits_and_escape_traffic_text() {
     assert!(total <= 12_000, "{total} characters");
     const SLACK: &str = "tests/fixtures/schemas/slack-incoming-webhook.schema.json";
     assert_eq!(schema_errors(SLACK, &m), Vec::<String>::new());
-    let resolved = slack::message(&[notice("resolved", "s", "d")]);
+    let resolved = slack::message(&[notice(Lifecycle::Resolved, "s", "d")]);
     assert_eq!(schema_errors(SLACK, &resolved), Vec::<String>::new());
     assert!(!schema_errors(SLACK, &serde_json::json!({"text": "x", "blocks": [{"type": "header", "text": {"type": "plain_text", "text": "h".repeat(151)}}]})).is_empty());
 }
@@ -382,7 +382,7 @@ fn webhook_signature_is_hmac_sha256_of_timestamp_and_body() {
         webhook::signature(b"Jefe", 1, b"x"),
         webhook::signature(b"Jefe", 2, b"x")
     );
-    let doc = webhook::document(&[notice("resolved", "s", "d")]);
+    let doc = webhook::document(&[notice(Lifecycle::Resolved, "s", "d")]);
     assert_eq!(doc["alerts"][0]["status"], "resolved");
     assert_eq!(doc["alerts"][0]["endsAt"], "2023-11-14T22:14:20Z");
     assert_eq!(

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::detector::{Detector, DetectorConfig, Transition, Verdict};
 use crate::capture::Role;
 use crate::exchange::Exchange;
-use crate::finding::{Finding, FindingKind, Severity};
+use crate::finding::{Finding, FindingKind, Lifecycle, Severity};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Signal {
@@ -361,7 +361,7 @@ fn finding(
 ) -> Finding {
     let (state, evidence) = match t {
         Transition::Fired => (
-            "firing",
+            Lifecycle::Firing,
             format!(
                 "{} observed {value:.3}, expected {:.3} (normal range {:.3}..{:.3}){}",
                 signal.unit(),
@@ -376,7 +376,7 @@ fn finding(
             ),
         ),
         Transition::Resolved => (
-            "resolved",
+            Lifecycle::Resolved,
             format!(
                 "{} back to normal: {value:.3}, expected {:.3}",
                 signal.unit(),
@@ -457,21 +457,21 @@ mod tests {
         let t = drive(&mut b, t, 2, 200, 1, &mut out);
         assert!(
             out.iter()
-                .any(|f| f.kind == "rate_anomaly" && f.state == Some("firing")),
+                .any(|f| f.kind == "rate_anomaly" && f.state == Some(Lifecycle::Firing)),
             "{out:?}"
         );
         out.clear();
         let t = drive(&mut b, t, 6, 20, 1, &mut out);
         assert!(
             out.iter()
-                .any(|f| f.kind == "rate_anomaly" && f.state == Some("resolved")),
+                .any(|f| f.kind == "rate_anomaly" && f.state == Some(Lifecycle::Resolved)),
             "{out:?}"
         );
         out.clear();
         let t = drive(&mut b, t, 2, 20, 15, &mut out);
         assert!(
             out.iter()
-                .any(|f| f.kind == "auth_failure_anomaly" && f.state == Some("firing")),
+                .any(|f| f.kind == "auth_failure_anomaly" && f.state == Some(Lifecycle::Firing)),
             "{out:?}"
         );
         b.save().unwrap();
@@ -484,7 +484,7 @@ mod tests {
         drive(&mut again, t, 1, 300, 0, &mut out);
         assert!(
             out.iter()
-                .any(|f| f.kind == "rate_anomaly" && f.state == Some("firing")),
+                .any(|f| f.kind == "rate_anomaly" && f.state == Some(Lifecycle::Firing)),
             "{out:?}"
         );
         let fresh_ok = {

@@ -658,7 +658,7 @@ impl Metrics {
                 let g = self
                     .anomalies_firing
                     .with_label_values(&[&f.service, &f.route, f.kind.as_str()]);
-                g.set((state == "firing") as i64);
+                g.set((state == crate::finding::Lifecycle::Firing) as i64);
             }
         }
     }
