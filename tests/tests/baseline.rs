@@ -59,6 +59,33 @@ fn steady(url: &str, secs: u64, unauthorised: usize) {
     }
 }
 
+/// Steady traffic until the route is quiet: every alarm on it resolved and no transition for
+/// longer than the cool-down (5 windows), so the state saved at shutdown is not mid-episode.
+/// A burst pulls a young series' mean up and the steady rate after it can look low for a while:
+/// how long that lasts depends on the burst's size, so the wait is bounded, not fixed. A series
+/// saved while firing (or cooling down) rightly raises nothing new on the next burst.
+fn steady_until_quiet(agent: &Agent, url: &str) {
+    let (mut seen, mut still) = (usize::MAX, 0);
+    for _ in 0..40 {
+        steady(url, 1, 0);
+        let findings = agent.findings.snapshot();
+        let on_route: Vec<&Finding> = findings.iter().filter(|f| f.route == "/api/items").collect();
+        let firing = ["rate_anomaly", "auth_failure_anomaly"].iter().any(|k| {
+            on_route
+                .iter()
+                .rev()
+                .find(|f| f.kind == *k)
+                .is_some_and(|f| f.state == Some(Lifecycle::Firing))
+        });
+        still = if on_route.len() == seen { still + 1 } else { 0 };
+        seen = on_route.len();
+        if !firing && still >= 6 {
+            return;
+        }
+    }
+    panic!("the route never went quiet: {:#?}", agent.findings.snapshot());
+}
+
 fn kinds(f: &[Finding], state: Lifecycle) -> Vec<&'static str> {
     f.iter()
         .filter(|x| x.state == Some(state) && x.route == "/api/items")
@@ -83,7 +110,7 @@ fn burst_and_auth_failures_fire_and_resolve_and_a_restart_keeps_the_baseline() {
     steady(&url, 6, 0);
     // A credential-stuffing-like wave: most requests now fail with 401.
     steady(&url, 3, 8);
-    steady(&url, 6, 0);
+    steady_until_quiet(&agent, &url);
     let (_, findings, summary) = agent.stop_all();
     let fired = kinds(&findings, Lifecycle::Firing);
     let resolved = kinds(&findings, Lifecycle::Resolved);
