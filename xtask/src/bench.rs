@@ -29,7 +29,14 @@ const TLS_PORT: u16 = 18591;
 const H2C_PORT: u16 = 18592;
 const H2_TLS_PORT: u16 = 18593;
 
-pub fn run() -> Result<()> {
+/// The sections `cargo xtask bench` can be limited to.
+const SECTIONS: &[&str] = &["saturation", "h2", "fixed-rate", "components", "replay"];
+
+pub fn run(sections: &[String]) -> Result<()> {
+    if let Some(s) = sections.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        bail!("no bench section {s:?}: the sections are {}", SECTIONS.join(", "));
+    }
+    let wanted = |s: &str| sections.is_empty() || sections.iter().any(|x| x == s);
     cargo(&["build", "--release", "-p", "monitor"])?;
     let bin = target_dir().join("release/apiwatch");
     let work = std::env::temp_dir().join(format!("apiwatch-bench-{}", std::process::id()));
@@ -39,21 +46,48 @@ pub fn run() -> Result<()> {
         br#"{"status":"ok","items":[1,2,3,4,5,6,7,8]}"#,
     )?;
     let nginx = start_nginx(&work)?;
-    let result = benches(&bin, &work);
+    let result = benches(&bin, &work, &wanted);
     stop(nginx);
     let _ = std::fs::remove_dir_all(&work);
     result
 }
 
-fn benches(bin: &Path, work: &Path) -> Result<()> {
+fn benches(bin: &Path, work: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<()> {
     let url = format!("http://127.0.0.1:{PORT}/index.json");
-    saturation(bin, "nginx under wrk", &url)?;
+    if wanted("saturation") {
+        saturation_section(bin, &url)?;
+    }
+    if wanted("h2") {
+        h2_section(bin)?;
+    }
+    if wanted("fixed-rate") {
+        fixed_rate(bin, "plaintext", &url, 1.5)?;
+        fixed_rate(
+            bin,
+            "TLS (both sides through the OpenSSL uprobes)",
+            &format!("https://127.0.0.1:{TLS_PORT}/index.json"),
+            5.0,
+        )?;
+    }
+    if wanted("components") {
+        components(bin, work)?;
+    }
+    if wanted("replay") {
+        replay_section(bin, work, &url)?;
+    }
+    Ok(())
+}
+
+fn saturation_section(bin: &Path, url: &str) -> Result<()> {
+    saturation(bin, "nginx under wrk", url)?;
     saturation(
         bin,
         "nginx over TLS under wrk (both sides through the OpenSSL uprobes)",
         &format!("https://127.0.0.1:{TLS_PORT}/index.json"),
-    )?;
+    )
+}
 
+fn h2_section(bin: &Path) -> Result<()> {
     h2_saturation(
         bin,
         "nginx over h2c (prior knowledge) under h2load",
@@ -63,16 +97,11 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
         bin,
         "nginx over HTTP/2 and TLS under h2load (both sides through the OpenSSL uprobes)",
         &format!("https://127.0.0.1:{H2_TLS_PORT}/index.json"),
-    )?;
+    )
+}
 
-    fixed_rate(bin, "plaintext", &url, 1.5)?;
-    fixed_rate(
-        bin,
-        "TLS (both sides through the OpenSSL uprobes)",
-        &format!("https://127.0.0.1:{TLS_PORT}/index.json"),
-        5.0,
-    )?;
-
+/// The boundary policy, the alert engine, the audit trail and the detector, each alone.
+fn components(bin: &Path, work: &Path) -> Result<()> {
     println!("\n== boundary policy alone: evaluations per second, one core ==");
     let out = Command::new(bin)
         .args(["bench-policy", "--routes", "1000"])
@@ -106,12 +135,14 @@ fn benches(bin: &Path, work: &Path) -> Result<()> {
     println!("\n== anomaly detector alone: updates per second, memory per series ==");
     let out = Command::new(bin).args(["bench-detector"]).output()?;
     print!("{}", String::from_utf8_lossy(&out.stdout));
-    backtest_figures(bin, work)?;
+    backtest_figures(bin, work)
+}
 
+fn replay_section(bin: &Path, work: &Path, url: &str) -> Result<()> {
     println!("\n== userspace pipeline alone: replay of a recording of real traffic, one core ==");
     let rec = work.join("bench.rec");
     let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;
-    let _ = Command::new("wrk").args(["-t1", "-c8", "-d2s", &url]).output()?;
+    let _ = Command::new("wrk").args(["-t1", "-c8", "-d2s", url]).output()?;
     agent.stop()?;
     let (events, _, best, _) = best_replay(bin, &rec)?;
     let size = std::fs::metadata(&rec).map(|m| m.len()).unwrap_or(0);
@@ -473,7 +504,10 @@ fn fixed_rate(bin: &Path, what: &str, url: &str, target_us: f64) -> Result<()> {
                     mode,
                 ],
             )?;
+            // The agent's own CPU over the same run (not its start: loading programs, BTF).
+            let agent_before = agent.cpu_seconds();
             let (cpu, sent, rps) = paced_cpu(url)?;
+            let agent_us = (agent.cpu_seconds() - agent_before) / sent.max(1) as f64 * 1e6;
             let programs = if round == ROUNDS {
                 bpf_program_costs()
             } else {
@@ -490,7 +524,7 @@ fn fixed_rate(bin: &Path, what: &str, url: &str, target_us: f64) -> Result<()> {
             // Both sides are traced: wrk and nginx, plaintext or through libssl.
             let expected = 2 * sent;
             println!(
-                "round {round}: on ({mode}): {sent} responses at {rps:.0} req/s, machine CPU {per_on:.2} µs/request (+{:.2}) | {exchanges} exchanges ({}) | ring drops {} [target: 0]",
+                "round {round}: on ({mode}): {sent} responses at {rps:.0} req/s, machine CPU {per_on:.2} µs/request (+{:.2}, of which the agent process {agent_us:.2}) | {exchanges} exchanges ({}) | ring drops {} [target: 0]",
                 per_on - per_off,
                 // wrk counts the responses it got within its duration; the agent also sees
                 // the ones still in flight when wrk stopped (at most one per connection and side).

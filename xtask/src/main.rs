@@ -31,7 +31,10 @@ enum Cmd {
     /// Run every test tier: unit, replay, kernel (root) and system tests.
     Test,
     /// Benchmarks, printing ratios measured side by side in one run.
-    Bench,
+    Bench {
+        /// Only these sections (saturation, h2, fixed-rate, components, replay; default: all).
+        sections: Vec<String>,
+    },
     /// Build the Debian package (cargo-deb) and check it with lintian; prints its path.
     Package,
     /// Fuzz every parser (cargo-fuzz, libFuzzer) for --secs each; prints executions per target.
@@ -107,9 +110,9 @@ fn main() -> Result<()> {
             exit_with(status)
         }
         Cmd::Test => test(),
-        Cmd::Bench => {
+        Cmd::Bench { sections } => {
             setup()?;
-            bench::run()
+            bench::run(&sections)
         }
         Cmd::Package => {
             setup()?;
