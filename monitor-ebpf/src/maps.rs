@@ -68,6 +68,14 @@ pub static FD_OWNER: LruHashMap<ConnKey, u64> = LruHashMap::with_max_entries(655
 #[map]
 pub static LISTEN_PORTS: HashMap<u16, u32> = HashMap::with_max_entries(8192, 0);
 
+/// Socket layer: processes that own a connection reported open, so that their exit is reported
+/// (userspace must forget their facts, the cgroup above all, before the pid names another
+/// process) without a ring record for every process exit on the host. LRU: a process evicted by
+/// 16,384 younger ones is not seen exiting, and its next namesake by pid gets its facts again
+/// only after the resolver's set is cleared.
+#[map]
+pub static OWNER_TGIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
 pub const SOCK_FLAG_OWNED: u32 = 1;
 
 #[repr(C)]

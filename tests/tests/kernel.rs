@@ -345,6 +345,63 @@ fn a_client_that_exits_without_close_ends_its_connection() {
     assert_eq!(&*seen[0].comm, "python3");
 }
 
+/// A process that had a connection is seen exiting, in both modes: its pid may name another
+/// process next, which must get facts (its cgroup) of its own. On the socket layer, a process
+/// that never owned a connection costs no record when it exits.
+#[test]
+fn a_process_that_had_a_connection_is_seen_exiting() {
+    use monitor::capture::CaptureEvent;
+    let nginx = Nginx::start(&[("hello.txt", b"hello\n")]);
+    let dir = TempDir::new("exits");
+    let rec = dir.path().join("exits.rec");
+    let file = std::fs::File::create(&rec).unwrap();
+    let writer = monitor::record::RecordWriter::new(Box::new(file) as Box<dyn Write + Send>).unwrap();
+    let mut opts = AgentOptions::default();
+    if let Some(mode) = capture_mode() {
+        opts.kernel.mode = mode;
+    }
+    let agent = monitor::agent::LiveAgent::start(opts, monitor::agent::Consumer::Record(writer))
+        .expect("the agent starts");
+    let mut client = Command::new("curl")
+        .args(["-s", "-o", "/dev/null"])
+        .arg(format!("http://127.0.0.1:{}/hello.txt", nginx.port))
+        .spawn()
+        .unwrap();
+    let client_pid = client.id();
+    assert!(client.wait().unwrap().success());
+    let mut idle = Command::new("true").spawn().unwrap();
+    let idle_pid = idle.id();
+    assert!(idle.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    let summary = agent.stop().expect("agent stop");
+    assert_eq!(summary.capture_mode, Some(expected_capture_mode()));
+
+    let mut reader =
+        monitor::record::RecordReader::new(BufReader::new(std::fs::File::open(&rec).unwrap())).unwrap();
+    let (mut client_data, mut exits) = (0, Vec::new());
+    while let Some(ev) = reader.next_event().unwrap() {
+        match ev {
+            CaptureEvent::Data(d) if d.id.tgid == client_pid => client_data += 1,
+            CaptureEvent::ProcessExit { tgid, .. } => exits.push(tgid),
+            _ => {}
+        }
+    }
+    assert!(
+        client_data >= 2,
+        "the client's request and response were not captured"
+    );
+    assert!(
+        exits.contains(&client_pid),
+        "curl ({client_pid}) was not seen exiting: {exits:?}"
+    );
+    if expected_capture_mode() == "socket" {
+        assert!(
+            !exits.contains(&idle_pid),
+            "a process without a connection ({idle_pid}) cost a record: {exits:?}"
+        );
+    }
+}
+
 /// Heads are copied, bodies are not: once userspace has parsed a response head with a large
 /// Content-Length, the kernel counts the body's calls without copying them (a body hint), and
 /// the next response on the same connection is still read from its first byte.

@@ -22,8 +22,8 @@ use super::emit::{emit_chunk, emit_close, emit_open};
 use super::tls::learn_ssl_socket;
 use super::{traced_pid_tgid, traced_process};
 use crate::maps::{
-    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, FD_OWNER, LISTEN_PORTS, SOCK_FLAG_OWNED, SOCKS,
-    SockConn, count, new_epoch,
+    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, FD_OWNER, LISTEN_PORTS, OWNER_TGIDS, SOCK_FLAG_OWNED,
+    SOCKS, SockConn, count, new_epoch,
 };
 
 const TCP_ESTABLISHED: i32 = 1;
@@ -207,6 +207,12 @@ fn take_ownership(conn: *mut SockConn, sk: u64, id: u64, regs: &SyscallRegs) -> 
         (*conn).flags |= SOCK_FLAG_OWNED;
     }
     let _ = FD_OWNER.insert(owner, sk, 0);
+    // Once per process, not per connection: an LRU update takes a lock.
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
+    if unsafe { OWNER_TGIDS.get(owner.tgid) }.is_none() {
+        let _ = OWNER_TGIDS.insert(owner.tgid, 1, 0);
+    }
     // SAFETY: `conn` is a map entry found non-null above; the block only reads its plain integer
     // fields.
     unsafe {

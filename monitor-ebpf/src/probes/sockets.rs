@@ -11,7 +11,10 @@ use monitor_common::{
 
 use super::emit::{emit_close, emit_conn_event, emit_open};
 use super::{traced_pid_tgid, traced_process};
-use crate::maps::{ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, PEER_LOCAL, count, new_epoch};
+use crate::maps::{
+    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, OWNER_TGIDS, PEER_LOCAL, SOCKET_LAYER, count,
+    global_u32, new_epoch,
+};
 
 const EINPROGRESS: i64 = -115;
 const TCP_SYN_SENT: i32 = 2;
@@ -271,17 +274,30 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 }
 
 // sched:sched_process_exit, once per exiting thread. A process that exits without close()
-// makes no close syscall; its connections end with it (the socket layer sees the TCP close
-// itself and does not need this).
+// makes no close syscall; its connections end with it. The socket layer sees the TCP close
+// itself, but the exit still matters there: the pid may come back as another process, which
+// must not inherit this one's facts (its cgroup) in userspace.
 #[tracepoint]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    // Only the thread-group leader: the process, not one of its threads. With
-    // `capture.processes`, only the named ones: no other process ever had a connection opened,
-    // and every exit on the host would otherwise be a ring record (and, in a full ring, a drop
-    // counted against the traced traffic). A process renamed after opening its connections is
-    // not seen exiting; its connections end at the idle timeout instead.
-    if (id >> 32) as u32 != id as u32 || traced_process().is_none() {
+    let tgid = (id >> 32) as u32;
+    // Only the thread-group leader: the process, not one of its threads.
+    if tgid != id as u32 {
+        return 0;
+    }
+    if global_u32(&SOCKET_LAYER) != 0 {
+        // Only processes that owned a reported connection (see OWNER_TGIDS).
+        // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+        // what is read stale, never invalid.
+        if unsafe { OWNER_TGIDS.get(tgid) }.is_none() {
+            return 0;
+        }
+        let _ = OWNER_TGIDS.remove(tgid);
+    } else if traced_process().is_none() {
+        // With `capture.processes`, only the named ones: no other process ever had a connection
+        // opened, and every exit on the host would otherwise be a ring record (and, in a full
+        // ring, a drop counted against the traced traffic). A process renamed after opening its
+        // connections is not seen exiting; its connections end at the idle timeout instead.
         return 0;
     }
     let key = ConnKey {

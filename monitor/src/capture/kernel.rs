@@ -117,9 +117,12 @@ const SOCKET_BTF_ATTACHMENTS: &[(&str, &str)] = &[
     ("sock_recv", "sock_recv_length"),
 ];
 /// Socket layer: the lifecycle, on classic tracepoints (neither is a syscall tracepoint).
+/// A process's exit too (once per exiting thread, reported for processes that owned a
+/// connection): its pid may name another process next, whose facts must be read afresh.
 const SOCKET_ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ("sock_lifecycle", "sock", &["inet_sock_set_state"]),
     ("sock_destroy", "tcp", &["tcp_destroy_sock"]),
+    ("process_exit", "sched", &["sched_process_exit"]),
 ];
 
 /// Syscall mode: (program, tracepoint category, tracepoint names) - one program may serve

@@ -190,9 +190,9 @@ impl ConnTable {
         &self.cfg.http
     }
 
-    /// Remembers a process with a connection, for its exit event. Only the syscall capture sends
-    /// exits (the socket layer sees each TCP close), so the set is rebuilt from the table when it
-    /// outgrows it: bounded by the connections, not by every process ever seen.
+    /// Remembers a process with a connection, for its exit event. An exit may not come (the
+    /// kernel's table of processes to report is bounded), so the set is rebuilt from the table
+    /// when it outgrows it: bounded by the connections, not by every process ever seen.
     fn note_tgid(&mut self, tgid: u32) {
         self.tgids.insert(tgid);
         if self.tgids.len() > 2 * self.conns.len() + 1024 {
