@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::harness::{Agent, summary_of, wait_for_port};
 use crate::{cargo, target_dir};
 
 const ROUNDS: usize = 3;
@@ -141,7 +142,7 @@ fn components(bin: &Path, work: &Path) -> Result<()> {
 fn replay_section(bin: &Path, work: &Path, url: &str) -> Result<()> {
     println!("\n== userspace pipeline alone: replay of a recording of real traffic, one core ==");
     let rec = work.join("bench.rec");
-    let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;
+    let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()], false)?;
     let _ = Command::new("wrk").args(["-t1", "-c8", "-d2s", url]).output()?;
     agent.stop()?;
     let (events, _, best, _) = best_replay(bin, &rec)?;
@@ -154,7 +155,7 @@ fn replay_section(bin: &Path, work: &Path, url: &str) -> Result<()> {
 
     // The same over HTTP/2: frame parsing and HPACK decoding, both sides of h2load's streams.
     let rec = work.join("bench-h2.rec");
-    let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()])?;
+    let agent = Agent::start(bin, &["record", "--out", rec.to_str().unwrap_or_default()], false)?;
     h2load(&format!("http://127.0.0.1:{H2C_PORT}/index.json"), 2)?;
     agent.stop()?;
     let (events, exchanges, best, best_ex) = best_replay(bin, &rec)?;
@@ -223,7 +224,11 @@ fn h2_saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
     let (mut off, mut on) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let (rps_off, _) = h2load(url, WRK_SECONDS)?;
-        let agent = Agent::start(bin, &["run", "--exchanges", "off", "--metrics-addr", "off"])?;
+        let agent = Agent::start(
+            bin,
+            &["run", "--exchanges", "off", "--metrics-addr", "off"],
+            false,
+        )?;
         let (rps_on, requests) = h2load(url, WRK_SECONDS)?;
         let cpu = agent.cpu_seconds();
         let summary = agent.stop()?;
@@ -439,7 +444,7 @@ fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
         );
         floor.push(rps_floor);
         for (m, (mode, args)) in MODES.iter().enumerate() {
-            let agent = Agent::start(bin, args)?;
+            let agent = Agent::start(bin, args, false)?;
             let (rps_on, requests) = wrk(url)?;
             let cpu = agent.cpu_seconds();
             let summary = agent.stop()?;
@@ -503,6 +508,7 @@ fn fixed_rate(bin: &Path, what: &str, url: &str, target_us: f64) -> Result<()> {
                     "--capture-mode",
                     mode,
                 ],
+                false,
             )?;
             // The agent's own CPU over the same run (not its start: loading programs, BTF).
             let agent_before = agent.cpu_seconds();
@@ -743,13 +749,7 @@ fn start_nginx(work: &Path) -> Result<Child> {
         .args(["-c", &format!("{d}/nginx.conf"), "-p", &d.to_string()])
         .spawn()
         .context("nginx")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", PORT)).is_err() {
-        if Instant::now() > deadline {
-            bail!("nginx did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(PORT, "nginx")?;
     Ok(child)
 }
 
@@ -759,67 +759,4 @@ fn stop(mut child: Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-}
-
-struct Agent {
-    child: Child,
-    stderr: std::thread::JoinHandle<String>,
-}
-
-impl Agent {
-    /// Starts `apiwatch ARGS` and waits until its probes are attached.
-    fn start(bin: &Path, args: &[&str]) -> Result<Self> {
-        let mut child = Command::new(bin)
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot start {}", bin.display()))?;
-        let stderr = child.stderr.take().context("stderr")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let mut all = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("is watching") || line.contains("recording to") {
-                    let _ = tx.send(());
-                }
-                all.push_str(&line);
-                all.push('\n');
-            }
-            all
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .context("the agent did not start")?;
-        Ok(Self {
-            child,
-            stderr: reader,
-        })
-    }
-
-    /// User + system CPU time so far, from /proc/PID/stat (fields 14 and 15, clock ticks).
-    fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        let after_comm = stat.rsplit(')').next().unwrap_or_default();
-        let f: Vec<&str> = after_comm.split_whitespace().collect();
-        let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-            + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        ticks as f64 / 100.0
-    }
-
-    fn stop(mut self) -> Result<serde_json::Value> {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()?;
-        self.child.wait()?;
-        let err = self.stderr.join().unwrap_or_default();
-        summary_of(&err)
-    }
-}
-
-fn summary_of(stderr: &str) -> Result<serde_json::Value> {
-    let line = stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("apiwatch summary "))
-        .with_context(|| format!("no summary in:\n{stderr}"))?;
-    Ok(serde_json::from_str(line)?)
 }

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod fuzz;
+mod harness;
 mod soak;
 
 #[derive(Parser)]

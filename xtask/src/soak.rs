@@ -4,7 +4,7 @@
 //! on both sides. Prints, every minute, the agent's resident memory, its connection table and
 //! what it dropped; passes when memory is flat after warm-up (at most 5% growth from minute 5 to
 //! the end) and nothing was dropped. All on loopback; wrk's own duration bounds the load.
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+use crate::harness::{Agent, cpu_seconds, wait_for_port};
 use crate::{cargo, target_dir};
 
 const PORT: u16 = 18594;
@@ -45,8 +46,20 @@ pub fn run(minutes: u32) -> Result<()> {
 
 fn soak(bin: &Path, work: &Path, minutes: u32) -> Result<()> {
     let nginx = Guard(start_nginx(work)?);
-    let agent = Guard(start_agent(bin)?);
-    let pid = agent.0.id();
+    let agent = Agent::start(
+        bin,
+        &[
+            "run",
+            "--exchanges",
+            "off",
+            "--findings",
+            "off",
+            "--metrics-addr",
+            &format!("127.0.0.1:{METRICS_PORT}"),
+        ],
+        true,
+    )?;
+    let pid = agent.pid();
     let url = format!("http://127.0.0.1:{PORT}/");
     let per_second = script(work, "paced-1s.lua", 1000)?;
     let per_10ms = script(work, "paced-10ms.lua", 10)?;
@@ -216,57 +229,8 @@ fn start_nginx(work: &Path) -> Result<Child> {
         .args(["-c", &format!("{d}/nginx.conf"), "-p", &d.to_string()])
         .spawn()
         .context("nginx")?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", PORT)).is_err() {
-        if Instant::now() > deadline {
-            bail!("nginx did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_port(PORT, "nginx")?;
     Ok(child)
-}
-
-fn start_agent(bin: &Path) -> Result<Child> {
-    let mut child = Command::new(bin)
-        .args([
-            "run",
-            "--exchanges",
-            "off",
-            "--findings",
-            "off",
-            "--metrics-addr",
-            &format!("127.0.0.1:{METRICS_PORT}"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {}", bin.display()))?;
-    let stderr = child.stderr.take().context("stderr")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keeps reading (a full pipe would block the agent); echoes warnings and errors.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("is watching") {
-                let _ = tx.send(());
-            }
-            if line.contains("WARN") || line.contains("ERROR") {
-                eprintln!("agent: {line}");
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(30))
-        .context("the agent did not start")?;
-    Ok(child)
-}
-
-/// User + system CPU seconds of a process, from /proc/PID/stat (fields 14 and 15, clock ticks).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_comm = stat.rsplit(')').next().unwrap_or_default();
-    let f: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: u64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
-        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    ticks as f64 / 100.0
 }
 
 /// A `/proc/PID/status` figure in KiB: `VmRSS` (all), `RssAnon` (the heap and stacks),
