@@ -172,7 +172,11 @@ pub struct ConnectArgs {
 }
 
 /// An SSL_read/SSL_write in flight on a thread, saved on entry, used on return; keyed by
-/// pid_tgid. `fd` is learnt from the socket syscall the SSL call makes inside itself.
+/// pid_tgid. `fd` is learnt from the socket syscall the SSL call makes inside itself. A thread's
+/// entry stays between its calls, marked SSL_ARGS_DONE by the return and overwritten in place by
+/// the next entry: a hash-map insert and delete per call (bucket locks, the free list) cost
+/// more than the lookups. A thread's exit removes it (process_exit), so the map holds at most the
+/// live threads that use TLS.
 #[map]
 pub static SSL_ARGS: HashMap<u64, SslArgs> = HashMap::with_max_entries(16384, 0);
 
@@ -213,6 +217,8 @@ pub struct SslArgs {
 
 /// The call returns a byte count as a 64-bit ssize_t (GnuTLS), not a C int (OpenSSL).
 pub const SSL_ARGS_RET64: u32 = 1;
+/// The call has returned: the entry is the thread's slot for its next call, not a call in flight.
+pub const SSL_ARGS_DONE: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -12,8 +12,8 @@ use monitor_common::{
 use super::emit::{emit_close, emit_conn_event, emit_open};
 use super::{traced_pid_tgid, traced_process};
 use crate::maps::{
-    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, OWNER_TGIDS, PEER_LOCAL, SOCKET_LAYER, count,
-    global_u32, new_epoch,
+    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, OWNER_TGIDS, PEER_LOCAL, SOCKET_LAYER,
+    SSL_ARGS, count, global_u32, new_epoch,
 };
 
 const EINPROGRESS: i64 = -115;
@@ -280,6 +280,12 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
+    // Every thread: its TLS call slot goes with it (see SSL_ARGS).
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
+    // what is read stale, never invalid.
+    if unsafe { SSL_ARGS.get(id) }.is_some() {
+        let _ = SSL_ARGS.remove(id);
+    }
     let tgid = (id >> 32) as u32;
     // Only the thread-group leader: the process, not one of its threads.
     if tgid != id as u32 {

@@ -13,8 +13,8 @@ use monitor_common::{ConnInfo, ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, 
 use super::emit::emit_chunk;
 use super::traced_process;
 use crate::maps::{
-    ARGS_PLAIN, CONNS, FD_OWNER, LAST_TLS_RECV, SOCKET_LAYER, SOCKS, SSL_ARGS, SSL_ARGS_RET64, SSL_FD,
-    SslArgs, SslKey, SslSock, count, global_u32,
+    ARGS_PLAIN, CONNS, FD_OWNER, LAST_TLS_RECV, SOCKET_LAYER, SOCKS, SSL_ARGS, SSL_ARGS_DONE, SSL_ARGS_RET64,
+    SSL_FD, SslArgs, SslKey, SslSock, count, global_u32,
 };
 use monitor_common::CLASS_TLS;
 
@@ -50,20 +50,30 @@ fn enter(ctx: &ProbeContext, direction: u32, ex: bool, flags: u32) {
         flags,
         epoch: sock.epoch,
     };
-    if SSL_ARGS.insert(id, args, 0).is_err() {
-        count(Stat::ArgsMapFull, 1);
+    match SSL_ARGS.get_ptr_mut(id) {
+        // SAFETY: `p` is this thread's entry, found non-null; only this thread's probes write it.
+        Some(p) => unsafe { *p = args },
+        None => {
+            if SSL_ARGS.insert(id, args, 0).is_err() {
+                count(Stat::ArgsMapFull, 1);
+            }
+        }
     }
 }
 
 #[inline(always)]
 fn exit(ctx: &RetProbeContext) {
     let id = bpf_get_current_pid_tgid();
-    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
-    // what is read stale, never invalid.
-    let Some(args) = (unsafe { SSL_ARGS.get(id) }).copied() else {
+    let Some(p) = SSL_ARGS.get_ptr_mut(id) else {
         return;
     };
-    let _ = SSL_ARGS.remove(id);
+    // SAFETY: `p` is this thread's entry, found non-null; only this thread's probes write it.
+    let args = unsafe { *p };
+    if args.flags & SSL_ARGS_DONE != 0 {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { (*p).flags |= SSL_ARGS_DONE };
     // OpenSSL returns a C int: read 32 bits, or a -1 (WANT_READ) reads as 4 GiB. GnuTLS
     // returns a ssize_t.
     let ret = if args.flags & SSL_ARGS_RET64 != 0 {
@@ -228,7 +238,11 @@ pub fn ssl_return(ctx: RetProbeContext) -> u32 {
 /// outside any call is remembered for the thread (see guess_socket).
 #[inline(always)]
 pub fn learn_ssl_socket(id: u64, tgid: u32, fd: u32, epoch: u32, maybe_ciphertext_read: bool) {
-    let Some(ssl) = SSL_ARGS.get_ptr_mut(id) else {
+    // SAFETY: a non-null entry is this thread's; only this thread's probes write it.
+    let in_call = SSL_ARGS
+        .get_ptr_mut(id)
+        .filter(|&p| unsafe { (*p).flags } & SSL_ARGS_DONE == 0);
+    let Some(ssl) = in_call else {
         if maybe_ciphertext_read {
             let _ = LAST_TLS_RECV.insert(id, fd, 0);
         }
