@@ -70,8 +70,20 @@ fn syscall_regs() -> Option<SyscallRegs> {
     if regs == 0 {
         return None;
     }
-    // SAFETY: the helper copies from kernel memory and returns an error on a bad address.
-    unsafe { bpf_probe_read_kernel((regs as usize + PT_REGS_DX) as *const SyscallRegs) }.ok()
+    // Read in place, not through bpf_probe_read_kernel: the helper's result is a typed pointer to
+    // the task's `struct pt_regs` (BTF), whose fields the verifier lets a tracing program load
+    // directly (as faulting-safe loads), one helper call less on every socket I/O.
+    let p = regs as *const u64;
+    // SAFETY: `p` is the task's saved registers, checked non-null above; the four loads are the
+    // u64 fields dx, si, di and orig_ax at their offsets (96..128, see SyscallRegs).
+    unsafe {
+        Some(SyscallRegs {
+            dx: core::ptr::read_volatile(p.add(PT_REGS_DX / 8)),
+            si: core::ptr::read_volatile(p.add(PT_REGS_DX / 8 + 1)),
+            di: core::ptr::read_volatile(p.add(PT_REGS_DX / 8 + 2)),
+            orig_ax: core::ptr::read_volatile(p.add(PT_REGS_DX / 8 + 3)),
+        })
+    }
 }
 
 // sock_send_length(struct sock *sk, int ret, int flags), fired after every socket send
