@@ -92,7 +92,9 @@ pub struct SockConn {
     pub peer: SockAddr,
 }
 
-/// Arguments of a data syscall in flight, saved on enter, used on exit; keyed by pid_tgid.
+/// Arguments of a data syscall in flight, saved on enter, used on exit; keyed by pid_tgid. As
+/// SSL_ARGS, a thread's entry stays between its calls (kind ARGS_DONE once used, overwritten in
+/// place by the next enter, removed at the thread's exit): no insert and delete per syscall.
 #[map]
 pub static DATA_ARGS: HashMap<u64, DataArgs> = HashMap::with_max_entries(16384, 0);
 
@@ -139,6 +141,8 @@ pub const ARGS_PLAIN: u32 = 0;
 pub const ARGS_IOVEC: u32 = 1;
 pub const ARGS_MSGHDR: u32 = 2;
 pub const ARGS_SENDFILE: u32 = 3;
+/// A DATA_ARGS entry whose syscall has returned (the thread's slot for its next one).
+pub const ARGS_DONE: u32 = u32::MAX;
 
 #[repr(C)]
 #[derive(Clone, Copy)]

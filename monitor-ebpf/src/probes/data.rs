@@ -7,7 +7,9 @@ use monitor_common::{CLASS_HTTP, CLASS_OTHER, CLASS_TLS, ConnKey, DIR_EGRESS, DI
 use super::emit::emit_chunk;
 use super::tls::learn_ssl_socket;
 use super::traced_pid_tgid;
-use crate::maps::{ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CONNS, DATA_ARGS, DataArgs, count};
+use crate::maps::{
+    ARGS_DONE, ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CONNS, DATA_ARGS, DataArgs, count,
+};
 
 /// Saves the arguments of a data syscall on a tracked, not-yet-rejected socket.
 #[inline(always)]
@@ -62,8 +64,14 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
         vlen,
         ptr,
     };
-    if DATA_ARGS.insert(id, args, 0).is_err() {
-        count(Stat::ArgsMapFull, 1);
+    match DATA_ARGS.get_ptr_mut(id) {
+        // SAFETY: `p` is this thread's entry, found non-null; only this thread's probes write it.
+        Some(p) => unsafe { *p = args },
+        None => {
+            if DATA_ARGS.insert(id, args, 0).is_err() {
+                count(Stat::ArgsMapFull, 1);
+            }
+        }
     }
 }
 
@@ -119,10 +127,16 @@ pub fn exit_data(ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
     // what is read stale, never invalid.
-    let Some(args) = (unsafe { DATA_ARGS.get(id) }).copied() else {
+    let Some(p) = DATA_ARGS.get_ptr_mut(id) else {
         return 0;
     };
-    let _ = DATA_ARGS.remove(id);
+    // SAFETY: `p` is this thread's entry, found non-null; only this thread's probes write it.
+    let args = unsafe { *p };
+    if args.kind == ARGS_DONE {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { (*p).kind = ARGS_DONE };
     // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
     // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let Ok(ret) = (unsafe { ctx.read_at::<i64>(16) }) else {

@@ -12,8 +12,8 @@ use monitor_common::{
 use super::emit::{emit_close, emit_conn_event, emit_open};
 use super::{traced_pid_tgid, traced_process};
 use crate::maps::{
-    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, OWNER_TGIDS, PEER_LOCAL, SOCKET_LAYER,
-    SSL_ARGS, count, global_u32, new_epoch,
+    ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, DATA_ARGS, OWNER_TGIDS, PEER_LOCAL,
+    SOCKET_LAYER, SSL_ARGS, count, global_u32, new_epoch,
 };
 
 const EINPROGRESS: i64 = -115;
@@ -280,11 +280,15 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn process_exit(_ctx: TracePointContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
-    // Every thread: its TLS call slot goes with it (see SSL_ARGS).
+    // Every thread: its call slots go with it (see SSL_ARGS, DATA_ARGS).
     // SAFETY: map values are plain data: another CPU updating this one meanwhile can make
     // what is read stale, never invalid.
     if unsafe { SSL_ARGS.get(id) }.is_some() {
         let _ = SSL_ARGS.remove(id);
+    }
+    // SAFETY: as above.
+    if unsafe { DATA_ARGS.get(id) }.is_some() {
+        let _ = DATA_ARGS.remove(id);
     }
     let tgid = (id >> 32) as u32;
     // Only the thread-group leader: the process, not one of its threads.
