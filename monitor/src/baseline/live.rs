@@ -369,9 +369,14 @@ fn finding(
                 v.low,
                 v.high,
                 if v.record {
-                    "; outside every value this series took before"
+                    "; outside every value this series took before".to_string()
+                } else if v.stuck_run > 0 {
+                    format!(
+                        "; the same value {} windows in a row, longer than ever before",
+                        v.stuck_run
+                    )
                 } else {
-                    ""
+                    String::new()
                 }
             ),
         ),
