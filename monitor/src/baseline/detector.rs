@@ -807,31 +807,48 @@ pub(crate) mod tests {
         assert!(later.anomaly, "{later:?}");
     }
 
+    /// A request-rate series as the live tier sees it on 1-second windows (its detector settings).
+    struct LiveTier {
+        cfg: DetectorConfig,
+        d: Detector,
+        t: u64,
+    }
+
+    impl LiveTier {
+        fn new() -> Self {
+            let cfg = DetectorConfig {
+                season_buckets: 1,
+                warmup: 8,
+                cooldown: 5,
+                ..DetectorConfig::default()
+            };
+            let d = Detector::new(&cfg);
+            Self { cfg, d, t: 0 }
+        }
+
+        fn step(&mut self, v: f64) -> Verdict {
+            self.t += 1;
+            self.d.update(&self.cfg, self.t, v)
+        }
+
+        /// `n` windows of about `level` requests.
+        fn steady(&mut self, n: u32, level: f64) {
+            for i in 0..n {
+                self.step(level + (i % 3) as f64);
+            }
+        }
+    }
+
     #[test]
     fn a_burst_early_in_a_series_life_does_not_blind_it_to_the_next() {
         // As the live tier sees it on 1-second windows: ~25 requests a window, a wrk run of two
         // windows at ~20,000, quiet again, then a second run.
-        let cfg = DetectorConfig {
-            season_buckets: 1,
-            warmup: 8,
-            cooldown: 5,
-            ..DetectorConfig::default()
-        };
-        let mut d = Detector::new(&cfg);
-        let mut t = 0;
-        let mut step = |d: &mut Detector, v: f64| {
-            t += 1;
-            d.update(&cfg, t, v)
-        };
-        for i in 0..12 {
-            step(&mut d, 25.0 + (i % 3) as f64);
-        }
-        let first = [step(&mut d, 20_000.0), step(&mut d, 21_000.0)];
+        let mut s = LiveTier::new();
+        s.steady(12, 25.0);
+        let first = [s.step(20_000.0), s.step(21_000.0)];
         assert!(first[0].anomaly, "{first:?}");
-        for i in 0..15 {
-            step(&mut d, 25.0 + (i % 3) as f64);
-        }
-        let second = step(&mut d, 20_000.0);
+        s.steady(15, 25.0);
+        let second = s.step(20_000.0);
         assert!(
             second.anomaly,
             "the first burst taught the model that bursts are normal: {second:?}"
@@ -844,35 +861,16 @@ pub(crate) mod tests {
     /// learns points at most 50 sd of the onset's sd out.
     #[test]
     fn a_burst_that_grows_over_its_windows_does_not_hide_the_next() {
-        let cfg = DetectorConfig {
-            season_buckets: 1,
-            warmup: 8,
-            cooldown: 5,
-            ..DetectorConfig::default()
-        };
-        let mut d = Detector::new(&cfg);
-        let mut t = 0;
-        let mut step = |d: &mut Detector, v: f64| {
-            t += 1;
-            d.update(&cfg, t, v)
-        };
-        for i in 0..12 {
-            step(&mut d, 25.0 + (i % 3) as f64);
-        }
-        assert!(step(&mut d, 3000.0).anomaly);
-        step(&mut d, 6000.0);
-        step(&mut d, 6000.0);
-        for i in 0..6 {
-            step(&mut d, 25.0 + (i % 3) as f64);
-        }
+        let mut s = LiveTier::new();
+        s.steady(12, 25.0);
+        assert!(s.step(3000.0).anomaly);
+        s.step(6000.0);
+        s.step(6000.0);
+        s.steady(6, 25.0);
         // The wave of 401s lifts the rate a little.
-        for i in 0..3 {
-            step(&mut d, 40.0 + (i % 3) as f64);
-        }
-        for i in 0..25 {
-            step(&mut d, 25.0 + (i % 3) as f64);
-        }
-        let second = step(&mut d, 3000.0);
+        s.steady(3, 40.0);
+        s.steady(25, 25.0);
+        let second = s.step(3000.0);
         assert!(second.anomaly, "the first run hid the second: {second:?}");
     }
 
