@@ -569,7 +569,11 @@ impl Detector {
             transition,
             warming_up,
             record,
-            stuck_run: if stuck { self.same_run + 1 } else { 0 },
+            stuck_run: if stuck && !warming_up {
+                self.same_run + 1
+            } else {
+                0
+            },
         }
     }
 }
