@@ -118,8 +118,12 @@ pub const SCORE_THRESHOLD: f64 = 0.5;
 /// without saturating (z = 6 scores 0.76 for a threshold of 4, z = 10 scores 0.98), so
 /// unusual points stay ranked among themselves.
 pub fn score_of(z: f64, threshold: f64) -> f64 {
-    let l = surprise(z) / surprise(threshold).max(1e-12);
-    1.0 - (-l * std::f64::consts::LN_2).exp()
+    score_of_surprise(surprise(z), surprise(threshold))
+}
+
+/// The same from surprises: `at_threshold` is the surprise that scores 0.5.
+fn score_of_surprise(l: f64, at_threshold: f64) -> f64 {
+    1.0 - (-(l / at_threshold.max(1e-12)) * std::f64::consts::LN_2).exp()
 }
 
 /// -ln(2Q(z)) = -ln(erfc(z / sqrt 2)); the asymptotic form where erfc underflows.
@@ -440,7 +444,7 @@ impl Detector {
         };
         let stuck_score = if self.same_run >= STUCK_POINTS && longest_yet {
             let run_surprise = -(self.same_run as f64) * p_run.max(1e-6).ln();
-            1.0 - (-run_surprise / (STUCK_SURPRISE * surprise(cfg.threshold)) * std::f64::consts::LN_2).exp()
+            score_of_surprise(run_surprise, STUCK_SURPRISE * surprise(cfg.threshold))
         } else {
             0.0
         };
