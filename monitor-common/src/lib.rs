@@ -23,6 +23,8 @@ pub const EVENT_CONN_TLS: u32 = 4;
 /// A process exited (same layout as ConnCloseEvent, fd unused): its connections are over.
 /// Syscall mode only: an exit closes sockets without the close syscall.
 pub const EVENT_PROC_EXIT: u32 = 5;
+/// A process called exec (for the TLS scan: its executable may carry its own TLS); tgid only.
+pub const EVENT_PROC_EXEC: u32 = 6;
 
 pub const ROLE_SERVER: u32 = 1;
 pub const ROLE_CLIENT: u32 = 2;
@@ -303,4 +305,19 @@ mod pod {
     unsafe impl aya::Pod for SockAddr {}
     unsafe impl aya::Pod for BodyHintKey {}
     unsafe impl aya::Pod for BodyHint {}
+}
+
+/// Where Go keeps a TLS connection's socket, for the crypto/tls probes: the one table of Go
+/// struct offsets, the same in every Go the probes support (1.18 and later; userspace checks the
+/// version family from the binary's pclntab, capture/tls_sites.rs). From Go's sources:
+/// `crypto/tls.Conn{conn net.Conn, ...}` (an interface: type word, data word),
+/// `net.TCPConn{conn}`, `net.conn{fd *netFD}`, `net.netFD{pfd poll.FD, ...}`,
+/// `internal/poll.FD{fdmu fdMutex (uint64 + 2 × uint32), Sysfd int, ...}`.
+pub mod go {
+    /// The data word of `Conn.conn` (the *net.TCPConn).
+    pub const CONN_NET_CONN_DATA: u64 = 8;
+    /// `TCPConn.conn.fd` (*netFD).
+    pub const TCPCONN_NETFD: u64 = 0;
+    /// `netFD.pfd.Sysfd`.
+    pub const NETFD_SYSFD: u64 = 16;
 }

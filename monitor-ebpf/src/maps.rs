@@ -231,3 +231,31 @@ pub struct SslKey {
     pub _pad: u32,
     pub ssl: u64,
 }
+
+/// A Go crypto/tls `(*Conn).Read` in flight, keyed by goroutine (tgid, g): a goroutine parked in
+/// Read resumes on whichever thread the scheduler picks, so the thread id cannot name the call.
+/// Saved by go_tls_read at the call's entry, used by go_tls_read_return at one of its RET
+/// instructions, then marked SSL_ARGS_DONE in place (as SSL_ARGS). LRU: a goroutine that never
+/// returns (its process exits) must not hold a slot for ever; 10k server connections park 10k
+/// goroutines in Read, so the map has room for many more.
+#[map]
+pub static GO_ARGS: LruHashMap<GoKey, GoArgs> = LruHashMap::with_max_entries(65536, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoKey {
+    pub tgid: u32,
+    pub _pad: u32,
+    /// The goroutine's `g` (register r14 in Go's internal ABI).
+    pub g: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoArgs {
+    pub buf: u64,
+    /// The socket under the tls.Conn (read through net.Conn at the entry).
+    pub fd: u32,
+    /// SSL_ARGS_DONE once returned.
+    pub flags: u32,
+}

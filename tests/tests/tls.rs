@@ -1,6 +1,7 @@
 //! TLS tier (root): the OpenSSL uprobes against real nginx, python3 and curl over https; node's
-//! own OpenSSL (over memory BIOs) on both sides; GnuTLS (wget); a plaintext server beside them;
-//! a client whose TLS library is not probed (rustls).
+//! own OpenSSL (over memory BIOs) on both sides; GnuTLS (wget); Go's crypto/tls (a client and a
+//! server built here from the standard library, a stripped client, Debian's caddy); a plaintext
+//! server beside them; a client whose TLS library is not probed (rustls).
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -285,6 +286,166 @@ fn node_https_client_and_server() {
         assert_eq!(side.iter().filter(|e| &*e.route == "/orders/{id}").count(), 16);
     }
     assert_seen_without_leaks(&ex, &summary, &[SECRET, "s3cr3t-"]);
+}
+
+/// Go's crypto/tls, on both sides, built here from a few lines of the standard library
+/// (tests/fixtures/go): a server started before the agent, a client started after it (probed
+/// at its exec), and the same client stripped of its symbol tables (found from Go's own
+/// function table). Keep-alive: 20 requests on one connection, 5 on the stripped client's.
+#[test]
+fn go_crypto_tls_client_server_and_a_stripped_client() {
+    let dir = TempDir::new("gotls");
+    self_signed_cert(dir.path());
+    let server_bin = dir.path().join("goserver");
+    let client_bin = dir.path().join("goclient");
+    let stripped_bin = dir.path().join("goclient-strip");
+    go_build("server", &server_bin, false);
+    go_build("client", &client_bin, false);
+    go_build("client", &stripped_bin, true);
+    let has_symtab = |p: &std::path::Path| {
+        let data = std::fs::read(p).unwrap();
+        data.windows(8).any(|w| w == b".symtab\0")
+    };
+    assert!(has_symtab(&client_bin) && !has_symtab(&stripped_bin));
+    let port = free_port();
+    let server = Proc(
+        Command::new(&server_bin)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(dir.path().join("cert.pem"))
+            .arg(dir.path().join("key.pem"))
+            // Its log would name wait_for_port's probe connection a failed handshake.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the Go server"),
+    );
+    wait_for_port(port);
+    let agent = Agent::start();
+    let base = format!("https://127.0.0.1:{port}");
+    for (bin, n) in [(&client_bin, "20"), (&stripped_bin, "5")] {
+        let st = Command::new(bin)
+            .args([&base, n, SECRET])
+            .status()
+            .expect("the Go client");
+        assert!(st.success());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (ex, summary) = agent.stop();
+    let srv = server_side(&ex, port);
+    assert_eq!(srv.len(), 25, "{}", summary.line());
+    let cli = client_side(&ex, port);
+    for (side, comm, n) in [
+        (&srv, "goserver", 25),
+        (&cli, "goclient", 20),
+        (&cli, "goclient-strip", 5),
+    ] {
+        let side: Vec<&&Exchange> = side.iter().filter(|e| &*e.comm == comm).collect();
+        assert_eq!(side.len(), n, "{comm}: {}", summary.line());
+        assert!(
+            side.iter()
+                .all(|e| e.tls && e.complete && e.auth_scheme.as_str() == "bearer"),
+            "{side:#?}"
+        );
+        assert_eq!(side.iter().filter(|e| e.status == Some(404)).count(), n / 5);
+        assert_eq!(
+            side.iter()
+                .filter(|e| e.status == Some(200) && &*e.route == "/orders/{id}")
+                .count(),
+            n - n / 5
+        );
+    }
+    assert_seen_without_leaks(&ex, &summary, &[SECRET, "s3cr3t-"]);
+    drop(server);
+}
+
+/// Debian's caddy (Go 1.19, stripped, built with cgo) as a TLS file server, curl on the other
+/// side (HTTP/2 or HTTP/1.1, as they agree): every request seen on both sides.
+#[test]
+fn caddy_serving_files_over_tls_is_seen() {
+    let dir = TempDir::new("caddy");
+    self_signed_cert(dir.path());
+    let www = dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("c.json"), b"{\"caddy\":1}").unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let caddyfile = dir.path().join("Caddyfile");
+    std::fs::write(
+        &caddyfile,
+        format!(
+            "{{\n\tadmin off\n\tauto_https disable_redirects\n\tstorage file_system {d}/data\n}}\n\
+             https://127.0.0.1:{port} {{\n\tbind 127.0.0.1\n\ttls {d}/cert.pem {d}/key.pem\n\
+             \troot * {d}/www\n\tfile_server\n}}\n"
+        ),
+    )
+    .unwrap();
+    let caddy = Proc(
+        Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&caddyfile)
+            .envs([
+                ("HOME", dir.path()),
+                ("XDG_DATA_HOME", dir.path()),
+                ("XDG_CONFIG_HOME", dir.path()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("caddy (cargo xtask setup installs it)"),
+    );
+    wait_for_port(port);
+    let agent = Agent::start();
+    let url = format!("https://127.0.0.1:{port}/c.json");
+    let auth = format!("Authorization: Bearer {SECRET}");
+    for _ in 0..3 {
+        curl(&[
+            "-k",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-H",
+            &auth,
+            &url,
+            &url,
+        ]);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (ex, summary) = agent.stop();
+    for side in [server_side(&ex, port), client_side(&ex, port)] {
+        assert_eq!(side.len(), 6, "{side:#?} {}", summary.line());
+        assert!(
+            side.iter().all(|e| e.tls
+                && e.status == Some(200)
+                && e.path == "/c.json"
+                && e.auth_scheme.as_str() == "bearer"
+                && e.complete),
+            "{side:#?}"
+        );
+    }
+    assert!(server_side(&ex, port).iter().all(|e| &*e.comm == "caddy"));
+    assert_seen_without_leaks(&ex, &summary, &[SECRET]);
+    drop(caddy);
+}
+
+/// Builds the Go program in tests/fixtures/go/NAME into `out`, with no symbol tables if
+/// `stripped` (the way many Go binaries ship). Standard library only: nothing is downloaded.
+fn go_build(name: &str, out: &std::path::Path, stripped: bool) {
+    let cache = std::env::temp_dir().join("apiwatch-go-cache");
+    let mut cmd = Command::new("go");
+    cmd.args(["build", "-trimpath", "-o"]).arg(out);
+    if stripped {
+        cmd.args(["-ldflags", "-s -w"]);
+    }
+    let st = cmd
+        .current_dir(workspace_root().join("tests/fixtures/go").join(name))
+        .env("GOCACHE", &cache)
+        .env("GOPATH", cache.join("gopath"))
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .status()
+        .expect("go (cargo xtask setup installs golang-go)");
+    assert!(st.success(), "go build {name}");
 }
 
 #[test]

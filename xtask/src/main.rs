@@ -79,6 +79,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "liburing-dev",
     // The TLS tier's node https client and server (OpenSSL inside node, or Debian's libssl).
     "nodejs",
+    // The TLS tier's Go crypto/tls: a client and a server built from the standard library, and
+    // caddy (a Go TLS file server).
+    "golang-go",
+    "caddy",
     // HTTP/2: h2load (load against nginx's h2c and h2, in the tests and the bench) and nghttp;
     // python's h2 (a connection opened before the agent) and grpcio (a real gRPC server and
     // client), both for Debian's /usr/bin/python3.

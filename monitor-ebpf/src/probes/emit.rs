@@ -9,7 +9,7 @@ use monitor_common::{
     BodyHintKey, CAPTURE_MAX, CAPTURE_SMALL, CLASS_HTTP, CLASS_OTHER, CLASS_TLS, CLASS_UNKNOWN,
     ConnCloseEvent, ConnInfo, ConnKey, ConnOpenEvent, DATA_FLAG_SENDFILE, DATA_FLAG_SKIPPED, DATA_FLAG_TLS,
     DATA_FLAG_VECTORED, DIR_INGRESS, DataEvent, DataHeader, EVENT_CONN_CLOSE, EVENT_CONN_OPEN,
-    EVENT_CONN_TLS, EVENT_DATA, SockAddr, Stat,
+    EVENT_CONN_TLS, EVENT_DATA, EVENT_PROC_EXEC, SockAddr, Stat,
 };
 
 use crate::maps::{
@@ -466,6 +466,20 @@ pub fn emit_tls_mark(key: ConnKey) {
 /// An event of the ConnCloseEvent layout: a close, a TLS mark, a process exit (fd unused).
 #[inline(always)]
 pub fn emit_conn_event(kind: u32, key: ConnKey) {
+    emit_conn_event_with(kind, key, wakeup_flags());
+}
+
+/// An exec, for the TLS scan: the reader is woken at once (not at its next drain), since the new
+/// program's first TLS calls are only seen once its probes are attached. Execs are rare next to
+/// socket I/O, so the wakeup costs little.
+#[inline(always)]
+pub fn emit_exec(tgid: u32) {
+    let key = ConnKey { tgid, fd: u32::MAX };
+    emit_conn_event_with(EVENT_PROC_EXEC, key, BPF_RB_FORCE_WAKEUP as u64);
+}
+
+#[inline(always)]
+fn emit_conn_event_with(kind: u32, key: ConnKey, flags: u64) {
     let Some(mut entry) = EVENTS.reserve::<ConnCloseEvent>(0) else {
         count(Stat::RingFull, 1);
         return;
@@ -478,7 +492,7 @@ pub fn emit_conn_event(kind: u32, key: ConnKey) {
         // SAFETY: a helper with no arguments.
         ts_ns: unsafe { bpf_ktime_get_ns() },
     });
-    entry.submit(wakeup_flags());
+    entry.submit(flags);
     count(Stat::EventsSubmitted, 1);
 }
 

@@ -1,5 +1,6 @@
 pub mod data;
 pub mod emit;
+pub mod go_tls;
 pub mod socket_layer;
 pub mod sockets;
 pub mod tls;

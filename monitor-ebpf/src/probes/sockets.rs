@@ -9,7 +9,7 @@ use monitor_common::{
     AF_INET, AF_INET6, ConnInfo, ConnKey, EVENT_PROC_EXIT, ROLE_CLIENT, ROLE_SERVER, SockAddr, Stat,
 };
 
-use super::emit::{emit_close, emit_conn_event, emit_open};
+use super::emit::{emit_close, emit_conn_event, emit_exec, emit_open};
 use super::{traced_pid_tgid, traced_process};
 use crate::maps::{
     ACCEPT_ARGS, AcceptArgs, CONNECT_ARGS, CONNS, ConnectArgs, DATA_ARGS, OWNER_TGIDS, PEER_LOCAL,
@@ -372,4 +372,14 @@ pub fn read_user_sockaddr(ptr: u64) -> SockAddr {
     out.family = family;
     out.port = u16::from_be(port);
     out
+}
+
+// sched:sched_process_exec: a new program (not a syscall tracepoint, so other syscalls pay
+// nothing). Userspace scans its executable for TLS functions at once (a Go binary, node), so a
+// program started after the agent is probed within milliseconds rather than at the next rescan.
+#[tracepoint]
+pub fn process_exec(_ctx: TracePointContext) -> u32 {
+    let Some(id) = traced_process() else { return 0 };
+    emit_exec((id >> 32) as u32);
+    0
 }

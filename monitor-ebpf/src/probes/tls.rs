@@ -149,7 +149,7 @@ fn exit(ctx: &RetProbeContext) {
 
 /// The connection state of a (tgid, fd), in whichever map the data path keeps it.
 #[inline(always)]
-fn conn_info(key: ConnKey) -> Option<*mut ConnInfo> {
+pub fn conn_info(key: ConnKey) -> Option<*mut ConnInfo> {
     if global_u32(&SOCKET_LAYER) != 0 {
         // SAFETY: the map value is read at once; another CPU may update it meanwhile, which can
         // only make it stale, never invalid (plain data).

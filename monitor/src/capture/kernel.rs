@@ -123,6 +123,7 @@ const SOCKET_ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ("sock_lifecycle", "sock", &["inet_sock_set_state"]),
     ("sock_destroy", "tcp", &["tcp_destroy_sock"]),
     ("process_exit", "sched", &["sched_process_exit"]),
+    ("process_exec", "sched", &["sched_process_exec"]),
 ];
 
 /// Syscall mode: (program, tracepoint category, tracepoint names) - one program may serve
@@ -143,6 +144,7 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ("sock_state", "sock", &["inet_sock_set_state"]),
     ("enter_close", "syscalls", &["sys_enter_close"]),
     ("process_exit", "sched", &["sched_process_exit"]),
+    ("process_exec", "sched", &["sched_process_exec"]),
     (
         "enter_read",
         "syscalls",
@@ -198,23 +200,42 @@ impl KernelStats {
     }
 }
 
+/// What the capture asks the TLS scan thread for.
+enum ScanRequest {
+    /// Every process (the periodic rescan).
+    All,
+    /// The processes that just called exec (sched_process_exec): a program started after the
+    /// agent, and carrying its own TLS (a Go binary, node), is probed within milliseconds
+    /// instead of at the next rescan, and so is every later run of that file.
+    Pids(Vec<u32>),
+}
+
+/// Execs waiting for the scan thread, at most: past it (a burst of execs while a scan runs) the
+/// rest wait for the periodic rescan.
+const MAX_PENDING_EXECS: usize = 4096;
+
 /// The thread that walks /proc and reads ELF files for TLS objects (seconds on a big host); the
 /// capture thread only attaches what it finds.
 struct TlsScanWorker {
-    requests: std::sync::mpsc::SyncSender<()>,
-    results: std::sync::mpsc::Receiver<super::tls::Found>,
+    requests: std::sync::mpsc::SyncSender<ScanRequest>,
+    /// Async, so the capture loop attaches what a scan found the moment it is found.
+    results: tokio::sync::mpsc::Receiver<super::tls::Found>,
 }
 
 impl TlsScanWorker {
     fn start(mut scanner: super::tls::TlsScanner, processes: Vec<String>) -> Result<Self, CaptureError> {
-        let (requests, asked) = std::sync::mpsc::sync_channel::<()>(1);
-        let (found, results) = std::sync::mpsc::sync_channel(1);
+        let (requests, asked) = std::sync::mpsc::sync_channel::<ScanRequest>(4);
+        let (found, results) = tokio::sync::mpsc::channel(1);
         std::thread::Builder::new()
             .name("apiwatch-tls-scan".into())
             // Ends when the capture (the requests' sender) is dropped.
             .spawn(move || {
-                while asked.recv().is_ok() {
-                    if found.send(scanner.scan(&processes)).is_err() {
+                while let Ok(request) = asked.recv() {
+                    let only = match &request {
+                        ScanRequest::All => None,
+                        ScanRequest::Pids(pids) => Some(pids.as_slice()),
+                    };
+                    if found.blocking_send(scanner.scan(&processes, only)).is_err() {
                         break;
                     }
                 }
@@ -230,6 +251,8 @@ pub struct KernelCapture {
     tls: super::tls::TlsProbes,
     tls_scans: TlsScanWorker,
     last_tls_scan: std::time::Instant,
+    /// Processes that called exec since the last request to the scan thread.
+    execs: Vec<u32>,
     ring: AsyncFd<RingBuf<MapData>>,
     stats: PerCpuArray<MapData, u64>,
     body_hints: BpfHashMap<MapData, BodyHintKey, BodyHint>,
@@ -317,7 +340,7 @@ impl KernelCapture {
         // it is ready; later ones on their own thread.
         let mut scanner = super::tls::TlsScanner::default();
         let mut tls = super::tls::TlsProbes::default();
-        tls.apply(&mut ebpf, scanner.scan(&cfg.processes));
+        tls.apply(&mut ebpf, scanner.scan(&cfg.processes, None));
         let tls_scans = TlsScanWorker::start(scanner, cfg.processes.clone())?;
 
         let ring = ebpf
@@ -343,6 +366,7 @@ impl KernelCapture {
             tls,
             tls_scans,
             last_tls_scan: std::time::Instant::now(),
+            execs: Vec::new(),
             ring,
             stats,
             body_hints,
@@ -387,11 +411,15 @@ impl KernelCapture {
     pub async fn next_batch(&mut self, out: &mut Vec<CaptureEvent>, max: usize) -> Result<(), CaptureError> {
         loop {
             self.drain(out, max);
+            self.scan_execs();
             if !out.is_empty() {
                 return Ok(());
             }
             tokio::select! {
                 guard = self.ring.readable_mut() => guard?.clear_ready(),
+                Some(found) = self.tls_scans.results.recv() => {
+                    self.tls.apply(&mut self.ebpf, found);
+                }
                 _ = self.tick.tick() => {}
             }
         }
@@ -402,6 +430,14 @@ impl KernelCapture {
         let ring = self.ring.get_mut();
         while out.len() < max {
             let Some(item) = ring.next() else { break };
+            // An exec is for the TLS scan, not the pipeline (nor recordings).
+            if let Some(tgid) = exec_record(&item) {
+                self.records_read += 1;
+                if self.execs.len() < MAX_PENDING_EXECS {
+                    self.execs.push(tgid);
+                }
+                continue;
+            }
             match self.decoder.decode(&item) {
                 Ok(ev) => {
                     self.records_read += 1;
@@ -417,12 +453,26 @@ impl KernelCapture {
         }
     }
 
-    /// Looks for TLS objects loaded since the last scan (new processes, new containers), at most
-    /// every `TLS_RESCAN`: asks the scan thread, and attaches what its last scan found.
-    pub fn rescan_tls(&mut self) {
+    /// Attaches what the scan thread found, and asks it about the processes that called exec.
+    fn scan_execs(&mut self) {
         while let Ok(found) = self.tls_scans.results.try_recv() {
             self.tls.apply(&mut self.ebpf, found);
         }
+        if !self.execs.is_empty() {
+            let pids = std::mem::take(&mut self.execs);
+            // The scan thread busy: they wait for the next drain.
+            if let Err(std::sync::mpsc::TrySendError::Full(ScanRequest::Pids(pids))) =
+                self.tls_scans.requests.try_send(ScanRequest::Pids(pids))
+            {
+                self.execs = pids;
+            }
+        }
+    }
+
+    /// Looks for TLS objects loaded since the last scan (new processes, new containers), at most
+    /// every `TLS_RESCAN`: asks the scan thread, and attaches what its last scan found.
+    pub fn rescan_tls(&mut self) {
+        self.scan_execs();
         // Filtered by name, a rescan reads only the named processes' maps: often enough that a
         // new worker is probed within seconds.
         let every = if self.processes.is_empty() {
@@ -433,7 +483,7 @@ impl KernelCapture {
         if self.last_tls_scan.elapsed() >= every {
             self.last_tls_scan = std::time::Instant::now();
             // A scan still running is not queued behind: the next tick asks again.
-            let _ = self.tls_scans.requests.try_send(());
+            let _ = self.tls_scans.requests.try_send(ScanRequest::All);
         }
     }
 
@@ -460,6 +510,16 @@ impl KernelCapture {
             .collect();
         KernelStats { counters }
     }
+}
+
+/// The process of an exec record (sched_process_exec), or None for any other record.
+fn exec_record(rec: &[u8]) -> Option<u32> {
+    let kind = u32::from_ne_bytes(rec.get(..4)?.try_into().ok()?);
+    if kind != monitor_common::EVENT_PROC_EXEC {
+        return None;
+    }
+    // ConnCloseEvent: kind, pad, tgid.
+    Some(u32::from_ne_bytes(rec.get(8..12)?.try_into().ok()?))
 }
 
 /// One stat from its per-CPU values: a counter is their sum, a gauge (the last value each CPU

@@ -22,7 +22,7 @@ use log::{debug, info, warn};
 
 use super::tls_sites::{ProbeSite, plan_file};
 
-/// The entry programs; every site also gets the shared return probe.
+/// The programs probed at sites (tls_sites); a site `with_return` also gets the shared return probe.
 const ENTRY_PROGRAMS: &[&str] = &[
     "ssl_read",
     "ssl_read_ex",
@@ -30,6 +30,10 @@ const ENTRY_PROGRAMS: &[&str] = &[
     "ssl_write_ex",
     "gnutls_recv",
     "gnutls_send",
+    "go_tls_write",
+    "go_tls_read",
+    "go_tls_read_copy",
+    "go_tls_read_return",
 ];
 const RETURN_PROBE: &str = "ssl_return";
 
@@ -48,11 +52,15 @@ pub struct TlsObject {
     pub sites: Vec<ProbeSite>,
 }
 
-/// What a scan found: objects for host-wide probes, or (with a process filter) per process.
+/// What a scan found: objects for host-wide probes, or (with a process filter) per process:
+/// of every named process (`all`: the others are gone), or of some that just called exec.
 #[derive(Debug)]
 pub enum Found {
     Host(Vec<TlsObject>),
-    Processes(Vec<(u32, TlsObject)>),
+    Processes {
+        objects: Vec<(u32, TlsObject)>,
+        all: bool,
+    },
 }
 
 /// The slow half of a scan: walking /proc, ldconfig, reading ELF files. Runs on its own thread
@@ -64,21 +72,25 @@ pub struct TlsScanner {
 }
 
 impl TlsScanner {
-    pub fn scan(&mut self, processes: &[String]) -> Found {
+    /// Every process, or `only` these (just exec'd: their executables, without ldconfig).
+    pub fn scan(&mut self, processes: &[String], only: Option<&[u32]>) -> Found {
         if processes.is_empty() {
-            Found::Host(
-                find_tls_objects()
+            let objects = match only {
+                None => find_tls_objects(),
+                Some(pids) => mapped_objects(Some(pids), |_| true, false)
                     .into_iter()
-                    .filter_map(|p| self.object(p))
+                    .map(|(_, p)| p)
                     .collect(),
-            )
+            };
+            Found::Host(objects.into_iter().filter_map(|p| self.object(p)).collect())
         } else {
-            Found::Processes(
-                objects_of_named(processes)
+            Found::Processes {
+                objects: objects_of_named(processes, only)
                     .into_iter()
                     .filter_map(|(pid, p)| Some((pid, self.object(p)?)))
                     .collect(),
-            )
+                all: only.is_none(),
+            }
         }
     }
 
@@ -113,6 +125,7 @@ pub struct TlsProbes {
     pub libraries: Vec<PathBuf>,
     /// Sites attached where the kernel must single-step (see tls_sites): each hit costs ~14 µs.
     pub slow_sites: usize,
+    slow_warned: HashSet<(String, String)>,
     loaded: bool,
 }
 
@@ -135,7 +148,7 @@ impl TlsProbes {
         }
         let objects = match found {
             Found::Host(objects) => objects,
-            Found::Processes(objects) => return self.apply_processes(ebpf, objects),
+            Found::Processes { objects, all } => return self.apply_processes(ebpf, objects, all),
         };
         let mut new = 0;
         for TlsObject {
@@ -151,14 +164,15 @@ impl TlsProbes {
             for site in &sites {
                 let scope = UProbeScope::AllProcesses;
                 if attach(ebpf, site.program, site, &lib, scope).is_some()
-                    && attach(ebpf, RETURN_PROBE, site, &lib, scope).is_some()
+                    && (!site.with_return || attach(ebpf, RETURN_PROBE, site, &lib, scope).is_some())
                 {
                     attached += 1;
                     self.count_site(site, &lib);
                 }
             }
             if attached > 0 {
-                let what: Vec<&str> = sites.iter().map(|s| s.label.as_str()).collect();
+                let mut what: Vec<&str> = sites.iter().map(|s| s.label.as_str()).collect();
+                what.dedup();
                 info!("TLS: probing {} at {}", lib.display(), what.join(", "));
                 self.libraries.push(lib);
                 new += 1;
@@ -169,9 +183,9 @@ impl TlsProbes {
 }
 
 impl TlsProbes {
-    /// The named processes' TLS objects, each attached once; links of processes that are gone
-    /// are detached (bounded by the processes alive).
-    fn apply_processes(&mut self, ebpf: &mut Ebpf, objects: Vec<(u32, TlsObject)>) -> usize {
+    /// The named processes' TLS objects, each attached once; after a scan of `all` of them, the
+    /// links of processes that are gone are detached (bounded by the processes alive).
+    fn apply_processes(&mut self, ebpf: &mut Ebpf, objects: Vec<(u32, TlsObject)>, all: bool) -> usize {
         let mut alive = HashSet::new();
         let mut new = 0;
         for (
@@ -194,12 +208,17 @@ impl TlsProbes {
             let mut links = Vec::new();
             for site in sites {
                 let before = links.len();
-                for prog in [site.program, RETURN_PROBE] {
+                let programs = if site.with_return {
+                    &[site.program, RETURN_PROBE][..]
+                } else {
+                    &[site.program][..]
+                };
+                for &prog in programs {
                     if let Some(id) = attach(ebpf, prog, &site, &lib, scope) {
                         links.push((prog, id));
                     }
                 }
-                if links.len() == before + 2 {
+                if links.len() == before + programs.len() {
                     self.count_site(&site, &lib);
                 }
             }
@@ -212,6 +231,9 @@ impl TlsProbes {
                 new += 1;
             }
             self.per_process.insert(key, links);
+        }
+        if !all {
+            return new;
         }
         let gone: Vec<_> = self
             .per_process
@@ -237,12 +259,17 @@ impl TlsProbes {
     fn count_site(&mut self, site: &ProbeSite, lib: &Path) {
         if !site.emulated {
             self.slow_sites += 1;
-            warn!(
-                "TLS: {} in {} starts with an instruction the kernel must single-step: each TLS read or \
-                 write there costs ~14 µs more (apiwatch_tls_slow_probe_sites)",
-                site.label,
-                lib.display()
-            );
+            // Once per function and file name (bounded by the distinct binaries, not by the
+            // processes): a Go Read has a slow site at each of its RETs (one hit a call).
+            let name = lib.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if self.slow_warned.insert((name, site.label.clone())) {
+                warn!(
+                    "TLS: {} in {} is probed at an instruction the kernel must single-step: each TLS \
+                     read or write there costs ~14 µs more (apiwatch_tls_slow_probe_sites)",
+                    site.label,
+                    lib.display()
+                );
+            }
         }
     }
 }
@@ -272,9 +299,10 @@ fn attach(
 }
 
 /// (pid, object path through the process's root) for every process whose comm is named.
-fn objects_of_named(processes: &[String]) -> Vec<(u32, PathBuf)> {
+fn objects_of_named(processes: &[String], only: Option<&[u32]>) -> Vec<(u32, PathBuf)> {
     let keys: Vec<[u8; 16]> = processes.iter().map(|p| super::comm_key(p)).collect();
     mapped_objects(
+        only,
         |pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm"))
                 .is_ok_and(|comm| keys.contains(&super::comm_key(comm.trim_end_matches('\n'))))
@@ -297,26 +325,34 @@ pub fn find_tls_objects() -> Vec<PathBuf> {
             }
         }
     }
-    out.extend(mapped_objects(|_| true, false).into_iter().map(|(_, p)| p));
+    out.extend(mapped_objects(None, |_| true, false).into_iter().map(|(_, p)| p));
     out.sort();
     out.dedup();
     out
 }
 
-/// (pid, path) of every file mapped executable by the processes `wanted` accepts: each once per
-/// process (`per_process`), or once per root filesystem. The path goes through the process's
-/// root, so a container's own copy is the file probed.
-fn mapped_objects(wanted: impl Fn(u32) -> bool, per_process: bool) -> Vec<(u32, PathBuf)> {
+/// (pid, path) of every file mapped executable by the processes `wanted` accepts (among `pids`,
+/// or all): each once per process (`per_process`), or once per root filesystem. The path goes
+/// through the process's root, so a container's own copy is the file probed.
+fn mapped_objects(
+    pids: Option<&[u32]>,
+    wanted: impl Fn(u32) -> bool,
+    per_process: bool,
+) -> Vec<(u32, PathBuf)> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
+    let all: Vec<u32> = match pids {
+        Some(_) => Vec::new(),
+        None => match std::fs::read_dir("/proc") {
+            Ok(dir) => dir
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+                .collect(),
+            Err(_) => return out,
+        },
     };
     // (root device, root inode, path): processes sharing a root share their objects' files.
     let mut seen: HashSet<(u64, u64, String)> = HashSet::new();
-    for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
+    for &pid in pids.unwrap_or(&all) {
         if !wanted(pid) {
             continue;
         }
@@ -382,7 +418,8 @@ mod tests {
     #[test]
     fn executables_are_candidates() {
         let me = std::process::id();
-        let objects = mapped_objects(|pid| pid == me, true);
+        let objects = mapped_objects(None, |pid| pid == me, true);
+        assert_eq!(objects, mapped_objects(Some(&[me]), |_| true, true));
         let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
         assert!(
             objects

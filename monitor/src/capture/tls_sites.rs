@@ -11,10 +11,13 @@
 //! 2. each exported function at its first instruction when the kernel emulates it, or at the
 //!    one after `endbr64` (which leaves the stack as it was, so the return probe still works);
 //! 3. the exported entry, single-stepped: a slow site, reported.
+mod go;
+
 use std::collections::HashMap;
 use std::path::Path;
 
 use iced_x86::{Code, Decoder, DecoderOptions, FlowControl, Mnemonic, OpKind};
+use log::warn;
 use object::{Object, ObjectSection, ObjectSymbol, ReadRef, SectionKind};
 
 /// One uprobe (with the shared return probe at the same place).
@@ -29,6 +32,9 @@ pub struct ProbeSite {
     pub label: String,
     /// The kernel emulates the instruction there (cheap); false: single-stepped.
     pub emulated: bool,
+    /// The shared return probe (`ssl_return`, a uretprobe) goes on the same site. Not for Go,
+    /// whose return sites are probes of their own (`go_tls_read_return` on each RET).
+    pub with_return: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,8 +77,13 @@ pub fn plan_file(path: &Path) -> Result<Vec<ProbeSite>, SiteError> {
 /// The probe sites for the TLS functions of one ELF file (OpenSSL/BoringSSL and GnuTLS).
 pub fn plan<'d, R: ReadRef<'d>>(data: R) -> Result<Vec<ProbeSite>, SiteError> {
     let elf = object::File::parse(data)?;
+    let go = go::plan(&elf);
     let mut symbols: HashMap<String, (u64, u64)> = HashMap::new();
-    for sym in elf.dynamic_symbols().chain(elf.symbols()) {
+    // A Go binary's own symbol table is Go's (tens of thousands of names, each a read of the
+    // file): OpenSSL in it would be a dynamic library or exported. Skipping it keeps the scan of a
+    // just-started Go program, which races its first TLS calls, to a few milliseconds.
+    let own_symbols = if go.is_some() { None } else { Some(elf.symbols()) };
+    for sym in elf.dynamic_symbols().chain(own_symbols.into_iter().flatten()) {
         if !sym.is_definition() {
             continue;
         }
@@ -87,8 +98,20 @@ pub fn plan<'d, R: ReadRef<'d>>(data: R) -> Result<Vec<ProbeSite>, SiteError> {
             }
         }
     }
+    let mut sites = match go {
+        Some(Ok(go)) => go,
+        Some(Err(e)) => {
+            warn!("Go crypto/tls not probed: {e}");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
     if symbols.is_empty() {
-        return Err(SiteError::NoSymbols);
+        return if sites.is_empty() {
+            Err(SiteError::NoSymbols)
+        } else {
+            Ok(sites)
+        };
     }
     let code = |addr: u64, size: u64| -> Option<Code_> {
         elf.sections().find_map(|s| {
@@ -107,7 +130,6 @@ pub fn plan<'d, R: ReadRef<'d>>(data: R) -> Result<Vec<ProbeSite>, SiteError> {
             })
         })
     };
-    let mut sites = Vec::new();
     for choices in GNUTLS {
         for (name, prog) in *choices {
             let Some(f) = symbols.get(*name).and_then(|&(a, s)| code(a, s)) else {
@@ -132,6 +154,7 @@ pub fn plan<'d, R: ReadRef<'d>>(data: R) -> Result<Vec<ProbeSite>, SiteError> {
                             file_offset: internal.file_offset(target + off),
                             label: format!("{}_internal (called by {plain} and {ex})", plain.to_lowercase()),
                             emulated: true,
+                            with_return: true,
                         });
                         continue;
                     }
@@ -161,6 +184,7 @@ fn entry_site(f: &Code_, program: &'static str, name: &str) -> ProbeSite {
         file_offset: f.file_offset(f.vaddr + off),
         label: name.to_string(),
         emulated,
+        with_return: true,
     }
 }
 
@@ -220,13 +244,13 @@ pub fn emulated_entry(bytes: &[u8], vaddr: u64) -> Option<u64> {
 }
 
 /// Instructions x86 uprobes run without single-stepping (arch/x86/kernel/uprobes.c): push of a
-/// register, nops, and direct relative calls and jumps.
+/// register, nops, and direct relative calls, jumps and conditional jumps.
 fn emulated(insn: &iced_x86::Instruction) -> bool {
     match insn.mnemonic() {
         Mnemonic::Push => insn.op0_kind() == OpKind::Register,
         Mnemonic::Nop => true,
         Mnemonic::Call | Mnemonic::Jmp => insn.op0_kind() == OpKind::NearBranch64,
-        _ => false,
+        _ => insn.is_jcc_short_or_near(),
     }
 }
 

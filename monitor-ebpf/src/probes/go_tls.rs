@@ -1,0 +1,187 @@
+//! Go's crypto/tls: `(*Conn).Write` and `(*Conn).Read` in Go binaries (Go ≥ 1.18: the register
+//! ABI, arguments in rax, rbx, rcx; the goroutine's `g` in r14). No uretprobe: it rewrites the
+//! return address on the goroutine's stack, which Go's stack copying and traceback do not expect.
+//! So Write is read at its entry (its plaintext is all in the argument), and Read at its entry
+//! (the socket) and at the copy of the decrypted bytes to the caller's buffer (its one call
+//! to runtime.memmove), or, in a Read built otherwise, at each of its RET instructions (rax is
+//! the count; single-stepped, so slow), all found by decoding the function
+//! (capture/tls_sites/go.rs). Every site is an instruction the kernel emulates but the RETs.
+//! The socket comes straight from the Conn: the fd of the net.TCPConn it wraps (offsets in
+//! monitor_common::go).
+use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user, macros::uprobe, programs::ProbeContext};
+use monitor_common::{ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, Stat, go};
+
+use super::emit::emit_chunk;
+use super::tls::conn_info;
+use super::traced_process;
+use crate::maps::{ARGS_PLAIN, GO_ARGS, GoArgs, GoKey, SSL_ARGS_DONE, count};
+
+/// The probed entry is the `jbe` of the function's stack check (tls_sites::go_entry): with CF or
+/// ZF set it jumps to runtime.morestack, which grows the stack and starts the call over, so that
+/// hit is not the call's (the repeat is).
+const JBE_TAKEN: u64 = 0x1 | 0x40;
+
+#[inline(always)]
+fn regs(ctx: &ProbeContext) -> pt_regs {
+    // SAFETY: a uprobe's context is the task's saved registers, readable for the program's run.
+    unsafe { *ctx.regs }
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> Option<u64> {
+    // SAFETY: the helper copies from user memory and returns an error on an unmapped address.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// The fd of the socket under a `*tls.Conn`: Conn.conn (a net.Conn interface: its data word) ->
+/// *net.TCPConn -> conn.fd (*netFD) -> pfd.Sysfd. None when a pointer is unreadable or the
+/// value is no fd (a Conn over something else than a net socket).
+#[inline(always)]
+fn conn_fd(conn: u64) -> Option<u32> {
+    let inner = read_u64(conn + go::CONN_NET_CONN_DATA)?;
+    let netfd = read_u64(inner + go::TCPCONN_NETFD)?;
+    let fd = read_u64(netfd + go::NETFD_SYSFD)? as i64;
+    (0..i32::MAX as i64).contains(&fd).then_some(fd as u32)
+}
+
+/// `func (c *Conn) Write(b []byte) (int, error)`: c in rax, b's pointer and length in rbx, rcx.
+/// Go writes all of b or fails the connection, so the entry has the whole plaintext.
+#[uprobe]
+pub fn go_tls_write(ctx: ProbeContext) -> u32 {
+    let r = regs(&ctx);
+    if r.eflags & JBE_TAKEN != 0 || r.rcx == 0 {
+        return 0;
+    }
+    let Some(id) = traced_process() else { return 0 };
+    let tgid = (id >> 32) as u32;
+    let found = conn_fd(r.rax).and_then(|fd| {
+        let key = ConnKey { tgid, fd };
+        Some((key, conn_info(key)?))
+    });
+    let Some((key, info)) = found else {
+        count(Stat::TlsFdUnknown, 1);
+        return 0;
+    };
+    emit_chunk(key, DIR_EGRESS, r.rcx, ARGS_PLAIN, r.rbx, 0, DATA_FLAG_TLS, info);
+    0
+}
+
+/// `func (c *Conn) Read(b []byte) (int, error)`: the buffer and the socket, for the return.
+#[uprobe]
+pub fn go_tls_read(ctx: ProbeContext) -> u32 {
+    let r = regs(&ctx);
+    if r.eflags & JBE_TAKEN != 0 {
+        return 0;
+    }
+    let Some(id) = traced_process() else { return 0 };
+    let Some(fd) = conn_fd(r.rax) else {
+        count(Stat::TlsFdUnknown, 1);
+        return 0;
+    };
+    let key = GoKey {
+        tgid: (id >> 32) as u32,
+        _pad: 0,
+        g: r.r14,
+    };
+    let args = GoArgs {
+        buf: r.rbx,
+        fd,
+        flags: 0,
+    };
+    match GO_ARGS.get_ptr_mut(key) {
+        // SAFETY: `p` is this goroutine's entry, found non-null; only its own calls write it.
+        Some(p) => unsafe { *p = args },
+        None => {
+            if GO_ARGS.insert(key, args, 0).is_err() {
+                count(Stat::ArgsMapFull, 1);
+            }
+        }
+    }
+    0
+}
+
+/// At a RET of `(*Conn).Read`: n in rax.
+#[uprobe]
+pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
+    let r = regs(&ctx);
+    let key = GoKey {
+        tgid: (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+        g: r.r14,
+    };
+    let Some(p) = GO_ARGS.get_ptr_mut(key) else {
+        return 0;
+    };
+    // SAFETY: `p` is this goroutine's entry, found non-null; only its own calls write it.
+    let args = unsafe { *p };
+    if args.flags & SSL_ARGS_DONE != 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { (*p).flags |= SSL_ARGS_DONE };
+    let n = r.rax as i64;
+    if n <= 0 {
+        return 0;
+    }
+    let conn = ConnKey {
+        tgid: key.tgid,
+        fd: args.fd,
+    };
+    let Some(info) = conn_info(conn) else {
+        count(Stat::TlsFdUnknown, 1);
+        return 0;
+    };
+    emit_chunk(
+        conn,
+        DIR_INGRESS,
+        n as u64,
+        ARGS_PLAIN,
+        args.buf,
+        0,
+        DATA_FLAG_TLS,
+        info,
+    );
+    0
+}
+
+/// At Read's `call runtime.memmove(dst, src, n)`: the decrypted bytes going into the caller's
+/// buffer, read from their source (rbx: the Conn's decrypted record; the destination in rax
+/// still holds what was there before the copy), n in rcx, before Read returns n. The call is
+/// emulated (cheap), where a RET would be single-stepped.
+#[uprobe]
+pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
+    let r = regs(&ctx);
+    let key = GoKey {
+        tgid: (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+        g: r.r14,
+    };
+    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make what
+    // is read stale, never invalid.
+    let Some(args) = (unsafe { GO_ARGS.get(key) }).copied() else {
+        return 0;
+    };
+    let n = r.rcx as i64;
+    if n <= 0 || args.flags & SSL_ARGS_DONE != 0 {
+        return 0;
+    }
+    let conn = ConnKey {
+        tgid: key.tgid,
+        fd: args.fd,
+    };
+    let Some(info) = conn_info(conn) else {
+        count(Stat::TlsFdUnknown, 1);
+        return 0;
+    };
+    emit_chunk(
+        conn,
+        DIR_INGRESS,
+        n as u64,
+        ARGS_PLAIN,
+        r.rbx,
+        0,
+        DATA_FLAG_TLS,
+        info,
+    );
+    0
+}
