@@ -769,4 +769,21 @@ mod tests {
         assert_eq!(errs[0].line, Some(2));
         assert!(errs[0].to_string().contains("byts"), "{}", errs[0]);
     }
+
+    /// Every type the check accepts has its typed form (and only those).
+    #[test]
+    fn every_accepted_sink_type_has_a_typed_target() {
+        for (kind, _) in SINK_TYPES {
+            let spec = SinkSpec {
+                kind: kind.to_string(),
+                ..SinkSpec::default()
+            };
+            assert!(spec.target().is_some(), "{kind}");
+        }
+        let odd = SinkSpec {
+            kind: "carrier-pigeon".into(),
+            ..SinkSpec::default()
+        };
+        assert!(odd.target().is_none());
+    }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{
     AlertMetrics, AlertNotice, Route, SinkHealth, SinkQueue, SinkSpec, Spool, SpoolError, alertmanager,
-    delivery, file, fingerprint, hostname, pagerduty, slack, spec, webhook,
+    delivery, file, fingerprint, hostname, pagerduty, slack, spec, spec::SinkTarget, webhook,
 };
 use crate::finding::{Lifecycle, Severity};
 
@@ -63,7 +63,9 @@ impl Sinks {
                     kinds: spec.kinds.clone(),
                     exclude_kinds: spec.exclude_kinds.clone(),
                 },
-                resend: spec.resend.unwrap_or(spec.kind == "alertmanager"),
+                resend: spec
+                    .resend
+                    .unwrap_or(matches!(spec.target(), Some(SinkTarget::Alertmanager { .. }))),
                 spool,
                 health,
             });
@@ -84,45 +86,47 @@ fn driver(spec: &SinkSpec) -> (Box<dyn delivery::Sink>, Option<&'static str>) {
     let timeout = std::time::Duration::from_secs(spec.timeout_secs.unwrap_or(10));
     // Validated with the configuration; a value that no longer resolves sends nothing (each
     // attempt fails and ApiwatchAlertSinkFailing tells the other sinks).
-    let secret = |v: &Option<String>| {
-        spec::resolve_secret(v.as_deref().unwrap_or_default()).unwrap_or_else(|e| {
+    let secret = |v: &str| {
+        spec::resolve_secret(v).unwrap_or_else(|e| {
             log::error!("sink {name}: {e}");
             String::new()
         })
     };
-    match spec.kind.as_str() {
-        "alertmanager" => (
-            Box::new(alertmanager::Alertmanager::new(&secret(&spec.url), timeout)),
+    let Some(target) = spec.target() else {
+        // Refused by the configuration check; only a spec built in code gets here.
+        log::error!(
+            "sink {name}: unknown type {:?}; its alerts go to standard output",
+            spec.kind
+        );
+        return (Box::new(file::JsonLinesFile::new("-")), None);
+    };
+    match target {
+        SinkTarget::Alertmanager { url } => (
+            Box::new(alertmanager::Alertmanager::new(&secret(url), timeout)),
             None,
         ),
         // PagerDuty: 120 events a minute per integration; Slack: 1 message a second.
-        "pagerduty" => (
+        SinkTarget::PagerDuty { url, routing_key } => (
             Box::new(pagerduty::PagerDuty::new(
-                &spec
-                    .url
-                    .as_ref()
-                    .map_or(pagerduty::DEFAULT_URL.to_string(), |_| secret(&spec.url)),
-                &secret(&spec.routing_key),
+                &url.map_or(pagerduty::DEFAULT_URL.to_string(), secret),
+                &secret(routing_key),
                 timeout,
             )),
             Some("120/min"),
         ),
-        "slack" => (
-            Box::new(slack::Slack::new(&secret(&spec.webhook_url), timeout)),
+        SinkTarget::Slack { webhook_url } => (
+            Box::new(slack::Slack::new(&secret(webhook_url), timeout)),
             Some("1/s"),
         ),
-        "webhook" => (
+        SinkTarget::Webhook { url, secret: key } => (
             Box::new(webhook::Webhook::new(
-                &secret(&spec.url),
-                spec.secret.as_ref().map(|_| secret(&spec.secret)).as_deref(),
+                &secret(url),
+                key.map(secret).as_deref(),
                 timeout,
             )),
             None,
         ),
-        _ => (
-            Box::new(file::JsonLinesFile::new(spec.path.as_deref().unwrap_or("-"))),
-            None,
-        ),
+        SinkTarget::File { path } => (Box::new(file::JsonLinesFile::new(path)), None),
     }
 }
 

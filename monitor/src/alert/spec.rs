@@ -63,6 +63,59 @@ impl SinkSpec {
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| self.kind.clone())
     }
+
+    /// The typed form of a validated spec (None for a type the configuration check refuses).
+    pub fn target(&self) -> Option<SinkTarget<'_>> {
+        fn given(v: &Option<String>) -> &str {
+            v.as_deref().unwrap_or_default()
+        }
+        Some(match self.kind.as_str() {
+            "alertmanager" => SinkTarget::Alertmanager {
+                url: given(&self.url),
+            },
+            "pagerduty" => SinkTarget::PagerDuty {
+                url: self.url.as_deref(),
+                routing_key: given(&self.routing_key),
+            },
+            "slack" => SinkTarget::Slack {
+                webhook_url: given(&self.webhook_url),
+            },
+            "webhook" => SinkTarget::Webhook {
+                url: given(&self.url),
+                secret: self.secret.as_deref(),
+            },
+            "file" => SinkTarget::File {
+                path: self.path.as_deref().unwrap_or("-"),
+            },
+            _ => return None,
+        })
+    }
+}
+
+/// Where a sink sends, by type: the flat `SinkSpec` (one shape, so every error in it is located)
+/// once validated. Secret values are as configured (`env:`/`file:` references are resolved
+/// when the sink starts, `resolve_secret`); no `Debug`, so they cannot be printed.
+pub enum SinkTarget<'a> {
+    Alertmanager {
+        url: &'a str,
+    },
+    /// `url`: PagerDuty's Events API v2 unless given.
+    PagerDuty {
+        url: Option<&'a str>,
+        routing_key: &'a str,
+    },
+    Slack {
+        webhook_url: &'a str,
+    },
+    /// `secret`: the HMAC-SHA256 signing key, if any.
+    Webhook {
+        url: &'a str,
+        secret: Option<&'a str>,
+    },
+    /// A path, or "-" for standard output.
+    File {
+        path: &'a str,
+    },
 }
 
 /// A secret given in the configuration: `env:NAME` reads the environment variable NAME,
