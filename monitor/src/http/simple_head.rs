@@ -225,17 +225,18 @@ mod tests {
         NotComplete,
     }
 
+    /// Both parsers' headers in one owned form, to compare.
+    fn owned<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<(String, Vec<u8>)> {
+        headers.map(|(n, v)| (n.to_string(), v.to_vec())).collect()
+    }
+
     fn httparse_response(buf: &[u8]) -> Parsed {
         let mut h = [httparse::EMPTY_HEADER; 64];
         let mut r = httparse::Response::new(&mut h);
         match r.parse(buf) {
             Ok(httparse::Status::Complete(len)) => Parsed::Complete {
                 start: (String::new(), String::new(), r.code.unwrap(), r.version.unwrap()),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_string(), h.value.to_vec()))
-                    .collect(),
+                headers: owned(r.headers.iter().map(|h| (h.name, h.value))),
                 len,
             },
             _ => Parsed::NotComplete,
@@ -253,11 +254,7 @@ mod tests {
                     0,
                     r.version.unwrap(),
                 ),
-                headers: r
-                    .headers
-                    .iter()
-                    .map(|h| (h.name.to_string(), h.value.to_vec()))
-                    .collect(),
+                headers: owned(r.headers.iter().map(|h| (h.name, h.value))),
                 len,
             },
             _ => Parsed::NotComplete,
@@ -269,11 +266,7 @@ mod tests {
         let (code, head) = response(buf, &mut h)?;
         Some(Parsed::Complete {
             start: (String::new(), String::new(), code, head.version),
-            headers: head
-                .headers
-                .iter()
-                .map(|h| (h.name.to_string(), h.value.to_vec()))
-                .collect(),
+            headers: owned(head.headers.iter().map(|h| (h.name, h.value))),
             len: head.len,
         })
     }
@@ -283,11 +276,7 @@ mod tests {
         let (method, target, head) = request(buf, &mut h)?;
         Some(Parsed::Complete {
             start: (method.to_string(), target.to_string(), 0, head.version),
-            headers: head
-                .headers
-                .iter()
-                .map(|h| (h.name.to_string(), h.value.to_vec()))
-                .collect(),
+            headers: owned(head.headers.iter().map(|h| (h.name, h.value))),
             len: head.len,
         })
     }
