@@ -104,43 +104,7 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
     let r = regs(&ctx);
-    let key = GoKey {
-        tgid: (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32,
-        _pad: 0,
-        g: r.r14,
-    };
-    let Some(p) = GO_ARGS.get_ptr_mut(key) else {
-        return 0;
-    };
-    // SAFETY: `p` is this goroutine's entry, found non-null; only its own calls write it.
-    let args = unsafe { *p };
-    if args.flags & SSL_ARGS_DONE != 0 {
-        return 0;
-    }
-    // SAFETY: as above.
-    unsafe { (*p).flags |= SSL_ARGS_DONE };
-    let n = r.rax as i64;
-    if n <= 0 {
-        return 0;
-    }
-    let conn = ConnKey {
-        tgid: key.tgid,
-        fd: args.fd,
-    };
-    let Some(info) = conn_info(conn) else {
-        count(Stat::TlsFdUnknown, 1);
-        return 0;
-    };
-    emit_chunk(
-        conn,
-        DIR_INGRESS,
-        n as u64,
-        ARGS_PLAIN,
-        args.buf,
-        0,
-        DATA_FLAG_TLS,
-        info,
-    );
+    emit_read(r.r14, r.rax as i64, None);
     0
 }
 
@@ -151,19 +115,31 @@ pub fn go_tls_read_return(ctx: ProbeContext) -> u32 {
 #[uprobe]
 pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
     let r = regs(&ctx);
+    emit_read(r.r14, r.rcx as i64, Some(r.rbx));
+    0
+}
+
+/// `n` bytes read by the Read in flight on goroutine `g` (saved by go_tls_read), from `from` or
+/// else the caller's buffer; the call is marked done, so it emits once.
+#[inline(always)]
+fn emit_read(g: u64, n: i64, from: Option<u64>) {
     let key = GoKey {
         tgid: (aya_ebpf::helpers::bpf_get_current_pid_tgid() >> 32) as u32,
         _pad: 0,
-        g: r.r14,
+        g,
     };
-    // SAFETY: map values are plain data: another CPU updating this one meanwhile can make what
-    // is read stale, never invalid.
-    let Some(args) = (unsafe { GO_ARGS.get(key) }).copied() else {
-        return 0;
+    let Some(p) = GO_ARGS.get_ptr_mut(key) else {
+        return;
     };
-    let n = r.rcx as i64;
-    if n <= 0 || args.flags & SSL_ARGS_DONE != 0 {
-        return 0;
+    // SAFETY: `p` is this goroutine's entry, found non-null; only its own calls write it.
+    let args = unsafe { *p };
+    if args.flags & SSL_ARGS_DONE != 0 {
+        return;
+    }
+    // SAFETY: as above.
+    unsafe { (*p).flags |= SSL_ARGS_DONE };
+    if n <= 0 {
+        return;
     }
     let conn = ConnKey {
         tgid: key.tgid,
@@ -171,17 +147,17 @@ pub fn go_tls_read_copy(ctx: ProbeContext) -> u32 {
     };
     let Some(info) = conn_info(conn) else {
         count(Stat::TlsFdUnknown, 1);
-        return 0;
+        return;
     };
+    let ptr = from.unwrap_or(args.buf);
     emit_chunk(
         conn,
         DIR_INGRESS,
         n as u64,
         ARGS_PLAIN,
-        r.rbx,
+        ptr,
         0,
         DATA_FLAG_TLS,
         info,
     );
-    0
 }
