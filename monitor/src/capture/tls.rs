@@ -77,10 +77,7 @@ impl TlsScanner {
         if processes.is_empty() {
             let objects = match only {
                 None => find_tls_objects(),
-                Some(pids) => mapped_objects(Some(pids), |_| true, false)
-                    .into_iter()
-                    .map(|(_, p)| p)
-                    .collect(),
+                Some(pids) => executables(pids, |_| true).into_iter().map(|(_, p)| p).collect(),
             };
             Found::Host(objects.into_iter().filter_map(|p| self.object(p)).collect())
         } else {
@@ -299,16 +296,34 @@ fn attach(
 }
 
 /// (pid, object path through the process's root) for every process whose comm is named.
+/// With `only` (processes that just called exec), their executables alone.
 fn objects_of_named(processes: &[String], only: Option<&[u32]>) -> Vec<(u32, PathBuf)> {
     let keys: Vec<[u8; 16]> = processes.iter().map(|p| super::comm_key(p)).collect();
-    mapped_objects(
-        only,
-        |pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|comm| keys.contains(&super::comm_key(comm.trim_end_matches('\n'))))
-        },
-        true,
-    )
+    let named = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|comm| keys.contains(&super::comm_key(comm.trim_end_matches('\n'))))
+    };
+    match only {
+        Some(pids) => executables(pids, named),
+        None => mapped_objects(None, named, true),
+    }
+}
+
+/// (pid, executable through the process's root) of the processes `wanted` accepts among `pids`.
+/// Right after an exec the executable is all a process maps besides the dynamic loader (its
+/// libraries come later, and the periodic rescan or the ldconfig cache covers them), so an exec
+/// costs a readlink and a stat, and an ELF read only for a file not seen before.
+fn executables(pids: &[u32], wanted: impl Fn(u32) -> bool) -> Vec<(u32, PathBuf)> {
+    pids.iter()
+        .copied()
+        .filter(|&pid| wanted(pid))
+        .filter_map(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+            let exe = exe.to_str()?;
+            (exe.starts_with('/') && !exe.ends_with(" (deleted)"))
+                .then(|| (pid, PathBuf::from(format!("/proc/{pid}/root{exe}"))))
+        })
+        .collect()
 }
 
 /// Files that may hold TLS functions: libssl and libgnutls from the ldconfig cache, then every
@@ -421,6 +436,10 @@ mod tests {
         let objects = mapped_objects(None, |pid| pid == me, true);
         assert_eq!(objects, mapped_objects(Some(&[me]), |_| true, true));
         let exe = std::fs::canonicalize("/proc/self/exe").unwrap();
+        // Just after an exec: the executable alone.
+        let exe_through_root = PathBuf::from(format!("/proc/{me}/root{}", exe.display()));
+        assert_eq!(executables(&[me], |_| true), vec![(me, exe_through_root)]);
+        assert!(executables(&[me], |_| false).is_empty());
         assert!(
             objects
                 .iter()
