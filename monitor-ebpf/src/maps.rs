@@ -1,7 +1,7 @@
 //! Every map and load-time global of the kernel side, in one place.
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use monitor_common::{BodyHint, BodyHintKey, ConnInfo, ConnKey, STAT_COUNT, SockAddr, Stat};
 
@@ -259,3 +259,7 @@ pub struct GoArgs {
     /// SSL_ARGS_DONE once returned.
     pub flags: u32,
 }
+
+/// When the reader was last woken for an exec (kernel ns; see emit_exec).
+#[map]
+pub static EXEC_WOKEN: Array<u64> = Array::with_max_entries(1, 0);

@@ -13,8 +13,8 @@ use monitor_common::{
 };
 
 use crate::maps::{
-    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, BODY_HINTS, CAPTURE_BYTES, EVENTS, GATHER, STATS,
-    WAKEUP_BYTES, count, global_u32, global_u64,
+    ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, BODY_HINTS, CAPTURE_BYTES, EVENTS, EXEC_WOKEN,
+    GATHER, STATS, WAKEUP_BYTES, count, global_u32, global_u64,
 };
 
 /// Copies the head of one call's bytes into an event. `kind` (ARGS_*) says what `ptr` is: the
@@ -470,13 +470,29 @@ pub fn emit_conn_event(kind: u32, key: ConnKey) {
 }
 
 /// An exec, for the TLS scan: the reader is woken at once (not at its next drain), since the new
-/// program's first TLS calls are only seen once its probes are attached. Execs are rare next to
-/// socket I/O, so the wakeup costs little.
+/// program's first TLS calls are only seen once its probes are attached; but at most once per
+/// EXEC_WAKEUP_NS, the rest wait for that wakeup or the drain timer: a wakeup costs the agent
+/// ~90 µs (its threads' round trip), and a host running thousands of short programs a second
+/// would pay that for each (measured here: 103 µs of agent CPU per exec woken, 5 µs not).
 #[inline(always)]
 pub fn emit_exec(tgid: u32) {
     let key = ConnKey { tgid, fd: u32::MAX };
-    emit_conn_event_with(EVENT_PROC_EXEC, key, BPF_RB_FORCE_WAKEUP as u64);
+    // SAFETY: a helper with no arguments.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let flags = match EXEC_WOKEN.get_ptr_mut(0) {
+        // SAFETY: the map's one value, found non-null; another CPU racing on it can only cause
+        // one more wakeup.
+        Some(last) if now.wrapping_sub(unsafe { *last }) >= EXEC_WAKEUP_NS => {
+            // SAFETY: as above.
+            unsafe { *last = now };
+            BPF_RB_FORCE_WAKEUP as u64
+        }
+        _ => wakeup_flags(),
+    };
+    emit_conn_event_with(EVENT_PROC_EXEC, key, flags);
 }
+
+const EXEC_WAKEUP_NS: u64 = 5_000_000;
 
 #[inline(always)]
 fn emit_conn_event_with(kind: u32, key: ConnKey, flags: u64) {
