@@ -19,6 +19,7 @@ use prometheus::{
 use crate::capture::Role;
 use crate::capture::kernel::KernelStats;
 use crate::exchange::Exchange;
+use crate::finding::{Finding, Lifecycle};
 use crate::http::KNOWN_METHODS;
 use crate::stats::PipelineStats;
 use monitor_common::Stat;
@@ -629,7 +630,7 @@ impl Metrics {
     }
 
     /// Counts one finding (label sets capped like the HTTP families).
-    pub fn observe_finding(&self, f: &crate::finding::Finding) {
+    pub fn observe_finding(&self, f: &Finding) {
         // The source as its zone (bounded by the policy), never the address (unbounded).
         let zone = f.source_zones.first().cloned().unwrap_or_else(|| "none".into());
         let mut labels = vec![
@@ -658,7 +659,7 @@ impl Metrics {
                 let g = self
                     .anomalies_firing
                     .with_label_values(&[&f.service, &f.route, f.kind.as_str()]);
-                g.set((state == crate::finding::Lifecycle::Firing) as i64);
+                g.set((state == Lifecycle::Firing) as i64);
             }
         }
     }
