@@ -409,7 +409,7 @@ pub fn unnamed() -> Arc<str> {
 
 /// JSON values as serde_json writes them.
 mod json {
-    pub fn string(out: &mut Vec<u8>, s: &str) {
+    pub(super) fn string(out: &mut Vec<u8>, s: &str) {
         if needs_escape(s.as_bytes()) {
             serde(out, s);
         } else {
@@ -425,7 +425,7 @@ mod json {
     /// with every byte of `v - 0x01..01 * n` borrowing below zero exactly where a byte is < n,
     /// `(v - n) & !v & 0x80..80` is non-zero iff some byte of `v` is below n (n <= 0x80;
     /// "hasless", Bit Twiddling Hacks), and a byte equal to c is one where `v ^ c` is below 1.
-    pub fn needs_escape(b: &[u8]) -> bool {
+    pub(super) fn needs_escape(b: &[u8]) -> bool {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGH: u64 = 0x8080_8080_8080_8080;
         let below = |v: u64, n: u64| v.wrapping_sub(ONES * n) & !v & HIGH;
@@ -444,14 +444,14 @@ mod json {
         !words.remainder().is_empty() && word(&b[b.len() - 8..])
     }
 
-    pub fn optional_string(out: &mut Vec<u8>, s: Option<&str>) {
+    pub(super) fn optional_string(out: &mut Vec<u8>, s: Option<&str>) {
         match s {
             Some(s) => string(out, s),
             None => out.extend_from_slice(b"null"),
         }
     }
 
-    pub fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+    pub(super) fn strings<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
         out.push(b'[');
         for (i, s) in items.enumerate() {
             if i > 0 {
@@ -462,23 +462,23 @@ mod json {
         out.push(b']');
     }
 
-    pub fn number(out: &mut Vec<u8>, n: u64) {
+    pub(super) fn number(out: &mut Vec<u8>, n: u64) {
         out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
     }
 
-    pub fn optional_number(out: &mut Vec<u8>, n: Option<u64>) {
+    pub(super) fn optional_number(out: &mut Vec<u8>, n: Option<u64>) {
         match n {
             Some(n) => number(out, n),
             None => out.extend_from_slice(b"null"),
         }
     }
 
-    pub fn boolean(out: &mut Vec<u8>, b: bool) {
+    pub(super) fn boolean(out: &mut Vec<u8>, b: bool) {
         out.extend_from_slice(if b { b"true" } else { b"false" });
     }
 
     /// Through serde_json (escapes, nested values); these values always serialize.
-    pub fn serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    pub(super) fn serde<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
         let _ = serde_json::to_writer(out, v);
     }
 }
@@ -552,7 +552,7 @@ impl Exchange {
 pub(crate) mod tests {
     use super::*;
 
-    pub fn sample() -> Exchange {
+    pub(crate) fn sample() -> Exchange {
         Exchange::example()
     }
 

@@ -33,7 +33,7 @@ const H2_TLS_PORT: u16 = 18593;
 /// The sections `cargo xtask bench` can be limited to.
 const SECTIONS: &[&str] = &["saturation", "h2", "fixed-rate", "components", "replay"];
 
-pub fn run(sections: &[String]) -> Result<()> {
+pub(crate) fn run(sections: &[String]) -> Result<()> {
     if let Some(s) = sections.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         bail!("no bench section {s:?}: the sections are {}", SECTIONS.join(", "));
     }

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{cargo, have, workspace_root};
 
-pub const TARGETS: &[&str] = &[
+pub(crate) const TARGETS: &[&str] = &[
     "http_head",
     "reassembly",
     "ring_record",
@@ -20,7 +20,7 @@ pub const TARGETS: &[&str] = &[
     "http2",
 ];
 
-pub fn run(secs: u64, only: &[String]) -> Result<()> {
+pub(crate) fn run(secs: u64, only: &[String]) -> Result<()> {
     if !have("cargo-fuzz") {
         eprintln!("xtask: installing cargo-fuzz");
         cargo(&["install", "cargo-fuzz", "--locked"])?;

@@ -14,7 +14,7 @@ const KEPT_LINES: usize = 50;
 
 /// `apiwatch ARGS` as a child process, its standard error read on a thread of its own (a full
 /// pipe would block the agent).
-pub struct Agent {
+pub(crate) struct Agent {
     child: Child,
     /// Taken by `stop`.
     stderr: Option<std::thread::JoinHandle<Stderr>>,
@@ -30,7 +30,7 @@ struct Stderr {
 impl Agent {
     /// Starts `apiwatch ARGS` and waits until its probes are attached (or its recording has
     /// begun). With `echo_problems`, its warnings and errors are printed as they come.
-    pub fn start(bin: &Path, args: &[&str], echo_problems: bool) -> Result<Self> {
+    pub(crate) fn start(bin: &Path, args: &[&str], echo_problems: bool) -> Result<Self> {
         let mut child = Command::new(bin)
             .args(args)
             .stdout(Stdio::null())
@@ -73,17 +73,17 @@ impl Agent {
         })
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// User + system CPU time so far.
-    pub fn cpu_seconds(&self) -> f64 {
+    pub(crate) fn cpu_seconds(&self) -> f64 {
         cpu_seconds(self.pid())
     }
 
     /// Stops it as an operator does (SIGINT) and returns the summary it printed.
-    pub fn stop(mut self) -> Result<serde_json::Value> {
+    pub(crate) fn stop(mut self) -> Result<serde_json::Value> {
         self.interrupt();
         let kept = self.stderr.take().and_then(|r| r.join().ok()).unwrap_or_default();
         let summary = kept.summary.with_context(|| {
@@ -114,7 +114,7 @@ impl Drop for Agent {
 }
 
 /// The summary (JSON) an apiwatch command printed on its standard error.
-pub fn summary_of(stderr: &str) -> Result<serde_json::Value> {
+pub(crate) fn summary_of(stderr: &str) -> Result<serde_json::Value> {
     let line = stderr
         .lines()
         .find_map(|l| l.strip_prefix("apiwatch summary "))
@@ -123,7 +123,7 @@ pub fn summary_of(stderr: &str) -> Result<serde_json::Value> {
 }
 
 /// User + system CPU seconds of a process, from /proc/PID/stat (fields 14 and 15, clock ticks).
-pub fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after_comm = stat.rsplit(')').next().unwrap_or_default();
     let f: Vec<&str> = after_comm.split_whitespace().collect();
@@ -133,7 +133,7 @@ pub fn cpu_seconds(pid: u32) -> f64 {
 }
 
 /// Waits up to 10 s for `what` to accept connections on a loopback port.
-pub fn wait_for_port(port: u16, what: &str) -> Result<()> {
+pub(crate) fn wait_for_port(port: u16, what: &str) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {

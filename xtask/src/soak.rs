@@ -24,7 +24,7 @@ const CHURN_CONNECTIONS: u32 = 10;
 const WARM_UP_MINUTES: usize = 5;
 const MAX_GROWTH: f64 = 0.05;
 
-pub fn run(minutes: u32) -> Result<()> {
+pub(crate) fn run(minutes: u32) -> Result<()> {
     if minutes == 0 {
         bail!("--minutes must be at least 1");
     }

@@ -280,7 +280,7 @@ mod v30 {
         )
     }
 
-    pub fn map(spec: &OpenAPI, report: &mut Report) -> SpecDoc {
+    pub(super) fn map(spec: &OpenAPI, report: &mut Report) -> SpecDoc {
         let mut ops = Vec::new();
         let top = servers(&spec.servers);
         let global = security(spec, &spec.security, report);
@@ -419,7 +419,7 @@ mod v31 {
         v.get(key).is_some()
     }
 
-    pub fn map(spec: &Spec, raw: &serde_norway::Value, report: &mut Report) -> SpecDoc {
+    pub(super) fn map(spec: &Spec, raw: &serde_norway::Value, report: &mut Report) -> SpecDoc {
         let mut ops = Vec::new();
         let top = servers(&spec.servers);
         let global = present(raw, &[], "security").then(|| security(spec, &spec.security, report));

@@ -793,7 +793,7 @@ fn segments_match(p: &[Segment], s: &[&str]) -> bool {
 pub(crate) mod tests {
     use super::*;
 
-    pub const EXAMPLE: &str = r#"zones:
+    pub(crate) const EXAMPLE: &str = r#"zones:
   internal: [10.0.0.0/8, 127.0.0.0/8, "::1/128"]
   partners: [203.0.113.0/24]
 services:

@@ -10,14 +10,14 @@ use std::mem::MaybeUninit;
 use httparse::Header;
 
 /// The start line and fields of a complete simple head; `len` is the head's length.
-pub struct SimpleHead<'a, 'h> {
+pub(super) struct SimpleHead<'a, 'h> {
     pub version: u8,
     pub headers: &'h [Header<'a>],
     pub len: usize,
 }
 
 /// `HTTP/1.x SSS reason` and fields: (status code, head). None: not a simple head.
-pub fn response<'a, 'h>(
+pub(super) fn response<'a, 'h>(
     buf: &'a [u8],
     headers: &'h mut [MaybeUninit<Header<'a>>],
 ) -> Option<(u16, SimpleHead<'a, 'h>)> {
@@ -46,7 +46,7 @@ pub fn response<'a, 'h>(
     clippy::type_complexity,
     reason = "the start line's parts beside the head, as httparse's Request holds them"
 )]
-pub fn request<'a, 'h>(
+pub(super) fn request<'a, 'h>(
     buf: &'a [u8],
     headers: &'h mut [MaybeUninit<Header<'a>>],
 ) -> Option<(&'a str, &'a str, SimpleHead<'a, 'h>)> {

@@ -16,7 +16,7 @@ const FLAG_PADDED: u8 = 0x8;
 const FLAG_PRIORITY: u8 = 0x20;
 
 /// One direction of one HTTP/2 connection, as the redactor follows it.
-pub struct H2Side {
+pub(super) struct H2Side {
     /// Client preface bytes still to skip.
     preface_left: usize,
     header: [u8; HEADER_LEN],
@@ -30,7 +30,7 @@ pub struct H2Side {
 }
 
 impl H2Side {
-    pub fn new(first: &[u8]) -> Self {
+    pub(super) fn new(first: &[u8]) -> Self {
         Self {
             preface_left: if first.starts_with(&crate::http::h2::PREFACE[..4]) {
                 crate::http::h2::PREFACE.len()
@@ -46,7 +46,7 @@ impl H2Side {
     }
 
     /// Redacts one chunk in place (`unseen`: bytes the chunk lacks at its end).
-    pub fn redact(&mut self, buf: &mut [u8], unseen: u64, http: &HttpOptions) {
+    pub(super) fn redact(&mut self, buf: &mut [u8], unseen: u64, http: &HttpOptions) {
         if self.lost {
             if crate::http::h2::starts_with_frames(buf) {
                 *self = Self::new(&[]);

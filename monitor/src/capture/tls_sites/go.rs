@@ -10,8 +10,8 @@ use object::{Object, ObjectSection, ObjectSymbol, SectionKind};
 
 use super::ProbeSite;
 
-pub const READ: &str = "crypto/tls.(*Conn).Read";
-pub const WRITE: &str = "crypto/tls.(*Conn).Write";
+pub(super) const READ: &str = "crypto/tls.(*Conn).Read";
+pub(super) const WRITE: &str = "crypto/tls.(*Conn).Write";
 const MEMMOVE: &str = "runtime.memmove";
 
 /// The function table's magic by version family (runtime/symtab.go); what is read here is laid
@@ -22,7 +22,7 @@ const MAGIC_GO_1_20: u32 = 0xffff_fff1;
 const MAGIC_GO_1_16: u32 = 0xffff_fffa;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum GoError {
+pub(super) enum GoError {
     #[error("Go before 1.18 (function table magic {0:#x}): its calling convention is not supported")]
     TooOld(u32),
     #[error("unknown Go function table (magic {0:#x})")]
@@ -34,7 +34,7 @@ pub enum GoError {
 }
 
 /// The function table of a Go ≥ 1.18 binary (`runtime.pcHeader` and what follows it).
-pub struct FuncTable<'a> {
+pub(super) struct FuncTable<'a> {
     data: &'a [u8],
     nfunc: usize,
     /// Address the entry offsets count from (`runtime.text`).
@@ -46,7 +46,7 @@ pub struct FuncTable<'a> {
 impl<'a> FuncTable<'a> {
     /// `text` says where `runtime.text` is when the header leaves it 0 (a position-independent
     /// binary, where it is relocated at load).
-    pub fn parse(data: &'a [u8], text: impl FnOnce() -> u64) -> Result<Self, GoError> {
+    pub(super) fn parse(data: &'a [u8], text: impl FnOnce() -> u64) -> Result<Self, GoError> {
         let magic = u32_at(data, 0).ok_or(GoError::Malformed("no header"))?;
         match magic {
             MAGIC_GO_1_18 | MAGIC_GO_1_20 => {}
@@ -82,7 +82,7 @@ impl<'a> FuncTable<'a> {
 
     /// (address, size) of the function named `name`; the size runs to the next function (padding
     /// included).
-    pub fn find(&self, name: &str) -> Option<(u64, u64)> {
+    pub(super) fn find(&self, name: &str) -> Option<(u64, u64)> {
         let want = name.as_bytes();
         (0..self.nfunc).find_map(|i| {
             let at = self.functab + 8 * i;
@@ -119,7 +119,7 @@ fn u64_at(d: &[u8], at: usize) -> Option<u64> {
 /// otherwise is probed at each RET instead (the count in rax, the buffer saved at the entry):
 /// single-stepped, ~14 µs a call, so reported as slow. Entries are probed at the stack check's
 /// `jbe`, an instruction the kernel emulates, with the arguments still in their registers.
-pub fn plan<'d, R: object::ReadRef<'d>>(
+pub(super) fn plan<'d, R: object::ReadRef<'d>>(
     elf: &object::File<'d, R>,
 ) -> Option<Result<Vec<ProbeSite>, GoError>> {
     let section = elf.section_by_name(".gopclntab")?;
