@@ -29,6 +29,8 @@ const TLS_PORT: u16 = 18591;
 /// nginx speaking HTTP/2: cleartext with prior knowledge (h2c), and over TLS (ALPN h2).
 const H2C_PORT: u16 = 18592;
 const H2_TLS_PORT: u16 = 18593;
+/// The Go https server of the fixed-rate section (Go's crypto/tls probes).
+const GO_TLS_PORT: u16 = 18594;
 
 /// The sections `cargo xtask bench` can be limited to.
 const SECTIONS: &[&str] = &["saturation", "h2", "fixed-rate", "components", "replay"];
@@ -62,13 +64,24 @@ fn benches(bin: &Path, work: &Path, wanted: &dyn Fn(&str) -> bool) -> Result<()>
         h2_section(bin)?;
     }
     if wanted("fixed-rate") {
-        fixed_rate(bin, "plaintext", &url, 1.5)?;
+        fixed_rate(bin, "plaintext", "nginx", &url, 1.5)?;
         fixed_rate(
             bin,
             "TLS (both sides through the OpenSSL uprobes)",
+            "nginx",
             &format!("https://127.0.0.1:{TLS_PORT}/index.json"),
             5.0,
         )?;
+        let go = start_go_server(work)?;
+        let r = fixed_rate(
+            bin,
+            "TLS, Go's crypto/tls on the server side (wrk's side through the OpenSSL uprobes)",
+            "a Go server (tests/fixtures/go/server)",
+            &format!("https://127.0.0.1:{GO_TLS_PORT}/index.json"),
+            5.0,
+        );
+        stop(go);
+        r?;
     }
     if wanted("components") {
         components(bin, work)?;
@@ -484,9 +497,9 @@ fn saturation(bin: &Path, what: &str, url: &str) -> Result<()> {
 /// nginx at about 10k req/s (paced wrk): off, then on in each capture mode, interleaved
 /// rounds. Whole-machine CPU per request is the cost a host pays at a given load, whatever
 /// process it lands in (the traced server, the client, the agent, softirqs).
-fn fixed_rate(bin: &Path, what: &str, url: &str, target_us: f64) -> Result<()> {
+fn fixed_rate(bin: &Path, what: &str, server: &str, url: &str, target_us: f64) -> Result<()> {
     println!(
-        "\n== {what}: nginx at about 10k req/s (wrk -c{FIXED_RATE_CONNECTIONS}, 1 ms between requests, {FIXED_RATE_SECONDS}s), {ROUNDS} interleaved rounds =="
+        "\n== {what}: {server} at about 10k req/s (wrk -c{FIXED_RATE_CONNECTIONS}, 1 ms between requests, {FIXED_RATE_SECONDS}s), {ROUNDS} interleaved rounds =="
     );
     let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1");
     let mut off = Vec::new();
@@ -750,6 +763,36 @@ fn start_nginx(work: &Path) -> Result<Child> {
         .spawn()
         .context("nginx")?;
     wait_for_port(PORT, "nginx")?;
+    Ok(child)
+}
+
+/// The TLS tier's Go https server (standard library only), built into `work` and serving with
+/// nginx's certificate (start_nginx made it).
+fn start_go_server(work: &Path) -> Result<Child> {
+    let bin = work.join("goserver");
+    let cache = std::env::temp_dir().join("apiwatch-go-cache");
+    let st = Command::new("go")
+        .args(["build", "-trimpath", "-o"])
+        .arg(&bin)
+        .current_dir(crate::workspace_root().join("tests/fixtures/go/server"))
+        .env("GOCACHE", &cache)
+        .env("GOPATH", cache.join("gopath"))
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", "0")
+        .status()
+        .context("go (cargo xtask setup installs golang-go)")?;
+    if !st.success() {
+        bail!("go build of tests/fixtures/go/server failed");
+    }
+    let child = Command::new(&bin)
+        .arg(format!("127.0.0.1:{GO_TLS_PORT}"))
+        .arg(work.join("cert.pem"))
+        .arg(work.join("key.pem"))
+        .stderr(Stdio::null())
+        .spawn()
+        .context("the Go server")?;
+    wait_for_port(GO_TLS_PORT, "the Go server")?;
     Ok(child)
 }
 
