@@ -428,24 +428,19 @@ fn caddy_serving_files_over_tls_is_seen() {
 }
 
 /// Builds the Go program in tests/fixtures/go/NAME into `out`, with no symbol tables if
-/// `stripped` (the way many Go binaries ship). Standard library only: nothing is downloaded.
+/// `stripped` (tests/fixtures/go/build.sh: standard library only, nothing is downloaded).
 fn go_build(name: &str, out: &std::path::Path, stripped: bool) {
-    let cache = std::env::temp_dir().join("apiwatch-go-cache");
-    let mut cmd = Command::new("go");
-    cmd.args(["build", "-trimpath", "-o"]).arg(out);
-    if stripped {
-        cmd.args(["-ldflags", "-s -w"]);
-    }
-    let st = cmd
-        .current_dir(workspace_root().join("tests/fixtures/go").join(name))
-        .env("GOCACHE", &cache)
-        .env("GOPATH", cache.join("gopath"))
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
+    let st = Command::new("sh")
+        .arg(workspace_root().join("tests/fixtures/go/build.sh"))
+        .arg(name)
+        .arg(out)
+        .args(stripped.then_some("stripped"))
         .status()
-        .expect("go (cargo xtask setup installs golang-go)");
-    assert!(st.success(), "go build {name}");
+        .expect("sh");
+    assert!(
+        st.success(),
+        "go build {name} (cargo xtask setup installs golang-go)"
+    );
 }
 
 #[test]

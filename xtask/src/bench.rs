@@ -770,20 +770,14 @@ fn start_nginx(work: &Path) -> Result<Child> {
 /// nginx's certificate (start_nginx made it).
 fn start_go_server(work: &Path) -> Result<Child> {
     let bin = work.join("goserver");
-    let cache = std::env::temp_dir().join("apiwatch-go-cache");
-    let st = Command::new("go")
-        .args(["build", "-trimpath", "-o"])
+    let st = Command::new("sh")
+        .arg(crate::workspace_root().join("tests/fixtures/go/build.sh"))
+        .arg("server")
         .arg(&bin)
-        .current_dir(crate::workspace_root().join("tests/fixtures/go/server"))
-        .env("GOCACHE", &cache)
-        .env("GOPATH", cache.join("gopath"))
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("CGO_ENABLED", "0")
         .status()
-        .context("go (cargo xtask setup installs golang-go)")?;
+        .context("sh")?;
     if !st.success() {
-        bail!("go build of tests/fixtures/go/server failed");
+        bail!("go build of tests/fixtures/go/server failed (cargo xtask setup installs golang-go)");
     }
     let child = Command::new(&bin)
         .arg(format!("127.0.0.1:{GO_TLS_PORT}"))
