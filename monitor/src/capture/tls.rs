@@ -36,6 +36,8 @@ const ENTRY_PROGRAMS: &[&str] = &[
     "go_tls_read_return",
 ];
 const RETURN_PROBE: &str = "ssl_return";
+/// Slow probe sites warned about by name, at most (each is counted in the metric regardless).
+const MAX_SLOW_WARNED: usize = 1024;
 
 /// (pid, device, inode): one process's mapping of one libssl file.
 type ProcessLib = (u32, u64, u64);
@@ -256,10 +258,11 @@ impl TlsProbes {
     fn count_site(&mut self, site: &ProbeSite, lib: &Path) {
         if !site.emulated {
             self.slow_sites += 1;
-            // Once per function and file name (bounded by the distinct binaries, not by the
-            // processes): a Go Read has a slow site at each of its RETs (one hit a call).
+            // Once per function and file name (not per process; at most MAX_SLOW_WARNED, then
+            // the metric alone): a Go Read has a slow site at each of its RETs (one hit a call).
             let name = lib.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            if self.slow_warned.insert((name, site.label.clone())) {
+            let key = (name, site.label.clone());
+            if self.slow_warned.len() < MAX_SLOW_WARNED && self.slow_warned.insert(key) {
                 warn!(
                     "TLS: {} in {} is probed at an instruction the kernel must single-step: each TLS \
                      read or write there costs ~14 µs more (apiwatch_tls_slow_probe_sites)",
