@@ -5,6 +5,7 @@
 //! `output` sinks. `record`/`redact` write the capture stream to disk; `agent` wires it all.
 pub mod agent;
 pub mod alert;
+pub mod alloc;
 pub mod audit;
 pub mod baseline;
 pub mod boundary;

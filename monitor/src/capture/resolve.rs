@@ -1,5 +1,5 @@
-//! What the kernel cannot tell and /proc can, added to the event stream on a thread of its own
-//! (between the ring-draining capture thread and the pipeline): each process's facts (name,
+//! What the kernel cannot tell and /proc can, added to the event stream on the pipeline's thread
+//! (not the ring-draining capture thread): each process's facts (name,
 //! cgroup) before its first event, and the addresses of a connection the probes opened without
 //! them (an accept without an address buffer, IPv6 adopted by the socket layer). Reading /proc
 //! costs from microseconds (a process's comm) to milliseconds (/proc/PID/net/tcp on a host with
