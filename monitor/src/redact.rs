@@ -92,6 +92,15 @@ impl Redactor {
                         // Bodies: credential-like fields, as in HTTP/1 bodies.
                         redact_secret_fields(&mut d.bytes);
                     }
+                    Side::Text(_) if let Some(at) = h2c_switch_point(&d.bytes) => {
+                        // A 101 to h2c and the server's first frames in one write: the head as
+                        // text, the rest as HTTP/2 from here on.
+                        redact_bytes(&mut d.bytes[..at], &self.http);
+                        let mut h = Box::new(h2::H2Side::new(&d.bytes[at..]));
+                        h.redact(&mut d.bytes[at..], unseen, &self.http);
+                        redact_secret_fields(&mut d.bytes[at..]);
+                        *side = Side::H2(h);
+                    }
                     Side::Text(open_secret_line) => {
                         let mut start = 0;
                         if std::mem::take(open_secret_line) {
@@ -194,6 +203,16 @@ fn redact_query_values(line: &mut [u8]) {
 }
 
 /// Blanks `name=value` and `"name": "value"` for credential-like field names.
+/// Where HTTP/2 frames begin in a chunk that starts with a `101 Switching Protocols` head and
+/// goes on with them (an `Upgrade: h2c` answered in one write); None for anything else.
+fn h2c_switch_point(bytes: &[u8]) -> Option<usize> {
+    if !bytes.starts_with(b"HTTP/1.1 101") {
+        return None;
+    }
+    let at = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    (at < bytes.len() && crate::http::h2::starts_connection(&bytes[at..])).then_some(at)
+}
+
 fn redact_secret_fields(buf: &mut [u8]) {
     let lower: Vec<u8> = buf.iter().map(|b| b.to_ascii_lowercase()).collect();
     for field in SECRET_FIELDS {
@@ -275,6 +294,36 @@ mod tests {
         let r = redacted(r#"{"username":"bob","password": "pa55","tokens_left":"3"}"#);
         assert!(!r.contains("pa55"));
         assert!(r.contains(r#""tokens_left":"3""#));
+    }
+
+    #[test]
+    fn an_h2c_upgrade_answered_in_one_write_is_redacted_as_http2_after_the_101() {
+        use crate::http::h2::frame::encode_frame as frame;
+        let mut bytes =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+        let head = bytes.len();
+        bytes.extend(frame(4, 0, 0, &[0, 3, 0, 0, 0, 100]));
+        // :status 200, then set-cookie (static 55) without indexing: a 4-bit prefix, 15 + 40.
+        let mut block = vec![0x88, 0x0f, 55 - 15, 10];
+        block.extend(b"sid=s3cr3t");
+        bytes.extend(frame(1, 4, 1, &block));
+        let mut ev = CaptureEvent::Data(crate::capture::DataChunk {
+            ts_ns: 0,
+            id: ConnId { tgid: 1, fd: 2 },
+            direction: Direction::Egress,
+            total_len: bytes.len() as u64,
+            bytes: bytes.clone(),
+            tls: false,
+        });
+        Redactor::default().redact(&mut ev);
+        let CaptureEvent::Data(d) = ev else { unreachable!() };
+        assert_eq!(d.bytes.len(), bytes.len());
+        assert_eq!(d.bytes[..head], bytes[..head], "the 101 head is kept");
+        assert!(
+            !String::from_utf8_lossy(&d.bytes).contains("s3cr3t"),
+            "{:?}",
+            d.bytes
+        );
     }
 
     #[test]

@@ -169,6 +169,41 @@ fn h2c_prior_knowledge_curl_nghttp_and_h2load() {
     assert_eq!(summary.pipeline.h2.unknown_fields, 0, "{:?}", summary.pipeline.h2);
 }
 
+/// `curl --http2 http://...` asks for HTTP/2 with `Upgrade: h2c` on its first request (RFC 7540
+/// section 3.2), then sends the others as streams of the upgraded connection. The server:
+/// python's h2 (Debian's python3-h2) behind a few lines that accept the upgrade (nginx and
+/// nghttpd do not offer it).
+#[test]
+fn an_h2c_upgrade_from_http1_is_followed_into_its_streams() {
+    let port = free_port();
+    let body = std::str::from_utf8(BODY).unwrap();
+    let _server = spawn_server(
+        Command::new("/usr/bin/python3")
+            .arg(workspace_root().join("tests/fixtures/h2c_upgrade_server.py"))
+            .args([&port.to_string(), body]),
+        port,
+        "python3-h2 must be installed (cargo xtask setup installs it)",
+    );
+    let agent = Agent::start();
+    curl_h2(&format!("http://127.0.0.1:{port}"), &["--http2"]);
+    std::thread::sleep(Duration::from_millis(200));
+    let (ex, summary) = agent.stop();
+    for side in [server_side(&ex, port), client_side(&ex, port)] {
+        // Stream 1 is the request that carried the upgrade: its answer came as HTTP/2.
+        check_curl_side(&side, false);
+        assert!(side.iter().any(|e| e.stream_id == Some(1)), "{side:#?}");
+    }
+    assert!(client_side(&ex, port).iter().all(|e| &*e.comm == "curl"));
+    assert_no_secret(&ex);
+    let h2 = &summary.pipeline.h2;
+    assert_eq!(
+        (h2.upgrades, summary.pipeline.tunnels),
+        (2, 0),
+        "both sides: {h2:?}"
+    );
+    assert_eq!((h2.framing_lost, h2.unknown_fields), (0, 0), "{h2:?}");
+}
+
 /// The gRPC demo (tests/fixtures/grpc_demo.py) run by Debian's python3.
 fn grpc_demo(args: &[&str]) -> Command {
     let mut cmd = Command::new("/usr/bin/python3");

@@ -633,6 +633,7 @@ const APIWATCH_PROGRAMS: &[&str] = &[
     "enter_close",
     "process_exit",
     "enter_read",
+    "enter_recvfrom",
     "enter_write",
     "enter_readv",
     "enter_writev",

@@ -11,9 +11,20 @@ use crate::maps::{
     ARGS_DONE, ARGS_IOVEC, ARGS_MSGHDR, ARGS_PLAIN, ARGS_SENDFILE, CONNS, DATA_ARGS, DataArgs, count,
 };
 
-/// Saves the arguments of a data syscall on a tracked, not-yet-rejected socket.
+/// recv flag: the bytes stay in the socket (socket.h).
+const MSG_PEEK: u64 = 2;
+
+/// Saves the arguments of a data syscall on a tracked, not-yet-rejected socket. `flags_off`:
+/// where a receive's flags lie (0: the call has none).
 #[inline(always)]
-fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: u32, kind: u32) {
+fn save_args(
+    ctx: &TracePointContext,
+    fd_off: usize,
+    ptr_off: usize,
+    flags_off: usize,
+    direction: u32,
+    kind: u32,
+) {
     // readv/writev: vlen @32 (from .../format).
     let vlen = if kind == ARGS_IOVEC {
         // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
@@ -52,6 +63,13 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
     if info.class == CLASS_OTHER || info.class == CLASS_TLS {
         return;
     }
+    // A peek leaves the bytes in the socket: the read that takes them reports them (curl peeks
+    // one byte of an HTTP/2 connection before each read).
+    // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
+    // Err, never a fault); the offsets are the tracepoint's (see above).
+    if flags_off != 0 && unsafe { ctx.read_at::<u64>(flags_off) }.is_ok_and(|f| f & MSG_PEEK != 0) {
+        return;
+    }
     // SAFETY: read_at copies from the program's context with a checked read (a bad offset is an
     // Err, never a fault); the offsets are the tracepoint's or the probed function's (see above).
     let Ok(ptr) = (unsafe { ctx.read_at::<u64>(ptr_off) }) else {
@@ -75,49 +93,56 @@ fn save_args(ctx: &TracePointContext, fd_off: usize, ptr_off: usize, direction: 
     }
 }
 
-// read/recvfrom args: fd @16, buf @24; write/sendto the same (from .../format).
+// read args: fd @16, buf @24; write/sendto the same (from .../format).
 #[tracepoint]
 pub fn enter_read(ctx: TracePointContext) -> u32 {
-    save_args(&ctx, 16, 24, DIR_INGRESS, ARGS_PLAIN);
+    save_args(&ctx, 16, 24, 0, DIR_INGRESS, ARGS_PLAIN);
+    0
+}
+
+// recvfrom args: fd @16, ubuf @24, size @32, flags @40
+#[tracepoint]
+pub fn enter_recvfrom(ctx: TracePointContext) -> u32 {
+    save_args(&ctx, 16, 24, 40, DIR_INGRESS, ARGS_PLAIN);
     0
 }
 
 #[tracepoint]
 pub fn enter_write(ctx: TracePointContext) -> u32 {
-    save_args(&ctx, 16, 24, DIR_EGRESS, ARGS_PLAIN);
+    save_args(&ctx, 16, 24, 0, DIR_EGRESS, ARGS_PLAIN);
     0
 }
 
 // readv/writev args: fd @16, vec @24, vlen @32
 #[tracepoint]
 pub fn enter_readv(ctx: TracePointContext) -> u32 {
-    save_args(&ctx, 16, 24, DIR_INGRESS, ARGS_IOVEC);
+    save_args(&ctx, 16, 24, 0, DIR_INGRESS, ARGS_IOVEC);
     0
 }
 
 #[tracepoint]
 pub fn enter_writev(ctx: TracePointContext) -> u32 {
-    save_args(&ctx, 16, 24, DIR_EGRESS, ARGS_IOVEC);
+    save_args(&ctx, 16, 24, 0, DIR_EGRESS, ARGS_IOVEC);
     0
 }
 
-// recvmsg/sendmsg args: fd @16, msg @24
+// recvmsg/sendmsg args: fd @16, msg @24; recvmsg flags @32
 #[tracepoint]
 pub fn enter_recvmsg(ctx: TracePointContext) -> u32 {
-    save_args(&ctx, 16, 24, DIR_INGRESS, ARGS_MSGHDR);
+    save_args(&ctx, 16, 24, 32, DIR_INGRESS, ARGS_MSGHDR);
     0
 }
 
 #[tracepoint]
 pub fn enter_sendmsg(ctx: TracePointContext) -> u32 {
-    save_args(&ctx, 16, 24, DIR_EGRESS, ARGS_MSGHDR);
+    save_args(&ctx, 16, 24, 0, DIR_EGRESS, ARGS_MSGHDR);
     0
 }
 
 // sendfile64 args: out_fd @16, in_fd @24
 #[tracepoint]
 pub fn enter_sendfile(ctx: TracePointContext) -> u32 {
-    save_args(&ctx, 16, 24, DIR_EGRESS, ARGS_SENDFILE);
+    save_args(&ctx, 16, 24, 0, DIR_EGRESS, ARGS_SENDFILE);
     0
 }
 

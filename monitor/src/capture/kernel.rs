@@ -145,11 +145,8 @@ const ATTACHMENTS: &[(&str, &str, &[&str])] = &[
     ("enter_close", "syscalls", &["sys_enter_close"]),
     ("process_exit", "sched", &["sched_process_exit"]),
     ("process_exec", "sched", &["sched_process_exec"]),
-    (
-        "enter_read",
-        "syscalls",
-        &["sys_enter_read", "sys_enter_recvfrom"],
-    ),
+    ("enter_read", "syscalls", &["sys_enter_read"]),
+    ("enter_recvfrom", "syscalls", &["sys_enter_recvfrom"]),
     (
         "enter_write",
         "syscalls",

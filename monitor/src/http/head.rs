@@ -128,6 +128,9 @@ pub struct RequestHead {
     pub framing: Framing,
     pub expect_continue: bool,
     pub upgrade: bool,
+    /// `Upgrade` offers `h2c`: a 101 answer turns the connection into HTTP/2, this request
+    /// becoming its stream 1 (RFC 7540 section 3.2).
+    pub upgrade_h2c: bool,
     /// The head was cut short (beyond the captured prefix); fields may be missing.
     pub truncated: bool,
     /// Keyed fingerprint of the credential (see identity::fingerprint); never the credential.
@@ -351,6 +354,7 @@ impl<'a> RequestHeadBuilder<'a> {
             framing: Framing::None,
             expect_continue: false,
             upgrade: false,
+            upgrade_h2c: false,
             truncated,
             fingerprint: None,
             jwt: None,
@@ -425,6 +429,9 @@ impl<'a> RequestHeadBuilder<'a> {
             head.expect_continue = value.eq_ignore_ascii_case(b"100-continue");
         } else if name.eq_ignore_ascii_case("upgrade") {
             head.upgrade = true;
+            head.upgrade_h2c |= value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"h2c"));
         }
     }
 

@@ -111,6 +111,10 @@ pub struct MessageParser {
     head_ts: u64,
     /// Bytes skipped while resynchronising (for the caller's counters).
     pub skipped_bytes: u64,
+    /// Where in the last `feed`'s bytes the stream stopped being HTTP/1 (after a 101 or a
+    /// CONNECT's 2xx): the caller may hand the rest to what the connection became (HTTP/2 after
+    /// an `Upgrade: h2c`).
+    pub tunnel_from: Option<usize>,
 }
 
 impl Default for MessageParser {
@@ -131,6 +135,7 @@ impl MessageParser {
             in_final_response: false,
             head_ts: 0,
             skipped_bytes: 0,
+            tunnel_from: None,
         }
     }
 
@@ -176,6 +181,7 @@ impl MessageParser {
         out: &mut Vec<ParseEvent>,
     ) {
         self.ended_in_feed = 0;
+        self.tunnel_from = None;
         self.feed_seen(ts_ns, data, methods, http, out);
         if gap > 0 {
             self.feed_gap(ts_ns, gap, http, out);
@@ -218,6 +224,7 @@ impl MessageParser {
         http: &HttpOptions,
         out: &mut Vec<ParseEvent>,
     ) {
+        let total = data.len();
         while !data.is_empty() {
             match self.state {
                 State::Idle => {
@@ -337,7 +344,10 @@ impl MessageParser {
                     self.msg_bytes += data.len() as u64;
                     data = &[];
                 }
-                State::Tunnel => data = &[],
+                State::Tunnel => {
+                    self.tunnel_from.get_or_insert(total - data.len());
+                    data = &[];
+                }
                 State::Resync => match find_message_start(data) {
                     Some(i) => {
                         self.skipped_bytes += i as u64;

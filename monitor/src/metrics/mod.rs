@@ -726,6 +726,7 @@ impl Metrics {
         let (h, ph) = (&s.h2, &p.h2);
         for (kind, now, before) in [
             ("connections", h.connections, ph.connections),
+            ("upgrades", h.upgrades, ph.upgrades),
             ("streams", h.streams, ph.streams),
             ("unknown_fields", h.unknown_fields, ph.unknown_fields),
             (

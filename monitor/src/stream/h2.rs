@@ -22,6 +22,8 @@ const MAX_GRPC_MESSAGE: usize = 256;
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct H2Stats {
     pub connections: u64,
+    /// Of those, HTTP/1.1 connections upgraded in cleartext (`Upgrade: h2c`, then 101).
+    pub upgrades: u64,
     pub streams: u64,
     /// Header fields that referred to HPACK table entries never seen (a connection joined
     /// mid-way, or a lost block).
@@ -118,6 +120,38 @@ impl H2Conn {
             },
             counted: (0, 0, 0, 0, 0),
         }
+    }
+
+    /// An HTTP/1.1 connection a 101 turned into HTTP/2 (`Upgrade: h2c`, RFC 7540 section 3.2):
+    /// the upgrading request is stream 1, half-closed by the client when it `ended`; `sizes` are
+    /// its wire and body bytes. Next come the client's preface and the server's SETTINGS; both
+    /// HPACK tables start empty, as on any fresh connection.
+    pub fn upgraded(
+        client: Direction,
+        req: Box<RequestHead>,
+        ts_ns: u64,
+        sizes: [u64; 2],
+        ended: bool,
+        stats: &mut PipelineStats,
+    ) -> Self {
+        let c = dir_index(client);
+        let mut conn = Self {
+            readers: [FrameReader::new(c == 0), FrameReader::new(c == 1)],
+            state: Streams {
+                hpack: [hpack::Decoder::new(false), hpack::Decoder::new(false)],
+                streams: HashMap::new(),
+                fields: Vec::new(),
+                client_dir: Some(c),
+            },
+            counted: (0, 0, 0, 0, 0),
+        };
+        if let Some(s) = conn.state.stream_mut(1, ts_ns, stats) {
+            s.req = Some(req);
+            s.wire[c] = sizes[0];
+            s.body[c] = sizes[1];
+            s.ended[c] = ended;
+        }
+        conn
     }
 
     /// Memory held beyond the streams (frame buffers).

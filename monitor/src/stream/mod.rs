@@ -103,6 +103,9 @@ struct Conn {
     h2_tries: u8,
     /// Joined mid-way (opened before the agent, or its open event was lost).
     mid_stream: bool,
+    /// A request offering `Upgrade: h2c` that a 101 answered: it becomes stream 1 of the
+    /// HTTP/2 connection that the tunnel event starts.
+    h2c_upgrade: Option<PendingRequest>,
 }
 
 impl Conn {
@@ -134,6 +137,7 @@ impl Conn {
             h2: None,
             h2_tries: if mid_stream { H2_DETECT_TRIES } else { 1 },
             mid_stream,
+            h2c_upgrade: None,
         }
     }
 
@@ -459,11 +463,30 @@ impl ConnTable {
         );
         stats.bytes_skipped += parser.skipped_bytes - skipped;
         let body_left = parser.body_remaining();
+        let tunnel_from = parser.tunnel_from;
         let mut events = std::mem::take(&mut self.events);
         for ev in events.drain(..) {
             handle(chunk.id, conn, chunk.direction, ev, stats, out);
         }
         self.events = events;
+        // Upgraded to HTTP/2 by this chunk: what follows the 101 in it are frames.
+        if let Some(from) = tunnel_from
+            && let Some(mut h2) = conn.h2.take()
+        {
+            h2.feed(
+                chunk.id,
+                conn,
+                chunk.direction,
+                chunk.ts_ns,
+                &chunk.bytes[from..],
+                chunk.gap(),
+                &self.cfg.http,
+                stats,
+                out,
+            );
+            conn.h2 = Some(h2);
+            return Some((before, conn_buffered(conn)));
+        }
         let d = match chunk.direction {
             Direction::Ingress => 0,
             Direction::Egress => 1,
@@ -625,6 +648,11 @@ fn handle(
                 stats.orphan_responses += 1;
                 return;
             };
+            if status == 101 && req.head.upgrade_h2c {
+                // Not an exchange of its own: the request's answer comes on HTTP/2's stream 1.
+                conn.h2c_upgrade = Some(req);
+                return;
+            }
             let resp = ResponseSize {
                 bytes,
                 body_bytes: bytes - head_bytes,
@@ -639,7 +667,22 @@ fn handle(
         ParseEvent::Tunnel => {
             conn.ingress.set_tunnel();
             conn.egress.set_tunnel();
-            stats.tunnels += 1;
+            match (conn.h2c_upgrade.take(), conn.request_direction()) {
+                (Some(req), Some(client)) => {
+                    conn.h2 = Some(Box::new(H2Conn::upgraded(
+                        client,
+                        req.head,
+                        req.ts_ns,
+                        [req.bytes, req.body_bytes],
+                        req.ended,
+                        stats,
+                    )));
+                    conn.h2_tries = 0;
+                    stats.h2.connections += 1;
+                    stats.h2.upgrades += 1;
+                }
+                _ => stats.tunnels += 1,
+            }
         }
         ParseEvent::Error(e) => stats.parse_errors.record(e),
     }

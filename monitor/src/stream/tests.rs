@@ -670,6 +670,78 @@ mod http2 {
     }
 
     #[test]
+    fn an_h2c_upgrade_makes_the_request_stream_1_and_the_rest_http2() {
+        let upgrade = b"GET /users/7?token=s3cr3t HTTP/1.1\r\nHost: api.local\r\n\
+            Authorization: Bearer tok-secret-1\r\nConnection: Upgrade, HTTP2-Settings\r\n\
+            Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n";
+        // The 101 and the first frames in one write, as a server may send them: its SETTINGS
+        // and stream 1's answer; stream 3's comes after the client asked.
+        let mut resp =
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n".to_vec();
+        let frames = server_responses();
+        let stream3 = frames.len() - 2 * 9 - 2 - 1;
+        resp.extend(&frames[..stream3]);
+        let resp3 = &frames[stream3..];
+        // After the 101, the client's preface; its stream 3 as in client_requests, by literals.
+        let mut after = PREFACE.to_vec();
+        after.extend(settings());
+        let mut block = vec![0x82, 0x86];
+        block.extend(literal(":path", "/orders/9", false));
+        after.extend(frame(HEADERS, END_HEADERS | END_STREAM, 3, &block));
+        let run_split = |cut: usize| {
+            run_with(
+                Role::Server,
+                &[
+                    (IN, upgrade, 0),
+                    (OUT, &resp[..cut], 0),
+                    (IN, &after, 0),
+                    (OUT, &resp[cut..], 0),
+                    (OUT, resp3, 0),
+                ],
+                true,
+            )
+        };
+        let (ex, stats) = run_split(resp.len());
+        assert_eq!(ex.len(), 2, "{ex:?}");
+        assert_eq!(
+            (
+                ex[0].stream_id,
+                ex[0].path.as_str(),
+                ex[0].status,
+                ex[0].http_version
+            ),
+            (Some(1), "/users/7", Some(200), "2")
+        );
+        assert_eq!(ex[0].auth_scheme, AuthScheme::Bearer);
+        assert_eq!(ex[0].host.as_deref(), Some("api.local"));
+        assert_eq!(ex[0].resp_body_bytes, 11);
+        assert!(ex[0].complete, "{:?}", ex[0]);
+        assert_eq!(
+            (ex[1].stream_id, ex[1].path.as_str(), ex[1].status),
+            (Some(3), "/orders/9", Some(404))
+        );
+        assert_eq!(
+            (stats.h2.connections, stats.h2.upgrades, stats.tunnels),
+            (1, 1, 0)
+        );
+        let json: String = ex.iter().map(Exchange::to_json).collect();
+        assert!(!json.contains("s3cr3t") && !json.contains("tok-secret"), "{json}");
+        // The 101 alone in its write, and the frames split anywhere after it: the same.
+        let head_len = resp.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        for cut in head_len..resp.len() {
+            let (e2, _) = run_split(cut);
+            assert_eq!(summary(&e2), summary(&ex), "cut {cut}");
+        }
+        // A 101 to another protocol stays a tunnel, with its exchange.
+        let ws = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+        let (ex, stats) = run_with(Role::Server, &[(IN, ws, 0), (OUT, &resp, 0)], true);
+        assert_eq!(
+            (ex.len(), ex[0].status, stats.tunnels, stats.h2.upgrades),
+            (1, Some(101), 1, 0)
+        );
+    }
+
+    #[test]
     fn server_settings_first_is_recognised() {
         // nginx writes its SETTINGS before reading the client's preface.
         let req = client_requests();
