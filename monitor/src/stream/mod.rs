@@ -432,19 +432,7 @@ impl ConnTable {
                 conn.h2_tries = 0;
             }
         }
-        if let Some(mut h2) = conn.h2.take() {
-            h2.feed(
-                chunk.id,
-                conn,
-                chunk.direction,
-                chunk.ts_ns,
-                &chunk.bytes,
-                chunk.gap(),
-                &self.cfg.http,
-                stats,
-                out,
-            );
-            conn.h2 = Some(h2);
+        if feed_h2(conn, &chunk, 0, &self.cfg.http, stats, out) {
             return Some((before, conn_buffered(conn)));
         }
         let parser = match chunk.direction {
@@ -471,20 +459,8 @@ impl ConnTable {
         self.events = events;
         // Upgraded to HTTP/2 by this chunk: what follows the 101 in it are frames.
         if let Some(from) = tunnel_from
-            && let Some(mut h2) = conn.h2.take()
+            && feed_h2(conn, &chunk, from, &self.cfg.http, stats, out)
         {
-            h2.feed(
-                chunk.id,
-                conn,
-                chunk.direction,
-                chunk.ts_ns,
-                &chunk.bytes[from..],
-                chunk.gap(),
-                &self.cfg.http,
-                stats,
-                out,
-            );
-            conn.h2 = Some(h2);
             return Some((before, conn_buffered(conn)));
         }
         let d = match chunk.direction {
@@ -558,6 +534,35 @@ impl ConnTable {
 /// Bytes a connection holds between events: parser buffers, HTTP/2 frame buffers.
 fn conn_buffered(c: &Conn) -> usize {
     c.ingress.buffered() + c.egress.buffered() + c.h2.as_ref().map_or(0, |h| h.buffered())
+}
+
+/// Feeds `chunk`'s bytes from `from` on to the connection's HTTP/2 decoder, if it has one (false:
+/// it is not HTTP/2).
+fn feed_h2(
+    conn: &mut Conn,
+    chunk: &DataChunk,
+    from: usize,
+    http: &HttpOptions,
+    stats: &mut PipelineStats,
+    out: &mut Vec<Exchange>,
+) -> bool {
+    // Taken out for the call: the decoder reads the connection's other fields.
+    let Some(mut h2) = conn.h2.take() else {
+        return false;
+    };
+    h2.feed(
+        chunk.id,
+        conn,
+        chunk.direction,
+        chunk.ts_ns,
+        &chunk.bytes[from..],
+        chunk.gap(),
+        http,
+        stats,
+        out,
+    );
+    conn.h2 = Some(h2);
+    true
 }
 
 fn handle(
