@@ -119,6 +119,12 @@ pub fn encode(ev: &CaptureEvent, b: &mut Vec<u8>) {
             let cgroup = &p.cgroup.as_bytes()[..p.cgroup.len().min(u16::MAX as usize)];
             b.extend_from_slice(&(cgroup.len() as u16).to_le_bytes());
             b.extend_from_slice(cgroup);
+            // Added after the format's first files: a reader finds it absent in those.
+            if !p.tls_library.is_empty() {
+                let lib = &p.tls_library.as_bytes()[..p.tls_library.len().min(255)];
+                b.push(lib.len() as u8);
+                b.extend_from_slice(lib);
+            }
         }
     }
 }
@@ -236,11 +242,19 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
             let comm = String::from_utf8_lossy(c.take(n)?).into_owned();
             let n = c.u16()? as usize;
             let cgroup = String::from_utf8_lossy(c.take(n)?).into_owned();
+            let tls_library = match c.0.is_empty() {
+                true => String::new(),
+                false => {
+                    let n = c.u8()? as usize;
+                    String::from_utf8_lossy(c.take(n)?).into_owned()
+                }
+            };
             CaptureEvent::Process(crate::capture::event::ProcessFacts {
                 ts_ns,
                 tgid: id.tgid,
                 comm,
                 cgroup,
+                tls_library,
             })
         }
         _ => return None,
@@ -361,6 +375,14 @@ mod tests {
                 tgid: 7,
                 comm: "python3".into(),
                 cgroup: "/system.slice/shop.service".into(),
+                tls_library: String::new(),
+            }),
+            CaptureEvent::Process(crate::capture::event::ProcessFacts {
+                ts_ns: 7,
+                tgid: 7,
+                comm: "java".into(),
+                cgroup: String::new(),
+                tls_library: "java".into(),
             }),
         ]
     }

@@ -1,4 +1,6 @@
 //! Counters of the userspace pipeline (the kernel's own are in capture::kernel).
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::http::ParseError;
@@ -48,8 +50,9 @@ pub struct PipelineStats {
     /// Connections evicted because all together buffered more than stream.max_buffered_bytes.
     pub connections_shed: u64,
     /// TLS connections whose plaintext was never seen (a TLS library we do not probe), by
-    /// process name; at most MAX_BLIND_SPOT_PROCESSES names, the rest under "__other__".
-    pub tls_blind_spots: std::collections::BTreeMap<String, u64>,
+    /// process name and then by the TLS libraries it had loaded (capture::tls_library); at most
+    /// MAX_BLIND_SPOT_PROCESSES names, the rest under "__other__".
+    pub tls_blind_spots: BTreeMap<String, BTreeMap<String, u64>>,
     pub findings: u64,
     /// Exchange and finding lines the outputs could not write.
     pub output_write_errors: u64,
@@ -69,15 +72,29 @@ pub struct StateWriteErrors {
 }
 
 const MAX_BLIND_SPOT_PROCESSES: usize = 256;
+/// Library labels per process name, at most (a name shared by many different programs).
+const MAX_LIBRARY_LABELS: usize = 8;
 
 impl PipelineStats {
-    pub fn record_tls_blind_spot(&mut self, comm: &str) {
+    pub fn record_tls_blind_spot(&mut self, comm: &str, library: &str) {
         let full = self.tls_blind_spots.len() >= MAX_BLIND_SPOT_PROCESSES;
         let key = if full && !self.tls_blind_spots.contains_key(comm) {
             "__other__"
         } else {
             comm
         };
-        *self.tls_blind_spots.entry(key.to_string()).or_default() += 1;
+        let libraries = self.tls_blind_spots.entry(key.to_string()).or_default();
+        // Labels come from a short fixed list, joined; the cap only guards "__other__".
+        let library = if libraries.len() >= MAX_LIBRARY_LABELS && !libraries.contains_key(library) {
+            "__other__"
+        } else {
+            library
+        };
+        *libraries.entry(library.to_string()).or_default() += 1;
+    }
+
+    /// Blind-spot connections of a process, whatever its libraries.
+    pub fn tls_blind_spots_of(&self, comm: &str) -> u64 {
+        self.tls_blind_spots.get(comm).map_or(0, |l| l.values().sum())
     }
 }

@@ -83,6 +83,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // caddy (a Go TLS file server).
     "golang-go",
     "caddy",
+    // A TLS library apiwatch does not decrypt (the JDK's own, in Java code), for the TLS tier's
+    // blind-spot count by library: `java File.java` needs the compiler, so the JDK.
+    "default-jdk-headless",
     // HTTP/2: h2load (load against nginx's h2c and h2, in the tests and the bench) and nghttp;
     // python's h2 (a connection opened before the agent) and grpcio (a real gRPC server and
     // client), both for Debian's /usr/bin/python3.

@@ -88,6 +88,9 @@ pub struct ProcessFacts {
     pub comm: String,
     /// Its cgroup v2 path (the `0::` line of /proc/PID/cgroup), empty when unknown.
     pub cgroup: String,
+    /// The TLS libraries it has loaded (`tls_library`), said beside its TLS blind spots; empty
+    /// until its first TLS connection (the facts are sent again then, with it).
+    pub tls_library: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@ pub mod kernel;
 pub mod procfs;
 pub mod resolve;
 pub mod tls;
+pub mod tls_library;
 pub mod tls_sites;
 
 pub use event::{BodyHint, CaptureEvent, ConnId, ConnOpen, DataChunk, Decoder, Direction, Role};

@@ -34,6 +34,7 @@ pub fn process_facts(tgid: u32, ts_ns: u64) -> super::event::ProcessFacts {
         tgid,
         comm: comm_of(tgid).unwrap_or_default(),
         cgroup,
+        tls_library: String::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! What the kernel cannot tell and /proc can, added to the event stream on the pipeline's thread
 //! (not the ring-draining capture thread): each process's facts (name,
-//! cgroup) before its first event, and the addresses of a connection the probes opened without
+//! cgroup) before its first event, again with its TLS libraries before its first TLS
+//! connection's event (for the blind-spot count), and the addresses of a connection the probes opened without
 //! them (an accept without an address buffer, IPv6 adopted by the socket layer). Reading /proc
 //! costs from microseconds (a process's comm) to milliseconds (/proc/PID/net/tcp on a host with
 //! many sockets); on the capture thread the ring would fill meanwhile.
@@ -8,6 +9,7 @@ use hashbrown::HashSet;
 
 use super::event::{CaptureEvent, ConnOpen};
 use super::procfs;
+use super::tls_library::TlsLibraries;
 
 /// Processes remembered as described, at most: past it the set starts again, so a process seen
 /// again is described again (bounded memory whatever the churn of pids).
@@ -20,6 +22,9 @@ pub struct Resolver {
     /// Processes whose facts went out; an exit forgets the process (its pid may come back as
     /// another).
     described: HashSet<u32>,
+    /// Processes whose facts went out with their TLS libraries (same lifetime as `described`).
+    tls_described: HashSet<u32>,
+    tls_libraries: TlsLibraries,
 }
 
 impl Resolver {
@@ -55,8 +60,21 @@ impl Resolver {
         let (tgid, ts_ns) = match ev {
             CaptureEvent::Open(o) => (o.id.tgid, o.ts_ns),
             CaptureEvent::Data(d) => (d.id.tgid, d.ts_ns),
+            CaptureEvent::Tls { id, ts_ns } => {
+                if self.tls_described.len() >= MAX_DESCRIBED {
+                    self.tls_described.clear();
+                }
+                if !self.tls_described.insert(id.tgid) {
+                    return None;
+                }
+                self.described.insert(id.tgid);
+                let mut facts = procfs::process_facts(id.tgid, *ts_ns);
+                facts.tls_library = self.tls_libraries.of_process(id.tgid);
+                return Some(CaptureEvent::Process(facts));
+            }
             CaptureEvent::ProcessExit { tgid, .. } => {
                 self.described.remove(tgid);
+                self.tls_described.remove(tgid);
                 return None;
             }
             _ => return None,
@@ -128,6 +146,26 @@ mod tests {
         assert_eq!(r.resolve(vec![data(me)]).len(), 1);
         let out = r.resolve(vec![CaptureEvent::ProcessExit { ts_ns: 3, tgid: me }, data(me)]);
         assert!(matches!(out[1], CaptureEvent::Process(_)), "{out:?}");
+    }
+
+    /// A process's first TLS connection sends its facts again, with its TLS libraries (this
+    /// test binary links rustls, for the HTTPS sinks); its next ones do not.
+    #[test]
+    fn a_first_tls_connection_sends_the_process_s_tls_libraries() {
+        let me = std::process::id();
+        let tls = |fd| CaptureEvent::Tls {
+            ts_ns: 3,
+            id: ConnId { tgid: me, fd },
+        };
+        let mut r = Resolver::default();
+        let out = r.resolve(vec![data(me), tls(3), tls(4)]);
+        assert_eq!(out.len(), 5, "{out:?}");
+        let (CaptureEvent::Process(first), CaptureEvent::Process(again)) = (&out[0], &out[2]) else {
+            panic!("{out:?}");
+        };
+        assert_eq!(first.tls_library, "");
+        assert_eq!((again.tgid, again.tls_library.as_str()), (me, "rustls"));
+        assert!(matches!(out[3], CaptureEvent::Tls { .. }) && matches!(out[4], CaptureEvent::Tls { .. }));
     }
 
     #[test]

@@ -510,8 +510,8 @@ impl Metrics {
             tls_blind_spots: counter_vec(
                 &r,
                 "apiwatch_tls_blind_spot_connections_total",
-                "TLS connections whose plaintext apiwatch could not see (a TLS library it does not probe, e.g. statically linked), by process.",
-                &["process"],
+                "TLS connections whose plaintext apiwatch could not see, by process and the TLS libraries it had loaded (java, nss, rustls, ...: not decrypted; openssl, gnutls, go: probed, missed).",
+                &["process", "library"],
             ),
             bytes_not_seen: counter(
                 &r,
@@ -700,11 +700,18 @@ impl Metrics {
             .inc_by(s.connections_shed.saturating_sub(p.connections_shed));
         self.routes_folded
             .inc_by(routes_folded.saturating_sub(last.routes_folded));
-        for (process, n) in &s.tls_blind_spots {
-            let before = p.tls_blind_spots.get(process).copied().unwrap_or(0);
-            self.tls_blind_spots
-                .with_label_values(&[process])
-                .inc_by(n.saturating_sub(before));
+        for (process, libraries) in &s.tls_blind_spots {
+            for (library, n) in libraries {
+                let before = p
+                    .tls_blind_spots
+                    .get(process)
+                    .and_then(|l| l.get(library))
+                    .copied()
+                    .unwrap_or(0);
+                self.tls_blind_spots
+                    .with_label_values(&[process, library])
+                    .inc_by(n.saturating_sub(before));
+            }
         }
         self.output_write_errors
             .inc_by(s.output_write_errors.saturating_sub(p.output_write_errors));

@@ -152,15 +152,23 @@ impl Conn {
 /// Process facts kept at most (about 100 bytes each), see `ConnTable::remember_process`.
 const MAX_PROCESSES: usize = 32_768;
 
+/// A process's facts, as its connections share them.
+struct ProcessInfo {
+    comm: Arc<str>,
+    cgroup: Arc<str>,
+    /// Its TLS libraries, for its blind spots (empty: not said).
+    tls_library: Arc<str>,
+}
+
 /// The reassembly stage: capture events in, exchanges out.
 pub struct ConnTable {
     cfg: StreamConfig,
     conns: HashMap<ConnId, Conn>,
     /// Processes that opened a connection since their last exit event (see `note_tgid`).
     tgids: hashbrown::HashSet<u32>,
-    /// Name and cgroup of each process the capture described (CaptureEvent::Process); bounded
-    /// like `tgids` (see `remember_process`).
-    processes: HashMap<u32, (Arc<str>, Arc<str>)>,
+    /// What the capture said of each process (CaptureEvent::Process); bounded like `tgids`
+    /// (see `remember_process`).
+    processes: HashMap<u32, ProcessInfo>,
     events: Vec<ParseEvent>,
     /// What the connections buffer together (the sum of `conn_buffered`), kept as events
     /// change it, for `max_buffered_bytes`.
@@ -212,8 +220,18 @@ impl ConnTable {
             let live: hashbrown::HashSet<u32> = self.conns.keys().map(|id| id.tgid).collect();
             self.processes.retain(|tgid, _| live.contains(tgid));
         }
-        self.processes
-            .insert(facts.tgid, (facts.comm.into(), facts.cgroup.into()));
+        // Facts sent again without the TLS libraries (the capture's set of described processes
+        // started again) keep those already said.
+        let tls_library = match (facts.tls_library.is_empty(), self.processes.get(&facts.tgid)) {
+            (true, Some(known)) => known.tls_library.clone(),
+            _ => facts.tls_library.into(),
+        };
+        let info = ProcessInfo {
+            comm: facts.comm.into(),
+            cgroup: facts.cgroup.into(),
+            tls_library,
+        };
+        self.processes.insert(facts.tgid, info);
     }
 
     /// Collect body hints for a live capture (see `take_hints`).
@@ -257,7 +275,6 @@ impl ConnTable {
             }
             CaptureEvent::Process(facts) => self.remember_process(facts),
             CaptureEvent::ProcessExit { ts_ns, tgid } => {
-                self.processes.remove(&tgid);
                 // Most exiting processes never had a connection: skip them without a scan.
                 if self.tgids.remove(&tgid) {
                     let mut gone: Vec<ConnId> =
@@ -269,6 +286,8 @@ impl ConnTable {
                         }
                     }
                 }
+                // After the closes: a blind spot among them is said with the process's libraries.
+                self.processes.remove(&tgid);
             }
         }
         // Idle expiry runs on event time (so replay behaves as live), at most once a second.
@@ -317,13 +336,13 @@ impl ConnTable {
         conn.peer = open.peer;
         // The kernel names the process at open; share the facts' copy when it is the same name.
         match self.processes.get(&open.id.tgid) {
-            Some((comm, cgroup)) => {
-                conn.comm = if **comm == *open.comm {
-                    comm.clone()
+            Some(p) => {
+                conn.comm = if *p.comm == *open.comm {
+                    p.comm.clone()
                 } else {
                     open.comm.into()
                 };
-                conn.cgroup = cgroup.clone();
+                conn.cgroup = p.cgroup.clone();
             }
             None => conn.comm = open.comm.into(),
         }
@@ -403,9 +422,9 @@ impl ConnTable {
             let mut conn = Conn::new(None, true);
             // The name the capture recorded for the process: no /proc read here, so a
             // recording replays the same anywhere.
-            if let Some((comm, cgroup)) = self.processes.get(&chunk.id.tgid) {
-                conn.comm = comm.clone();
-                conn.cgroup = cgroup.clone();
+            if let Some(p) = self.processes.get(&chunk.id.tgid) {
+                conn.comm = p.comm.clone();
+                conn.cgroup = p.cgroup.clone();
             }
             self.note_tgid(chunk.id.tgid);
             self.conns.insert(chunk.id, conn);
@@ -513,7 +532,13 @@ impl ConnTable {
             self.events = events;
         }
         if conn.tls && !conn.tls_plaintext_seen {
-            stats.record_tls_blind_spot(&conn.comm);
+            let library = self.processes.get(&id.tgid).map_or("", |p| &p.tls_library);
+            let library = if library.is_empty() {
+                crate::capture::tls_library::UNKNOWN
+            } else {
+                library
+            };
+            stats.record_tls_blind_spot(&conn.comm, library);
         }
         // Requests that never got a response still happened: report them without a status.
         while let Some(req) = conn.pending.0.pop_front() {

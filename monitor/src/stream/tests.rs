@@ -916,6 +916,7 @@ fn process_facts_from_the_capture_name_mid_stream_connections_without_proc() {
         tgid: own.tgid,
         comm: "shop-api".into(),
         cgroup: "/system.slice/shop.service".into(),
+        tls_library: String::new(),
     })));
     assert_eq!(&*described.comm, "shop-api");
     assert_eq!(&*described.cgroup, "/system.slice/shop.service");
@@ -934,6 +935,7 @@ fn an_opened_connection_takes_its_process_cgroup_and_an_exit_forgets_it() {
             tgid,
             comm: "cli".into(),
             cgroup: "/user.slice/a".into(),
+            tls_library: String::new(),
         })
     };
     table.process(facts(ID.tgid), &mut stats, &mut out);
@@ -956,4 +958,60 @@ fn an_opened_connection_takes_its_process_cgroup_and_an_exit_forgets_it() {
     table.process(exit_event(90, ID.tgid), &mut stats, &mut out);
     assert_eq!(out.len(), 2);
     assert_eq!((&*out[1].comm, &*out[1].cgroup), ("", ""));
+}
+
+/// A TLS connection whose plaintext no probe saw is a blind spot of its process, said with the
+/// libraries the capture found loaded; facts sent again without them keep them; a process exit
+/// that ends the connection still knows them; a process never described is `unknown`.
+#[test]
+fn a_blind_spot_is_counted_by_process_and_tls_library() {
+    let mut table = ConnTable::new(StreamConfig::default());
+    let (mut stats, mut out) = (PipelineStats::default(), Vec::new());
+    let facts = |tgid, tls_library: &str| {
+        CaptureEvent::Process(crate::capture::event::ProcessFacts {
+            ts_ns: 0,
+            tgid,
+            comm: "cli".into(),
+            cgroup: String::new(),
+            tls_library: tls_library.into(),
+        })
+    };
+    let tls = |id| CaptureEvent::Tls { ts_ns: 2, id };
+    let close_event = |id| CaptureEvent::Close { ts_ns: 3, id };
+    table.process(facts(ID.tgid, ""), &mut stats, &mut out);
+    table.process(open_event(ID, 0), &mut stats, &mut out);
+    table.process(facts(ID.tgid, "java"), &mut stats, &mut out);
+    table.process(tls(ID), &mut stats, &mut out);
+    table.process(close_event(ID), &mut stats, &mut out);
+    let second = ConnId { tgid: ID.tgid, fd: 6 };
+    table.process(facts(ID.tgid, ""), &mut stats, &mut out);
+    table.process(open_event(second, 0), &mut stats, &mut out);
+    table.process(tls(second), &mut stats, &mut out);
+    table.process(exit_event(10, ID.tgid), &mut stats, &mut out);
+    let stranger = ConnId { tgid: 300, fd: 5 };
+    table.process(open_event(stranger, 0), &mut stats, &mut out);
+    table.process(tls(stranger), &mut stats, &mut out);
+    table.process(close_event(stranger), &mut stats, &mut out);
+    let counts: Vec<_> = stats.tls_blind_spots["cli"]
+        .iter()
+        .map(|(l, n)| (l.as_str(), *n))
+        .collect();
+    assert_eq!(
+        counts,
+        [("java", 2), ("unknown", 1)],
+        "{:?}",
+        stats.tls_blind_spots
+    );
+    assert_eq!(stats.tls_blind_spots_of("cli"), 3);
+    // Plaintext seen through a TLS probe: no blind spot.
+    let seen = ConnId { tgid: 400, fd: 5 };
+    table.process(open_event(seen, 0), &mut stats, &mut out);
+    table.process(tls(seen), &mut stats, &mut out);
+    let mut chunk = data_event(seen, Direction::Egress, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0);
+    if let CaptureEvent::Data(d) = &mut chunk {
+        d.tls = true;
+    }
+    table.process(chunk, &mut stats, &mut out);
+    table.process(close_event(seen), &mut stats, &mut out);
+    assert_eq!(stats.tls_blind_spots_of("cli"), 3);
 }
