@@ -576,6 +576,39 @@ mod tests {
         assert_eq!(s.top().map(|(k, _)| k), Some("heavy"));
     }
 
+    /// A route whose traffic varied and then repeats one rate exactly (its real clients gone, a
+    /// fixed-rate prober left): found, and the finding says why.
+    #[test]
+    fn a_rate_stuck_on_one_value_is_found_and_says_so() {
+        let mut b = Baselines::new(opts(None));
+        let mut out = Vec::new();
+        let mut t = 3_000_000;
+        // A fixed sequence of rates around 20, no two neighbours equal; long enough for the
+        // detector to know the series' runs (RECORD_WARMUP windows).
+        for w in 0..320u64 {
+            t = drive(&mut b, t, 1, 14 + (w * 7) % 13, 0, &mut out);
+        }
+        assert!(out.is_empty(), "varied traffic: {out:?}");
+        // The same count 15 windows in a row (the detector's surprise for repeats that were
+        // rare reaches its threshold after about a dozen).
+        for _ in 0..15 {
+            t = drive(&mut b, t, 1, 20, 0, &mut out);
+        }
+        let stuck: Vec<_> = out
+            .iter()
+            .filter(|f| f.kind == "rate_anomaly" && f.state == Some(Lifecycle::Firing))
+            .collect();
+        assert_eq!(stuck.len(), 1, "{out:?}");
+        assert!(
+            stuck[0].evidence.contains("observed 20.000")
+                && stuck[0]
+                    .evidence
+                    .contains("windows in a row, longer than ever before"),
+            "{}",
+            stuck[0].evidence
+        );
+    }
+
     #[test]
     fn a_series_that_drops_to_zero_is_seen() {
         let mut b = Baselines::new(opts(None));
