@@ -56,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
             id,
             direction: dir,
             total_len: bytes.len() as u64 + gap,
-            bytes,
+            bytes: bytes[..].into(),
             tls: false,
         });
         let mut copy = ev.clone();

@@ -11,6 +11,7 @@ fuzz_target!(|data: &[u8]| {
     let mut table = ConnTable::new(StreamConfig {
         max_connections: 4,
         idle_timeout_ns: 1_000_000_000,
+        ..StreamConfig::default()
     });
     let mut stats = PipelineStats::default();
     let mut out = Vec::new();
@@ -43,7 +44,7 @@ fuzz_target!(|data: &[u8]| {
                     id,
                     direction: if op & 0x8 != 0 { Direction::Ingress } else { Direction::Egress },
                     total_len: bytes.len() as u64 + gap,
-                    bytes: bytes.to_vec(),
+                    bytes: bytes.into(),
                     tls: op & 0x40 != 0 && op & 0x20 != 0,
                 })
             }

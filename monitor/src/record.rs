@@ -7,11 +7,14 @@
 use std::io::{self, BufRead, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 
+use crate::capture::event::Arena;
 use crate::capture::{CaptureEvent, ConnId, ConnOpen, DataChunk, Direction, Role};
 
 pub const MAGIC: &[u8; 8] = b"APIWREC2";
 /// Largest record accepted on read (a data event holds at most CAPTURE_MAX bytes).
 const MAX_RECORD: usize = 1 << 20;
+/// Replay copies data bytes into blocks of this size, as the live capture does (capture::event::Arena).
+const REPLAY_ARENA_BLOCK: usize = 512 * 1024;
 
 const KIND_OPEN: u8 = 1;
 const KIND_DATA: u8 = 2;
@@ -187,7 +190,8 @@ impl<'a> Cursor<'a> {
     }
 }
 
-pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
+/// One record's body; data bytes copied into `arena`.
+pub fn decode(body: &[u8], arena: &mut Arena) -> Option<CaptureEvent> {
     let mut c = Cursor(body);
     let kind = c.u8()?;
     let ts_ns = c.u64()?;
@@ -224,7 +228,7 @@ pub fn decode(body: &[u8]) -> Option<CaptureEvent> {
             let tls = c.u8()? != 0;
             let total_len = c.u64()?;
             let n = c.u32()? as usize;
-            let bytes = c.take(n)?.to_vec();
+            let bytes = arena.copy(c.take(n)?);
             CaptureEvent::Data(DataChunk {
                 ts_ns,
                 id,
@@ -269,6 +273,7 @@ pub struct RecordReader<R: BufRead> {
     input: R,
     index: u64,
     body: Vec<u8>,
+    arena: Arena,
     /// The file ended inside a record (a crash while writing): the rest was ignored.
     pub truncated_tail: bool,
 }
@@ -284,6 +289,7 @@ impl<R: BufRead> RecordReader<R> {
             input,
             index: 0,
             body: Vec::new(),
+            arena: Arena::new(REPLAY_ARENA_BLOCK),
             truncated_tail: false,
         })
     }
@@ -310,7 +316,7 @@ impl<R: BufRead> RecordReader<R> {
             self.truncated_tail = true;
             return Ok(None);
         }
-        let ev = decode(&self.body).ok_or(RecordError::Corrupt {
+        let ev = decode(&self.body, &mut self.arena).ok_or(RecordError::Corrupt {
             index: self.index,
             reason: "undecodable record",
         })?;
@@ -354,7 +360,7 @@ mod tests {
                 id,
                 direction: Direction::Egress,
                 total_len: 1000,
-                bytes: b"HTTP/1.1 200 OK\r\n".to_vec(),
+                bytes: bytes::BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]),
                 tls: true,
             }),
             CaptureEvent::Tls { ts_ns: 2, id },

@@ -312,7 +312,7 @@ mod tests {
             id: ConnId { tgid: 1, fd: 2 },
             direction: Direction::Egress,
             total_len: bytes.len() as u64,
-            bytes: bytes.clone(),
+            bytes: bytes::BytesMut::from(&bytes[..]),
             tls: false,
         });
         Redactor::default().redact(&mut ev);
@@ -335,7 +335,7 @@ mod tests {
                 id: ConnId { tgid: 1, fd },
                 direction: Direction::Egress,
                 total_len: 3,
-                bytes: b"GET".to_vec(),
+                bytes: bytes::BytesMut::from(&b"GET"[..]),
                 tls: false,
             });
             red.redact(&mut ev);
@@ -353,7 +353,7 @@ mod tests {
                 id,
                 direction: Direction::Egress,
                 total_len: b.len() as u64,
-                bytes: b.as_bytes().to_vec(),
+                bytes: bytes::BytesMut::from(b.as_bytes()),
                 tls: false,
             })
         };

@@ -1,4 +1,4 @@
-//! `cargo xtask fuzz [--secs N] [TARGET...]`: every fuzz target of fuzz/ (cargo-fuzz, libFuzzer,
+//! `cargo xtask fuzz [--secs N] [--no-sanitizer] [TARGET...]`: every fuzz target of fuzz/ (cargo-fuzz, libFuzzer,
 //! nightly) for N seconds each, from the seed corpora kept in fuzz/seeds/TARGET (test fixtures);
 //! prints the executions and their rate per target. A crash stops with its reproducer in
 //! fuzz/artifacts/TARGET: turn it into a regression unit test. Not part of `cargo xtask test`.
@@ -20,7 +20,7 @@ pub(crate) const TARGETS: &[&str] = &[
     "http2",
 ];
 
-pub(crate) fn run(secs: u64, only: &[String]) -> Result<()> {
+pub(crate) fn run(secs: u64, sanitizer: bool, only: &[String]) -> Result<()> {
     if !have("cargo-fuzz") {
         eprintln!("xtask: installing cargo-fuzz");
         cargo(&["install", "cargo-fuzz", "--locked"])?;
@@ -45,6 +45,11 @@ pub(crate) fn run(secs: u64, only: &[String]) -> Result<()> {
         let out = Command::new("cargo")
             .current_dir(&fuzz)
             .args(["+nightly", "fuzz", "run", target])
+            .args(if sanitizer {
+                &[][..]
+            } else {
+                &["--sanitizer", "none"][..]
+            })
             // Beside the agent's build cache, not in the work tree (it grows to gigabytes).
             .arg("--target-dir")
             .arg(crate::target_dir().join("fuzz"))
@@ -71,6 +76,9 @@ pub(crate) fn run(secs: u64, only: &[String]) -> Result<()> {
             let tail: Vec<&str> = err.lines().rev().take(40).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             eprintln!("{}", tail.join("\n"));
+            if err.contains("failed to build fuzz script") {
+                bail!("fuzz target {target} does not build (above)");
+            }
             bail!("fuzz target {target} failed: its reproducer is in fuzz/artifacts/{target}");
         }
         let runs = stat("number_of_executed_units").unwrap_or(0);

@@ -407,7 +407,7 @@ mod tests {
                         id: self.id,
                         direction,
                         total_len: bytes.len() as u64,
-                        bytes: bytes.to_vec(),
+                        bytes: bytes::BytesMut::from(bytes),
                         tls: false,
                     }));
                 }
@@ -540,7 +540,7 @@ mod tests {
                     id,
                     direction,
                     total_len: bytes.len() as u64,
-                    bytes: bytes.to_vec(),
+                    bytes: bytes::BytesMut::from(bytes),
                     tls: false,
                 }));
             }
@@ -571,7 +571,7 @@ mod tests {
             id,
             direction: Direction::Ingress,
             total_len: 0,
-            bytes: b"GET /cart HTTP/1.1\r\nX-Shop-Key: shopkey-VALUE-123\r\n\r\n".to_vec(),
+            bytes: bytes::BytesMut::from(&b"GET /cart HTTP/1.1\r\nX-Shop-Key: shopkey-VALUE-123\r\n\r\n"[..]),
             tls: false,
         });
         Redactor::new(with_key("X-Shop-Key").http_options()).redact(&mut chunk);

@@ -1,6 +1,7 @@
 //! The capture-event contract as userspace sees it, and the decoder from ring-buffer records.
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
+use bytes::BytesMut;
 use monitor_common as common;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -66,7 +67,8 @@ pub struct DataChunk {
     pub direction: Direction,
     /// Bytes the syscall moved; `bytes` holds the first of them.
     pub total_len: u64,
-    pub bytes: Vec<u8>,
+    /// A view of the capture's arena (see `Arena`): no allocation of its own.
+    pub bytes: BytesMut,
     /// Plaintext of a TLS connection (from the OpenSSL uprobes).
     pub tls: bool,
 }
@@ -138,6 +140,35 @@ pub enum DecodeError {
     BadLength { claimed: u32, room: usize },
 }
 
+/// Where data chunks' bytes are copied out of the ring: one buffer that many chunks view, so a
+/// chunk costs no allocation and no free. Profiled under load (nginx + wrk), one `Vec` per chunk
+/// was a fifth of the agent's CPU: the allocation on the capture thread, and mimalloc's delayed
+/// free when the pipeline thread dropped it. Once every chunk of a buffer is dropped, the buffer
+/// is reused in place; while some are still in flight, the next block is a new buffer (the old
+/// one freed with its last chunk), so memory is bounded by the chunks alive, plus a block.
+pub struct Arena {
+    buf: BytesMut,
+    block: usize,
+}
+
+impl Arena {
+    /// Blocks of `block` bytes (0: each chunk its own exact allocation, for one-off decodes).
+    pub fn new(block: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            block,
+        }
+    }
+
+    pub fn copy(&mut self, data: &[u8]) -> BytesMut {
+        if self.buf.capacity() < data.len() {
+            self.buf.reserve(self.block.max(data.len()));
+        }
+        self.buf.extend_from_slice(data);
+        self.buf.split()
+    }
+}
+
 /// Turns ring-buffer records into events; kernel monotonic timestamps become Unix time.
 pub struct Decoder {
     /// Unix time minus CLOCK_MONOTONIC, in nanoseconds: the agent clock's (crate::clock).
@@ -155,7 +186,13 @@ impl Decoder {
         (mono as i128 + self.mono_to_unix_ns).max(0) as u64
     }
 
+    /// One record, its data bytes in an allocation of their own.
     pub fn decode(&self, rec: &[u8]) -> Result<CaptureEvent, DecodeError> {
+        self.decode_in(rec, &mut Arena::new(0))
+    }
+
+    /// One record, its data bytes copied into `arena`.
+    pub fn decode_in(&self, rec: &[u8], arena: &mut Arena) -> Result<CaptureEvent, DecodeError> {
         if rec.len() < 4 {
             return Err(DecodeError::TooShort(rec.len()));
         }
@@ -225,7 +262,7 @@ impl Decoder {
                         Direction::Egress
                     },
                     total_len: h.total_len,
-                    bytes: rec[hdr..hdr + h.captured as usize].to_vec(),
+                    bytes: arena.copy(&rec[hdr..hdr + h.captured as usize]),
                     tls: h.flags & common::DATA_FLAG_TLS != 0,
                 }))
             }
@@ -272,6 +309,28 @@ fn comm_string(c: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Chunks view one block; once all are dropped the block is reused in place; a chunk kept
+    /// alive keeps its bytes while the arena moves on to a new block.
+    #[test]
+    fn the_arena_reuses_its_block_once_the_chunks_are_gone() {
+        let mut arena = Arena::new(64);
+        let a = arena.copy(b"GET / HTTP/1.1\r\n");
+        let b = arena.copy(b"Host: a\r\n");
+        assert_eq!((&a[..], &b[..]), (&b"GET / HTTP/1.1\r\n"[..], &b"Host: a\r\n"[..]));
+        let start = a.as_ptr();
+        assert_eq!(b.as_ptr(), start.wrapping_add(a.len()), "one block");
+        drop((a, b));
+        let c = arena.copy(&[7; 40]);
+        assert_eq!(c.as_ptr(), start, "reused in place");
+        // `c` stays alive: the next chunk that does not fit goes to a new block, `c` intact.
+        let d = arena.copy(&[9; 40]);
+        assert_ne!(d.as_ptr(), start);
+        assert!(c.iter().all(|&x| x == 7) && d.iter().all(|&x| x == 9));
+        // Bigger than a block: its own allocation, whole.
+        assert_eq!(arena.copy(&[1; 100]).len(), 100);
+        assert_eq!(Arena::new(0).copy(b"xy"), &b"xy"[..]);
+    }
 
     fn bytes_of<T>(v: &T) -> Vec<u8> {
         // SAFETY: test-only view of a repr(C) value as bytes.
@@ -329,7 +388,7 @@ mod tests {
         data.data[..3].copy_from_slice(b"GET");
         match d.decode(&bytes_of(&data)).unwrap() {
             CaptureEvent::Data(c) => {
-                assert_eq!(c.bytes, b"GET");
+                assert_eq!(c.bytes, &b"GET"[..]);
                 assert_eq!(c.gap(), 97);
                 assert_eq!(c.direction, Direction::Egress);
             }

@@ -11,7 +11,7 @@ use monitor_common::{
 };
 use tokio::io::unix::AsyncFd;
 
-use super::event::{CaptureEvent, ConnOpen, Decoder, Role};
+use super::event::{Arena, CaptureEvent, ConnOpen, Decoder, Role};
 use super::{comm_key, procfs};
 use crate::clock::{agent_now_ns, unix_now_ns};
 
@@ -210,6 +210,8 @@ enum ScanRequest {
 /// Execs waiting for the scan thread, at most: past it (a burst of execs while a scan runs) the
 /// rest wait for the periodic rescan.
 const MAX_PENDING_EXECS: usize = 4096;
+/// The data arena's block: about a hundred full-size chunks (CAPTURE_MAX is 4 KiB).
+const ARENA_BLOCK: usize = 512 * 1024;
 
 /// The thread that walks /proc and reads ELF files for TLS objects (seconds on a big host); the
 /// capture thread only attaches what it finds.
@@ -254,6 +256,8 @@ pub struct KernelCapture {
     stats: PerCpuArray<MapData, u64>,
     body_hints: BpfHashMap<MapData, BodyHintKey, BodyHint>,
     decoder: Decoder,
+    /// Where data chunks' bytes go (see Arena).
+    arena: Arena,
     tick: tokio::time::Interval,
     /// capture.processes, for the TLS rescans.
     processes: Vec<String>,
@@ -368,6 +372,7 @@ impl KernelCapture {
             stats,
             body_hints,
             decoder: Decoder::new(),
+            arena: Arena::new(ARENA_BLOCK),
             tick,
             processes: cfg.processes.clone(),
             mode,
@@ -435,7 +440,7 @@ impl KernelCapture {
                 }
                 continue;
             }
-            match self.decoder.decode(&item) {
+            match self.decoder.decode_in(&item, &mut self.arena) {
                 Ok(ev) => {
                     self.records_read += 1;
                     // Facts and missing addresses come from /proc on the resolver's thread

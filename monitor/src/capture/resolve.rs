@@ -124,7 +124,7 @@ mod tests {
             id: ConnId { tgid, fd: 3 },
             direction: Direction::Egress,
             total_len: 1,
-            bytes: vec![b'G'],
+            bytes: bytes::BytesMut::from(&b"G"[..]),
             tls: false,
         })
     }
