@@ -320,4 +320,10 @@ pub mod go {
     pub const TCPCONN_NETFD: u64 = 0;
     /// `netFD.pfd.Sysfd`.
     pub const NETFD_SYSFD: u64 = 16;
+    /// A wrapper conn that embeds a net.Conn as its first field (`struct { net.Conn; ... }`,
+    /// as netutil.LimitListener's and most counting or deadline conns do): the data word of that
+    /// interface, at the start of the struct the outer data word points to.
+    pub const EMBEDDED_CONN_DATA: u64 = 8;
+    /// Wrappers unwrapped at most.
+    pub const MAX_WRAPS: usize = 2;
 }

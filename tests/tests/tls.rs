@@ -377,6 +377,54 @@ fn go_crypto_tls_client_server_and_a_stripped_client() {
     drop(server);
 }
 
+/// Go's crypto/tls over connections wrapped in a type embedding net.Conn (a counting listener
+/// on the server, a counting dialer on the client, as netutil.LimitListener and most metrics
+/// wrappers do): the socket is found through the wrapper, every exchange seen on both sides,
+/// no blind spot.
+#[test]
+fn go_crypto_tls_over_wrapped_connections_is_seen() {
+    let dir = TempDir::new("gotlswrap");
+    self_signed_cert(dir.path());
+    let server_bin = dir.path().join("goserver");
+    let client_bin = dir.path().join("goclient");
+    go_build("server", &server_bin, false);
+    go_build("client", &client_bin, false);
+    let port = free_port();
+    let server = Proc(
+        Command::new(&server_bin)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(dir.path().join("cert.pem"))
+            .arg(dir.path().join("key.pem"))
+            .arg("wrapped")
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the Go server"),
+    );
+    wait_for_port(port);
+    let agent = Agent::start();
+    let st = Command::new(&client_bin)
+        .args([&format!("https://127.0.0.1:{port}"), "10", SECRET, "wrapped"])
+        .status()
+        .expect("the Go client");
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(200));
+    let (ex, summary) = agent.stop();
+    for (side, comm) in [
+        (server_side(&ex, port), "goserver"),
+        (client_side(&ex, port), "goclient"),
+    ] {
+        assert_eq!(side.len(), 10, "{comm}: {}", summary.line());
+        assert!(
+            side.iter()
+                .all(|e| e.tls && e.complete && &*e.comm == comm && e.auth_scheme.as_str() == "bearer"),
+            "{side:#?}"
+        );
+        assert_eq!(side.iter().filter(|e| e.status == Some(404)).count(), 2);
+    }
+    assert_seen_without_leaks(&ex, &summary, &[SECRET, "s3cr3t-"]);
+    drop(server);
+}
+
 /// Debian's caddy (Go 1.19, stripped, built with cgo) as a TLS file server, curl on the other
 /// side (HTTP/2 or HTTP/1.1, as they agree): every request seen on both sides.
 #[test]

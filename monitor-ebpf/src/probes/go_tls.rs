@@ -6,10 +6,11 @@
 //! to runtime.memmove), or, in a Read built otherwise, at each of its RET instructions (rax is
 //! the count; single-stepped, so slow), all found by decoding the function
 //! (capture/tls_sites/go.rs). Every site is an instruction the kernel emulates but the RETs.
-//! The socket comes straight from the Conn: the fd of the net.TCPConn it wraps (offsets in
-//! monitor_common::go).
+//! The socket comes straight from the Conn: the fd of the net.TCPConn it wraps, or of the one
+//! inside a wrapper conn that embeds it (offsets in monitor_common::go), taken only when the
+//! capture knows that socket of the process.
 use aya_ebpf::{bindings::pt_regs, helpers::bpf_probe_read_user, macros::uprobe, programs::ProbeContext};
-use monitor_common::{ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, Stat, go};
+use monitor_common::{ConnInfo, ConnKey, DATA_FLAG_TLS, DIR_EGRESS, DIR_INGRESS, Stat, go};
 
 use super::emit::emit_chunk;
 use super::tls::conn_info;
@@ -33,15 +34,33 @@ fn read_u64(addr: u64) -> Option<u64> {
     unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
 }
 
-/// The fd of the socket under a `*tls.Conn`: Conn.conn (a net.Conn interface: its data word) ->
-/// *net.TCPConn -> conn.fd (*netFD) -> pfd.Sysfd. None when a pointer is unreadable or the
-/// value is no fd (a Conn over something else than a net socket).
+/// The fd of a *net.TCPConn: conn.fd (*netFD) -> pfd.Sysfd. None when a pointer is unreadable
+/// or the value is no fd.
 #[inline(always)]
-fn conn_fd(conn: u64) -> Option<u32> {
-    let inner = read_u64(conn + go::CONN_NET_CONN_DATA)?;
-    let netfd = read_u64(inner + go::TCPCONN_NETFD)?;
+fn tcpconn_fd(tcpconn: u64) -> Option<u32> {
+    let netfd = read_u64(tcpconn + go::TCPCONN_NETFD)?;
     let fd = read_u64(netfd + go::NETFD_SYSFD)? as i64;
     (0..i32::MAX as i64).contains(&fd).then_some(fd as u32)
+}
+
+/// The socket under a `*tls.Conn` of process `tgid`: Conn.conn (a net.Conn interface) holds a
+/// *net.TCPConn, or a wrapper embedding a net.Conn first, up to MAX_WRAPS deep. Each reading
+/// is taken only if the process has that socket in the capture's table: what a wrapper's bytes
+/// give when read as a TCPConn is no fd of a connection (an itab's hash, a pointer), so a wrong
+/// reading is not a connection and the next level is tried. None: TlsFdUnknown.
+#[inline(always)]
+fn conn_socket(tgid: u32, conn: u64) -> Option<(ConnKey, *mut ConnInfo)> {
+    let mut inner = read_u64(conn + go::CONN_NET_CONN_DATA)?;
+    for _ in 0..=go::MAX_WRAPS {
+        if let Some(fd) = tcpconn_fd(inner) {
+            let key = ConnKey { tgid, fd };
+            if let Some(info) = conn_info(key) {
+                return Some((key, info));
+            }
+        }
+        inner = read_u64(inner + go::EMBEDDED_CONN_DATA)?;
+    }
+    None
 }
 
 /// `func (c *Conn) Write(b []byte) (int, error)`: c in rax, b's pointer and length in rbx, rcx.
@@ -53,12 +72,7 @@ pub fn go_tls_write(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let Some(id) = traced_process() else { return 0 };
-    let tgid = (id >> 32) as u32;
-    let found = conn_fd(r.rax).and_then(|fd| {
-        let key = ConnKey { tgid, fd };
-        Some((key, conn_info(key)?))
-    });
-    let Some((key, info)) = found else {
+    let Some((key, info)) = conn_socket((id >> 32) as u32, r.rax) else {
         count(Stat::TlsFdUnknown, 1);
         return 0;
     };
@@ -74,18 +88,19 @@ pub fn go_tls_read(ctx: ProbeContext) -> u32 {
         return 0;
     }
     let Some(id) = traced_process() else { return 0 };
-    let Some(fd) = conn_fd(r.rax) else {
+    let tgid = (id >> 32) as u32;
+    let Some((conn, _)) = conn_socket(tgid, r.rax) else {
         count(Stat::TlsFdUnknown, 1);
         return 0;
     };
     let key = GoKey {
-        tgid: (id >> 32) as u32,
+        tgid,
         _pad: 0,
         g: r.r14,
     };
     let args = GoArgs {
         buf: r.rbx,
-        fd,
+        fd: conn.fd,
         flags: 0,
     };
     match GO_ARGS.get_ptr_mut(key) {

@@ -317,7 +317,10 @@ mod tests {
         let mut arena = Arena::new(64);
         let a = arena.copy(b"GET / HTTP/1.1\r\n");
         let b = arena.copy(b"Host: a\r\n");
-        assert_eq!((&a[..], &b[..]), (&b"GET / HTTP/1.1\r\n"[..], &b"Host: a\r\n"[..]));
+        assert_eq!(
+            (&a[..], &b[..]),
+            (&b"GET / HTTP/1.1\r\n"[..], &b"Host: a\r\n"[..])
+        );
         let start = a.as_ptr();
         assert_eq!(b.as_ptr(), start.wrapping_add(a.len()), "one block");
         drop((a, b));
