@@ -256,7 +256,10 @@ impl MessageParser {
                     self.head_buf.extend_from_slice(&data[..take]);
                     match parse_head(&self.head_buf, http) {
                         Ok(HeadParse::Complete { head, len }) => {
-                            let used = len - prev;
+                            // head_buf never holds a complete head (resync_from_head keeps only
+                            // a partial one), so the head ends in this chunk's bytes.
+                            debug_assert!(len >= prev, "a complete head was buffered: {len} < {prev}");
+                            let used = len.saturating_sub(prev);
                             data = &data[used..];
                             self.msg_bytes = len as u64;
                             self.head_bytes = len as u64;
@@ -266,7 +269,7 @@ impl MessageParser {
                         Ok(HeadParse::Partial) => {
                             if !starts_like_message(&self.head_buf) {
                                 self.lose_sync(ParseError::Malformed, out);
-                                data = self.resync_from_head(data, take);
+                                data = self.resync_from_head(data, take, http);
                             } else if self.head_buf.len() >= MAX_HEAD_BYTES {
                                 self.lose_sync(ParseError::HeadTooLarge, out);
                                 self.head_buf = Vec::new();
@@ -277,7 +280,7 @@ impl MessageParser {
                         }
                         Err(_) => {
                             self.lose_sync(ParseError::Malformed, out);
-                            data = self.resync_from_head(data, take);
+                            data = self.resync_from_head(data, take, http);
                         }
                     }
                 }
@@ -536,8 +539,11 @@ impl MessageParser {
 
     /// After a malformed head: look for a message start inside the buffered head (past its first
     /// byte) and restart there; the rest of `data` (after the `take` bytes already buffered)
-    /// follows.
-    fn resync_from_head<'a>(&mut self, data: &'a [u8], take: usize) -> &'a [u8] {
+    /// follows. A start in bytes buffered earlier is kept as the new head only while it is
+    /// still partial: bytes kept unparsed that already held a whole head (and what followed it)
+    /// made the next parse end before them (found by fuzzing: an underflow); such bytes are
+    /// skipped, counted, and the search goes on in what comes next.
+    fn resync_from_head<'a>(&mut self, data: &'a [u8], take: usize, http: &HttpOptions) -> &'a [u8] {
         let buf = std::mem::take(&mut self.head_buf);
         if buf.is_empty() {
             return &data[take..];
@@ -551,11 +557,16 @@ impl MessageParser {
                 self.state = State::Idle;
                 &data[start_in_data..]
             }
-            Some(i) => {
+            Some(i) if matches!(parse_head(&buf[i + 1..], http), Ok(HeadParse::Partial)) => {
                 // The new start lies in bytes buffered earlier: keep them as the new head.
                 self.skipped_bytes += (i + 1) as u64;
                 self.head_buf = buf[i + 1..].to_vec();
                 self.state = State::Head;
+                &data[take..]
+            }
+            Some(_) => {
+                self.skipped_bytes += buf.len() as u64;
+                self.state = State::Resync;
                 &data[take..]
             }
             None => {

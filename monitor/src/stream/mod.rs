@@ -12,6 +12,7 @@ use crate::exchange::{Exchange, version_str};
 use crate::http::{Head, HttpOptions, MessageParser, ParseError, ParseEvent, RequestHead, RequestMethods};
 use crate::stats::PipelineStats;
 
+pub mod fuzzing;
 pub mod h2;
 use h2::H2Conn;
 

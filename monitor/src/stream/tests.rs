@@ -1015,3 +1015,11 @@ fn a_blind_spot_is_counted_by_process_and_tls_library() {
     table.process(close_event(seen), &mut stats, &mut out);
     assert_eq!(stats.tls_blind_spots_of("cli"), 3);
 }
+
+/// Inputs the reassembly fuzz target crashed on (fuzz/regressions/reassembly).
+#[test]
+fn fuzz_regressions_of_the_reassembly_target() {
+    fuzzing::reassembly(include_bytes!(
+        "../../../fuzz/regressions/reassembly/crash-ad0eeae07fd7e36f3616a35ec9d8c23429566d55"
+    ));
+}
