@@ -328,17 +328,7 @@ fn go_crypto_tls_client_server_and_a_stripped_client() {
     };
     assert!(has_symtab(&client_bin) && !has_symtab(&stripped_bin));
     let port = free_port();
-    let server = Proc(
-        Command::new(&server_bin)
-            .arg(format!("127.0.0.1:{port}"))
-            .arg(dir.path().join("cert.pem"))
-            .arg(dir.path().join("key.pem"))
-            // Its log would name wait_for_port's probe connection a failed handshake.
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the Go server"),
-    );
-    wait_for_port(port);
+    let server = start_go_server(&server_bin, dir.path(), port, &[]);
     let agent = Agent::start();
     let base = format!("https://127.0.0.1:{port}");
     for (bin, n) in [(&client_bin, "20"), (&stripped_bin, "5")] {
@@ -390,17 +380,7 @@ fn go_crypto_tls_over_wrapped_connections_is_seen() {
     go_build("server", &server_bin, false);
     go_build("client", &client_bin, false);
     let port = free_port();
-    let server = Proc(
-        Command::new(&server_bin)
-            .arg(format!("127.0.0.1:{port}"))
-            .arg(dir.path().join("cert.pem"))
-            .arg(dir.path().join("key.pem"))
-            .arg("wrapped")
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the Go server"),
-    );
-    wait_for_port(port);
+    let server = start_go_server(&server_bin, dir.path(), port, &["wrapped"]);
     let agent = Agent::start();
     let st = Command::new(&client_bin)
         .args([&format!("https://127.0.0.1:{port}"), "10", SECRET, "wrapped"])
@@ -493,6 +473,23 @@ fn caddy_serving_files_over_tls_is_seen() {
     assert!(server_side(&ex, port).iter().all(|e| &*e.comm == "caddy"));
     assert_seen_without_leaks(&ex, &summary, &[SECRET]);
     drop(caddy);
+}
+
+/// The Go https server built by go_build, on 127.0.0.1:`port` with the certificate in `dir`.
+fn start_go_server(bin: &std::path::Path, dir: &std::path::Path, port: u16, extra: &[&str]) -> Proc {
+    let server = Proc(
+        Command::new(bin)
+            .arg(format!("127.0.0.1:{port}"))
+            .arg(dir.join("cert.pem"))
+            .arg(dir.join("key.pem"))
+            .args(extra)
+            // Its log would name wait_for_port's probe connection a failed handshake.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the Go server"),
+    );
+    wait_for_port(port);
+    server
 }
 
 /// Builds the Go program in tests/fixtures/go/NAME into `out`, with no symbol tables if
