@@ -41,7 +41,9 @@ pub(crate) fn run(secs: u64, sanitizer: bool, only: &[String]) -> Result<()> {
         // directory, and the repository keeps only the seeds.
         let corpus = fuzz.join("corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
+        // Seeds where the repository keeps some (a binary decoder starts from nothing well).
         let seeds = fuzz.join("seeds").join(target);
+        let seeds = seeds.is_dir().then_some(seeds);
         let out = Command::new("cargo")
             .current_dir(&fuzz)
             .args(["+nightly", "fuzz", "run", target])
@@ -54,7 +56,7 @@ pub(crate) fn run(secs: u64, sanitizer: bool, only: &[String]) -> Result<()> {
             .arg("--target-dir")
             .arg(crate::target_dir().join("fuzz"))
             .arg(&corpus)
-            .arg(&seeds)
+            .args(&seeds)
             .args([
                 "--",
                 &format!("-max_total_time={secs}"),

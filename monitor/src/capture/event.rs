@@ -148,21 +148,26 @@ pub enum DecodeError {
 /// one freed with its last chunk), so memory is bounded by the chunks alive, plus a block.
 pub struct Arena {
     buf: BytesMut,
+    /// The next block's size: from 4 KiB, doubling up to `block` (a short replay or a one-off
+    /// decode does not pay for a full block).
+    next: usize,
     block: usize,
 }
 
 impl Arena {
-    /// Blocks of `block` bytes (0: each chunk its own exact allocation, for one-off decodes).
+    /// Blocks of up to `block` bytes (0: each chunk its own exact allocation).
     pub fn new(block: usize) -> Self {
         Self {
             buf: BytesMut::new(),
+            next: block.min(4096),
             block,
         }
     }
 
     pub fn copy(&mut self, data: &[u8]) -> BytesMut {
         if self.buf.capacity() < data.len() {
-            self.buf.reserve(self.block.max(data.len()));
+            self.buf.reserve(self.next.max(data.len()));
+            self.next = (self.next * 2).min(self.block);
         }
         self.buf.extend_from_slice(data);
         self.buf.split()
