@@ -1023,3 +1023,12 @@ fn fuzz_regressions_of_the_reassembly_target() {
         "../../../fuzz/regressions/reassembly/crash-ad0eeae07fd7e36f3616a35ec9d8c23429566d55"
     ));
 }
+
+/// Inputs the http2 fuzz target stopped on (fuzz/regressions/http2): HTTP/1 pipelining in one
+/// chunk gave more exchanges than chunks, which the target's bound wrongly forbade.
+#[test]
+fn fuzz_regressions_of_the_http2_target() {
+    fuzzing::http2(include_bytes!(
+        "../../../fuzz/regressions/http2/crash-7c36c9402027dbf1936776e03402bd20a0424ba0"
+    ));
+}
