@@ -1,8 +1,8 @@
 //! What the kernel cannot tell and /proc can, added to the event stream on the pipeline's thread
-//! (not the ring-draining capture thread): each process's facts (name,
-//! cgroup) before its first event, again with its TLS libraries before its first TLS
-//! connection's event (for the blind-spot count), and the addresses of a connection the probes opened without
-//! them (an accept without an address buffer, IPv6 adopted by the socket layer). Reading /proc
+//! (not the ring-draining capture thread): each process's facts (name, cgroup) before its first
+//! event, again with its TLS libraries before its first TLS connection's event (for the
+//! blind-spot count), and the addresses of a connection the probes opened without them (an
+//! accept without an address buffer, IPv6 adopted by the socket layer). Reading /proc
 //! costs from microseconds (a process's comm) to milliseconds (/proc/PID/net/tcp on a host with
 //! many sockets); on the capture thread the ring would fill meanwhile.
 use hashbrown::HashSet;

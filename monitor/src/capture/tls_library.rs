@@ -97,10 +97,12 @@ fn executable_kinds(path: &Path) -> Vec<&'static str> {
     let Ok(elf) = object::File::parse(&cache) else {
         return Vec::new();
     };
-    let mut kinds = Vec::new();
     if elf.section_by_name(".gopclntab").is_some() || elf.section_by_name(".go.buildinfo").is_some() {
-        kinds.push("go");
+        // Go's own TLS is the one it uses; its symbol tables are large, and read on the
+        // pipeline's thread.
+        return vec!["go"];
     }
+    let mut kinds = Vec::new();
     for sym in elf.dynamic_symbols().chain(elf.symbols()).take(MAX_SYMBOLS) {
         let Ok(name) = sym.name() else { continue };
         let kind = match name {
