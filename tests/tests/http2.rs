@@ -75,6 +75,33 @@ fn check_curl_side(side: &[&Exchange], tls: bool) {
     }
 }
 
+/// One line per exchange with `port` at either end: who saw it, what and how it ended.
+fn on_port(ex: &[Exchange], port: u16) -> String {
+    ex.iter()
+        .filter(|e| {
+            [e.local, e.peer]
+                .iter()
+                .any(|a| a.map(|a| a.port()) == Some(port))
+        })
+        .map(|e| {
+            format!(
+                "{:?} {} local={:?} peer={:?} HTTP/{} stream={:?} {} {} -> {:?} complete={}",
+                e.role,
+                e.comm,
+                e.local,
+                e.peer,
+                e.http_version,
+                e.stream_id,
+                e.method,
+                e.path,
+                e.status,
+                e.complete
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn assert_no_secret(ex: &[Exchange]) {
     let json: String = ex.iter().map(Exchange::to_json).collect();
     assert!(!json.contains(SECRET), "the bearer token leaked");
@@ -188,6 +215,14 @@ fn an_h2c_upgrade_from_http1_is_followed_into_its_streams() {
     curl_h2(&format!("http://127.0.0.1:{port}"), &["--http2"]);
     std::thread::sleep(Duration::from_millis(200));
     let (ex, summary) = agent.stop();
+    // CI once saw no server side at all: when a side is short, say everything the agent saw.
+    let (servers, clients) = (server_side(&ex, port).len(), client_side(&ex, port).len());
+    assert!(
+        servers == N && clients == N,
+        "server side {servers}, client side {clients} of {N}; every exchange on the port:\n{}\n{}",
+        on_port(&ex, port),
+        summary.line()
+    );
     for side in [server_side(&ex, port), client_side(&ex, port)] {
         // Stream 1 is the request that carried the upgrade: its answer came as HTTP/2.
         check_curl_side(&side, false);
